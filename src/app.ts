@@ -1,0 +1,88 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import { IngestError } from './errors.ts';
+import { Admission } from './http/admission.ts';
+import { registerEventRoute } from './http/event-route.ts';
+import { registerOpsRoutes } from './http/ops-routes.ts';
+import { handleError, sendProblem } from './http/problem.ts';
+import type { IngestPipeline } from './ingest/pipeline.ts';
+import type { IngestMetrics } from './telemetry/metrics.ts';
+
+export interface AppDependencies {
+  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'queue'>;
+  readonly pipeline: IngestPipeline;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: IngestMetrics;
+  /** Whether the database answers; /readyz is 503 while it does not. */
+  readonly isDatabaseReachable: () => Promise<boolean>;
+}
+
+export interface IngestApp {
+  readonly app: FastifyInstance;
+  readonly admission: Admission;
+}
+
+/** Build the HTTP application: plugins and routes, no listen. */
+export function buildApp(dependencies: AppDependencies): IngestApp {
+  const { config, pipeline, metrics } = dependencies;
+  const app = Fastify({
+    loggerInstance: dependencies.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimitBytes,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 65_000,
+  });
+  // Only application/json is an event; fastify's default text/plain parser would let other types in.
+  app.removeContentTypeParser('text/plain');
+
+  const admission = new Admission(
+    {
+      get depth() {
+        return pipeline.batcher.depth;
+      },
+      get capacity() {
+        return pipeline.batcher.capacity;
+      },
+      get drainRatePerSecond() {
+        return pipeline.batcher.drainRatePerSecond;
+      },
+      get draining() {
+        return pipeline.draining;
+      },
+      hasRoomFor: (count, bytes) => pipeline.batcher.hasRoomFor(count, bytes),
+    },
+    { highWater: config.queue.shedHighWater, lowWater: config.queue.shedLowWater },
+  );
+
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, new IngestError('INGEST_ERR_NOT_FOUND', `no route for ${request.method} ${request.url}`)),
+  );
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpResponses.inc({ route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode });
+  });
+
+  registerEventRoute(app, {
+    pipeline,
+    admission,
+    clock: dependencies.clock,
+    ackMode: config.ackMode,
+    bodyLimitBytes: config.bodyLimitBytes,
+  });
+  registerOpsRoutes(app, {
+    registry: metrics.registry,
+    notReadyReason: async () => {
+      if (pipeline.draining) return 'draining';
+      if (!(await dependencies.isDatabaseReachable())) return 'database unreachable';
+      return undefined;
+    },
+  });
+  return { app, admission };
+}

@@ -1,0 +1,297 @@
+import type { Clock, TimerHandle } from '../clock.ts';
+import { BatcherClosedError, BatcherDrainTimeoutError } from './errors.ts';
+
+/** Why a batch left the buffer. */
+export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown';
+
+/** What became of one item. `stored` covers an item the sink found already stored. */
+export type ItemOutcome = 'stored' | 'failed' | 'dropped';
+
+export interface FlushContext {
+  readonly reason: FlushReason;
+  /** Aborted when the shutdown deadline passes: the sink must give up promptly. */
+  readonly signal: AbortSignal;
+}
+
+/** The only thing the batcher knows about storage. */
+export type FlushFunction<T> = (batch: readonly T[], context: FlushContext) => Promise<void>;
+
+export interface FlushReport {
+  readonly reason: FlushReason;
+  readonly size: number;
+  readonly bytes: number;
+  readonly durationMs: number;
+  /** Enqueue time of each item: batch latency is measured from these, per batch. */
+  readonly enqueuedAtMs: readonly number[];
+  readonly error?: unknown;
+}
+
+export interface BatcherOptions<T> {
+  readonly maxBatchSize: number;
+  readonly maxBatchBytes: number;
+  readonly maxWaitMs: number;
+  /** Items accepted and not yet settled (buffered + waiting + in flight) never exceed this. */
+  readonly capacity: number;
+  readonly capacityBytes: number;
+  readonly flushConcurrency: number;
+  readonly clock: Clock;
+  readonly sizeOf: (item: T) => number;
+  readonly flush: FlushFunction<T>;
+  /** Called once per flush, after it settles: the place for per-batch metrics and logs. */
+  readonly onFlushSettled?: (report: FlushReport) => void;
+}
+
+export type Waiter = (outcome: ItemOutcome) => void;
+
+export type EnqueueResult = { readonly ok: true } | { readonly ok: false; readonly reason: 'full' | 'closed' };
+
+export interface BatcherCounters {
+  enqueued: number;
+  flushedOk: number;
+  flushedFail: number;
+  dropped: number;
+}
+
+interface Batch<T> {
+  readonly items: T[];
+  readonly enqueuedAtMs: number[];
+  readonly waiters: (Waiter | undefined)[];
+  bytes: number;
+  reason: FlushReason;
+  abandoned: boolean;
+}
+
+type State = 'running' | 'draining' | 'stopped';
+
+/**
+ * A bounded, size/bytes/time-triggered batcher. Knows nothing of HTTP or SQL.
+ *
+ * States: running → (shutdown) draining → stopped. While running, items enter the open batch; the
+ * open batch is sealed when it reaches maxBatchSize, when the next item would take it past
+ * maxBatchBytes, or maxWaitMs after its first item. Sealed batches wait in FIFO order for one of
+ * flushConcurrency slots. A sealed batch is never touched again, so a sink may keep the array.
+ */
+export class Batcher<T> {
+  readonly #options: BatcherOptions<T>;
+  #open: Batch<T> = Batcher.#newBatch<T>();
+  #openTimer: TimerHandle | undefined;
+  readonly #sealed: Batch<T>[] = [];
+  readonly #inFlight = new Set<Batch<T>>();
+  #pendingItems = 0;
+  #pendingBytes = 0;
+  #state: State = 'running';
+  #shutdownPromise: Promise<void> | undefined;
+  #idleResolvers: (() => void)[] = [];
+  readonly #abort = new AbortController();
+  readonly #counters: BatcherCounters = { enqueued: 0, flushedOk: 0, flushedFail: 0, dropped: 0 };
+  /** Exponentially weighted drain rate, items per second, measured over settled flushes. */
+  #drainRatePerSecond = 0;
+  #lastSettledAtMs: number | undefined;
+
+  constructor(options: BatcherOptions<T>) {
+    for (const key of ['maxBatchSize', 'maxBatchBytes', 'capacity', 'capacityBytes', 'flushConcurrency'] as const) {
+      if (!(options[key] >= 1)) throw new RangeError(`${key} must be at least 1`);
+    }
+    if (!(options.maxWaitMs >= 0)) throw new RangeError('maxWaitMs must be non-negative');
+    this.#options = options;
+  }
+
+  static #newBatch<T>(): Batch<T> {
+    return { items: [], enqueuedAtMs: [], waiters: [], bytes: 0, reason: 'time', abandoned: false };
+  }
+
+  /** Items accepted and not yet settled. */
+  get depth(): number {
+    return this.#pendingItems;
+  }
+
+  get depthBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  get capacity(): number {
+    return this.#options.capacity;
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  /**
+   * Items settled per second, smoothed over recent flushes. When nothing has settled for over a
+   * second (a stalled database), the rate decays with the silence instead of staying stale.
+   */
+  get drainRatePerSecond(): number {
+    if (this.#lastSettledAtMs === undefined) return 0;
+    const silentMs = this.#options.clock.now() - this.#lastSettledAtMs;
+    return silentMs > 1000 ? (this.#drainRatePerSecond * 1000) / silentMs : this.#drainRatePerSecond;
+  }
+
+  get counters(): Readonly<BatcherCounters> {
+    return { ...this.#counters };
+  }
+
+  /** Room for `count` more items of `bytes` in total, right now? */
+  hasRoomFor(count: number, bytes: number): boolean {
+    return (
+      this.#pendingItems + count <= this.#options.capacity && this.#pendingBytes + bytes <= this.#options.capacityBytes
+    );
+  }
+
+  /**
+   * Accept one item, or refuse it without side effects. `waiter`, when given, is called exactly
+   * once with the item's outcome.
+   */
+  enqueue(item: T, waiter?: Waiter): EnqueueResult {
+    if (this.#state !== 'running') return { ok: false, reason: 'closed' };
+    const bytes = this.#options.sizeOf(item);
+    if (!this.hasRoomFor(1, bytes)) return { ok: false, reason: 'full' };
+
+    if (this.#open.items.length > 0 && this.#open.bytes + bytes > this.#options.maxBatchBytes) {
+      this.#seal('bytes');
+    }
+    const batch = this.#open;
+    batch.items.push(item);
+    batch.enqueuedAtMs.push(this.#options.clock.now());
+    batch.waiters.push(waiter);
+    batch.bytes += bytes;
+    this.#pendingItems += 1;
+    this.#pendingBytes += bytes;
+    this.#counters.enqueued += 1;
+
+    if (batch.items.length >= this.#options.maxBatchSize) {
+      this.#seal('size');
+    } else if (batch.bytes >= this.#options.maxBatchBytes) {
+      this.#seal('bytes');
+    } else if (batch.items.length === 1) {
+      this.#openTimer = this.#options.clock.setTimeout(() => {
+        this.#openTimer = undefined;
+        if (this.#open === batch) this.#seal('time');
+      }, this.#options.maxWaitMs);
+    }
+    return { ok: true };
+  }
+
+  #seal(reason: FlushReason): void {
+    if (this.#openTimer !== undefined) {
+      this.#options.clock.clearTimeout(this.#openTimer);
+      this.#openTimer = undefined;
+    }
+    const batch = this.#open;
+    if (batch.items.length === 0) return;
+    batch.reason = reason;
+    this.#open = Batcher.#newBatch<T>();
+    this.#sealed.push(batch);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#inFlight.size < this.#options.flushConcurrency && this.#sealed.length > 0) {
+      const batch = this.#sealed.shift()!;
+      this.#inFlight.add(batch);
+      void this.#runFlush(batch);
+    }
+  }
+
+  async #runFlush(batch: Batch<T>): Promise<void> {
+    const startedAtMs = this.#options.clock.now();
+    let error: unknown;
+    let failed = false;
+    try {
+      await this.#options.flush(batch.items, { reason: batch.reason, signal: this.#abort.signal });
+    } catch (caught) {
+      failed = true;
+      error = caught;
+    }
+    this.#inFlight.delete(batch);
+    if (batch.abandoned) return; // already counted as dropped when the drain deadline passed
+
+    const size = batch.items.length;
+    this.#pendingItems -= size;
+    this.#pendingBytes -= batch.bytes;
+    if (failed) this.#counters.flushedFail += size;
+    else this.#counters.flushedOk += size;
+    const settledAtMs = this.#options.clock.now();
+    this.#updateDrainRate(size, settledAtMs);
+    this.#options.onFlushSettled?.({
+      reason: batch.reason,
+      size,
+      bytes: batch.bytes,
+      durationMs: settledAtMs - startedAtMs,
+      enqueuedAtMs: batch.enqueuedAtMs,
+      ...(failed ? { error } : {}),
+    });
+    Batcher.#notify(batch, failed ? 'failed' : 'stored');
+    this.#pump();
+    this.#checkIdle();
+  }
+
+  #updateDrainRate(size: number, settledAtMs: number): void {
+    const last = this.#lastSettledAtMs;
+    this.#lastSettledAtMs = settledAtMs;
+    if (last === undefined) return;
+    const elapsedMs = Math.max(settledAtMs - last, 1);
+    const instant = (size * 1000) / elapsedMs;
+    this.#drainRatePerSecond =
+      this.#drainRatePerSecond === 0 ? instant : this.#drainRatePerSecond * 0.8 + instant * 0.2;
+  }
+
+  static #notify<T>(batch: Batch<T>, outcome: ItemOutcome): void {
+    for (const waiter of batch.waiters) waiter?.(outcome);
+  }
+
+  #checkIdle(): void {
+    if (this.#inFlight.size > 0 || this.#sealed.length > 0 || this.#open.items.length > 0) return;
+    const resolvers = this.#idleResolvers;
+    this.#idleResolvers = [];
+    for (const resolve of resolvers) resolve();
+  }
+
+  /** Settles when nothing is buffered, waiting or in flight. */
+  #whenIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#idleResolvers.push(resolve);
+      this.#checkIdle();
+    });
+  }
+
+  /**
+   * Stop intake and flush everything within `deadlineMs`. Idempotent: every caller gets the same
+   * promise. Past the deadline, in-flight flushes are aborted and the promise rejects with a
+   * BatcherDrainTimeoutError holding every item not known to be stored (for a spill file); those
+   * items count as dropped.
+   */
+  shutdown(deadlineMs: number): Promise<void> {
+    this.#shutdownPromise ??= this.#drain(deadlineMs);
+    return this.#shutdownPromise;
+  }
+
+  async #drain(deadlineMs: number): Promise<void> {
+    this.#state = 'draining';
+    this.#seal('shutdown');
+    let timer: TimerHandle | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = this.#options.clock.setTimeout(() => resolve('timeout'), deadlineMs);
+    });
+    const outcome = await Promise.race([this.#whenIdle().then(() => 'idle' as const), timedOut]);
+    this.#options.clock.clearTimeout(timer);
+    if (outcome === 'idle') {
+      this.#state = 'stopped';
+      return;
+    }
+    const leftBehind = [...this.#inFlight, ...this.#sealed];
+    this.#sealed.length = 0;
+    const items: T[] = [];
+    for (const batch of leftBehind) {
+      batch.abandoned = true;
+      items.push(...batch.items);
+      Batcher.#notify(batch, 'dropped');
+    }
+    this.#counters.dropped += items.length;
+    this.#pendingItems = 0;
+    this.#pendingBytes = 0;
+    this.#state = 'stopped';
+    this.#abort.abort(new BatcherClosedError('shutdown deadline passed'));
+    throw new BatcherDrainTimeoutError(deadlineMs, items);
+  }
+}

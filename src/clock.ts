@@ -1,0 +1,25 @@
+/**
+ * The one seam for time. Everything that measures or waits takes a Clock, so tests can swap in
+ * a fake one (@sinonjs/fake-timers' `createClock()` satisfies this interface) and advance it.
+ */
+export type TimerHandle = unknown;
+
+export interface Clock {
+  /** Milliseconds since the Unix epoch. */
+  now(): number;
+  setTimeout(callback: () => void, delayMs: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+/** The real clock. Its timers are unref'd: a pending batch timer never keeps the process alive. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(callback, delayMs) {
+    const timer = setTimeout(callback, delayMs);
+    timer.unref();
+    return timer;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};

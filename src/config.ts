@@ -1,0 +1,113 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const fraction = z.coerce.number().gt(0).lte(1);
+
+/** Every environment variable the service reads, with its default. Units are in the names. */
+const environmentSchema = z
+  .object({
+    HOST: z.string().min(1).default('0.0.0.0'),
+    PORT: integer(0, 65535).default(8080),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+    DATA_DIR: z.string().min(1).default('./.data'),
+    ACK_MODE: z.enum(['queued', 'committed']).default('queued'),
+    BATCH_MAX_SIZE: integer(1, 100_000).default(500),
+    BATCH_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
+    BATCH_MAX_WAIT_MS: integer(0, 60_000).default(200),
+    QUEUE_CAPACITY: integer(1, 10_000_000).default(2048),
+    QUEUE_MAX_BYTES: integer(1024, 4 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+    FLUSH_CONCURRENCY: integer(1, 64).default(2),
+    SHED_HIGH_WATER: fraction.default(0.8),
+    SHED_LOW_WATER: fraction.default(0.6),
+    SHUTDOWN_TIMEOUT_MS: integer(0, 10 * 60_000).default(30_000),
+    BODY_LIMIT_BYTES: integer(1024, 64 * 1024 * 1024).default(64 * 1024),
+    DB_POOL_SIZE: integer(1, 100).default(4),
+    DB_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
+    DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
+    DB_COPY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
+  })
+  .refine((env) => env.SHED_LOW_WATER < env.SHED_HIGH_WATER, {
+    message: 'must be below SHED_HIGH_WATER',
+    path: ['SHED_LOW_WATER'],
+  })
+  .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
+    message: 'must not exceed QUEUE_CAPACITY',
+    path: ['BATCH_MAX_SIZE'],
+  });
+
+type Environment = z.output<typeof environmentSchema>;
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly logLevel: Environment['LOG_LEVEL'];
+  /** Undefined: start the embedded PostgreSQL under dataDir. */
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly ackMode: Environment['ACK_MODE'];
+  readonly batch: {
+    readonly maxSize: number;
+    readonly maxBytes: number;
+    readonly maxWaitMs: number;
+    readonly flushConcurrency: number;
+  };
+  readonly queue: {
+    readonly capacity: number;
+    readonly maxBytes: number;
+    readonly shedHighWater: number;
+    readonly shedLowWater: number;
+  };
+  readonly shutdownTimeoutMs: number;
+  readonly bodyLimitBytes: number;
+  readonly db: {
+    readonly poolSize: number;
+    readonly connectTimeoutMs: number;
+    readonly statementTimeoutMs: number;
+    readonly copyTimeoutMs: number;
+  };
+}
+
+export class ConfigError extends Error {
+  readonly code = 'INGEST_ERR_CONFIG';
+}
+
+/** Validate the environment once, at start-up. Throws ConfigError naming each bad variable. */
+export function loadConfig(environment: Record<string, string | undefined>): Config {
+  const present = Object.fromEntries(Object.entries(environment).filter(([, value]) => value !== ''));
+  const parsed = environmentSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.') || '(environment)'}: ${issue.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const env = parsed.data;
+  return Object.freeze({
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    databaseUrl: env.DATABASE_URL,
+    dataDir: path.resolve(env.DATA_DIR),
+    ackMode: env.ACK_MODE,
+    batch: {
+      maxSize: env.BATCH_MAX_SIZE,
+      maxBytes: env.BATCH_MAX_BYTES,
+      maxWaitMs: env.BATCH_MAX_WAIT_MS,
+      flushConcurrency: env.FLUSH_CONCURRENCY,
+    },
+    queue: {
+      capacity: env.QUEUE_CAPACITY,
+      maxBytes: env.QUEUE_MAX_BYTES,
+      shedHighWater: env.SHED_HIGH_WATER,
+      shedLowWater: env.SHED_LOW_WATER,
+    },
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    bodyLimitBytes: env.BODY_LIMIT_BYTES,
+    db: {
+      poolSize: env.DB_POOL_SIZE,
+      connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS,
+      copyTimeoutMs: env.DB_COPY_TIMEOUT_MS,
+    },
+  });
+}

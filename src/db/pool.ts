@@ -1,0 +1,41 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+
+/** A pool whose every wait is bounded, and whose idle-client errors are logged, never thrown. */
+export function createPool(databaseUrl: string, db: Config['db'], logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: db.poolSize,
+    connectionTimeoutMillis: db.connectTimeoutMs,
+    statement_timeout: db.statementTimeoutMs,
+    idle_in_transaction_session_timeout: db.copyTimeoutMs * 2,
+    application_name: 'audit-ingest',
+    keepAlive: true,
+  });
+  pool.on('error', (error) => {
+    logger.warn(
+      { err: error },
+      'an idle database connection failed and was discarded; the pool reconnects on demand. If this repeats, check the database and the network to it',
+    );
+  });
+  return pool;
+}
+
+/** True when the database answers a trivial query within `timeoutMs`. */
+export async function isDatabaseReachable(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const probe = pool.query('SELECT 1');
+    probe.catch(() => {}); // a late failure after the timeout is not an unhandled rejection
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);
+    });
+    await Promise.race([probe, timeout]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The error registry: every error a client can see, with its stable code and HTTP status.
+ * Clients and tests match on `code`. Each code has a section in runbook.md (checked by a test).
+ */
+export const errorCatalog = {
+  INGEST_ERR_VALIDATION: { status: 400, title: 'The event does not match the schema' },
+  INGEST_ERR_MALFORMED_JSON: { status: 400, title: 'The body is not valid JSON' },
+  INGEST_ERR_BAD_REQUEST: { status: 400, title: 'The request is malformed' },
+  INGEST_ERR_NOT_FOUND: { status: 404, title: 'No such route' },
+  INGEST_ERR_BODY_TOO_LARGE: { status: 413, title: 'The body is larger than the limit' },
+  INGEST_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
+  INGEST_ERR_OVERLOADED: { status: 429, title: 'The queue is above its high-water mark; retry later' },
+  INGEST_ERR_QUEUE_FULL: { status: 503, title: 'The queue is full; retry later' },
+  INGEST_ERR_DRAINING: { status: 503, title: 'The service is shutting down; retry on another instance' },
+  INGEST_ERR_NOT_COMMITTED: { status: 503, title: 'The event could not be committed; retry it' },
+  INGEST_ERR_INTERNAL: { status: 500, title: 'Internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof errorCatalog;
+
+export interface FieldIssue {
+  readonly path: string;
+  readonly message: string;
+}
+
+export class IngestError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly issues: readonly FieldIssue[] | undefined;
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    options: { issues?: readonly FieldIssue[]; retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
+    super(detail ?? errorCatalog[code].title, { cause: options.cause });
+    this.name = 'IngestError';
+    this.code = code;
+    this.status = errorCatalog[code].status;
+    this.issues = options.issues;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}

@@ -1,0 +1,103 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+/** PostgreSQL rejects U+0000 in text and jsonb, and lone surrogates cannot be encoded as UTF-8. */
+export function isStorableText(value: string): boolean {
+  return !value.includes('\u0000') && value.isWellFormed();
+}
+
+const storableText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine(isStorableText, { message: 'must not contain NUL characters or unpaired surrogates' });
+
+export const METADATA_MAX_BYTES = 8192;
+export const METADATA_MAX_DEPTH = 8;
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Returns a message for the first problem in a metadata value, or undefined when it can be stored. */
+export function metadataProblem(value: unknown, depth = 1): string | undefined {
+  if (typeof value === 'string') return isStorableText(value) ? undefined : 'contains NUL or unpaired surrogates';
+  if (value === null || typeof value !== 'object') return undefined;
+  if (depth > METADATA_MAX_DEPTH) return `nests deeper than ${METADATA_MAX_DEPTH} levels`;
+  if (Array.isArray(value)) {
+    for (const element of value) {
+      const problem = metadataProblem(element, depth + 1);
+      if (problem) return problem;
+    }
+    return undefined;
+  }
+  for (const [key, element] of Object.entries(value)) {
+    if (FORBIDDEN_KEYS.has(key)) return `has the forbidden key "${key}"`;
+    if (!isStorableText(key) && key !== '') return 'has a key with NUL or unpaired surrogates';
+    const problem = metadataProblem(element, depth + 1);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+// RFC 3339 with a mandatory offset; years 0001-9999 (PostgreSQL has no year 0).
+const RFC3339 =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/** True when `value` is an RFC 3339 timestamp with offset that PostgreSQL's timestamptz can store. */
+export function isStorableTimestamp(value: string): boolean {
+  const match = RFC3339.exec(value);
+  if (!match) return false;
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [
+    number, number, number, number, number, number,
+  ];
+  if (year < 1 || month < 1 || month > 12 || day < 1) return false;
+  const daysInMonth = month === 2 && isLeapYear(year) ? 29 : DAYS_IN_MONTH[month - 1]!;
+  if (day > daysInMonth || hour > 23 || minute > 59 || second > 59) return false;
+  if (match[9] !== undefined && (Number(match[9]) > 15 || Number(match[10]) > 59)) return false;
+  return true;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+function isLeapYear(year: number): boolean {
+  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+}
+
+const ipAddress = z
+  .string()
+  .max(64)
+  .refine((value) => isIP(value) !== 0 && !value.includes('%'), { message: 'must be an IPv4 or IPv6 address' });
+
+const party = {
+  type: storableText(128).optional(),
+  name: storableText(256).optional(),
+};
+
+export const auditEventSchema = z.strictObject({
+  id: z.uuid().optional(),
+  tenant: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, {
+    message: 'must be 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit',
+  }),
+  occurred_at: z.string().max(40).refine(isStorableTimestamp, {
+    message: 'must be an RFC 3339 timestamp with offset, years 0001-9999',
+  }),
+  action: storableText(128),
+  actor: z.strictObject({ id: storableText(256), ...party }),
+  target: z.strictObject({ id: storableText(256).optional(), ...party }).optional(),
+  outcome: z.enum(['success', 'failure', 'unknown']).default('unknown'),
+  source_ip: ipAddress.optional(),
+  user_agent: storableText(512).optional(),
+  metadata: z
+    .record(z.string(), z.unknown())
+    .superRefine((value, context) => {
+      const serialisedBytes = Buffer.byteLength(JSON.stringify(value));
+      if (serialisedBytes > METADATA_MAX_BYTES) {
+        context.addIssue({ code: 'custom', message: `must be at most ${METADATA_MAX_BYTES} bytes serialised` });
+        return;
+      }
+      const problem = metadataProblem(value);
+      if (problem) context.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+});
+
+export type AuditEvent = z.output<typeof auditEventSchema>;

@@ -1,0 +1,76 @@
+import type { FastifyInstance } from 'fastify';
+import { v7 as uuidv7 } from 'uuid';
+import type { ItemOutcome } from '../batcher/batcher.ts';
+import type { Clock } from '../clock.ts';
+import { IngestError } from '../errors.ts';
+import { encodeEventRow } from '../event/copy-row.ts';
+import { auditEventSchema } from '../event/schema.ts';
+import type { IngestPipeline } from '../ingest/pipeline.ts';
+import type { QueuedEvent } from '../sink/sink.ts';
+import type { Admission } from './admission.ts';
+import { sendProblem } from './problem.ts';
+
+export interface EventRouteOptions {
+  readonly pipeline: IngestPipeline;
+  readonly admission: Admission;
+  readonly clock: Clock;
+  readonly ackMode: 'queued' | 'committed';
+  readonly bodyLimitBytes: number;
+}
+
+/** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
+export function registerEventRoute(app: FastifyInstance, options: EventRouteOptions): void {
+  const { pipeline, admission, clock, ackMode } = options;
+
+  app.post(
+    '/event',
+    {
+      bodyLimit: options.bodyLimitBytes,
+      // Shed before the body is read or parsed: an overloaded service spends nothing on it.
+      onRequest: async (_request, reply) => {
+        const decision = admission.decide();
+        if (!decision.admit) {
+          return sendProblem(reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
+        }
+      },
+    },
+    async (request, reply) => {
+      const parsed = auditEventSchema.safeParse(request.body);
+      if (!parsed.success) {
+        const issues = parsed.error.issues.map((issue) => ({
+          path: issue.path.map(String).join('.') || '(body)',
+          message: issue.message,
+        }));
+        throw new IngestError('INGEST_ERR_VALIDATION', `${issues.length} field(s) are invalid`, { issues });
+      }
+      const event = parsed.data;
+      const id = event.id ?? uuidv7();
+      const row = encodeEventRow(event, id, new Date(clock.now()).toISOString());
+      const queued: QueuedEvent = { id, row, bytes: Buffer.byteLength(row) };
+
+      if (ackMode === 'queued') {
+        enqueueOrThrow(pipeline, admission, queued);
+        return reply.code(202).send({ id });
+      }
+      const outcome = await new Promise<ItemOutcome>((resolve) => enqueueOrThrow(pipeline, admission, queued, resolve));
+      if (outcome !== 'stored') {
+        throw new IngestError('INGEST_ERR_NOT_COMMITTED', 'the event could not be committed; it is safe to retry with the same id', {
+          retryAfterSeconds: admission.retryAfterSeconds(),
+        });
+      }
+      return reply.code(201).send({ id });
+    },
+  );
+}
+
+function enqueueOrThrow(
+  pipeline: IngestPipeline,
+  admission: Admission,
+  event: QueuedEvent,
+  waiter?: (outcome: ItemOutcome) => void,
+): void {
+  const result = pipeline.enqueue(event, waiter);
+  if (result.ok) return;
+  const code = result.reason === 'closed' ? 'INGEST_ERR_DRAINING' : 'INGEST_ERR_QUEUE_FULL';
+  throw new IngestError(code, undefined, { retryAfterSeconds: admission.retryAfterSeconds() });
+}

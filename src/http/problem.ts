@@ -1,0 +1,56 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { errorCatalog, IngestError, type ErrorCode } from '../errors.ts';
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** Fastify's own error codes, mapped onto the registry so clients see one vocabulary. */
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'INGEST_ERR_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'INGEST_ERR_BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INGEST_ERR_BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'INGEST_ERR_MALFORMED_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INGEST_ERR_MALFORMED_JSON',
+};
+
+/** Send an RFC 9457 problem document. 5xx bodies say nothing internal. */
+export function sendProblem(reply: FastifyReply, error: IngestError): FastifyReply {
+  if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
+  const internal = error.status >= 500 && error.code === 'INGEST_ERR_INTERNAL';
+  return reply
+    .code(error.status)
+    .type(PROBLEM_CONTENT_TYPE)
+    .send({
+      type: `urn:audit-ingest:problem:${error.code}`,
+      title: errorCatalog[error.code].title,
+      status: error.status,
+      code: error.code,
+      detail: internal ? errorCatalog[error.code].title : error.message,
+      ...(error.issues ? { errors: error.issues } : {}),
+    });
+}
+
+/** Turn anything thrown in a route into an IngestError with the right status. */
+export function toIngestError(error: FastifyError | Error): IngestError {
+  if (error instanceof IngestError) return error;
+  const fastifyError = error as FastifyError;
+  const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (mapped) return new IngestError(mapped, fastifyError.message, { cause: error });
+  if (error instanceof SyntaxError || fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    return new IngestError('INGEST_ERR_MALFORMED_JSON', error.message, { cause: error });
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    if (status === 413) return new IngestError('INGEST_ERR_BODY_TOO_LARGE', error.message, { cause: error });
+    if (status === 415) return new IngestError('INGEST_ERR_UNSUPPORTED_MEDIA_TYPE', error.message, { cause: error });
+    return new IngestError('INGEST_ERR_BAD_REQUEST', error.message, { cause: error });
+  }
+  return new IngestError('INGEST_ERR_INTERNAL', undefined, { cause: error });
+}
+
+export function handleError(this: unknown, error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  const ingestError = toIngestError(error);
+  if (ingestError.status >= 500) {
+    request.log.error({ err: error }, 'request failed with an unexpected error; this is a bug, report it with this log line');
+  }
+  return sendProblem(reply, ingestError);
+}

@@ -1,0 +1,120 @@
+import type { Logger } from 'pino';
+import { Batcher, type EnqueueResult, type FlushReport, type Waiter } from '../batcher/batcher.ts';
+import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import type { QueuedEvent, Sink } from '../sink/sink.ts';
+import type { IngestMetrics } from '../telemetry/metrics.ts';
+
+export interface PipelineOptions {
+  readonly batch: Config['batch'];
+  readonly queue: Pick<Config['queue'], 'capacity' | 'maxBytes'>;
+  readonly sink: Sink;
+  readonly clock: Clock;
+  readonly metrics: IngestMetrics;
+  readonly logger: Logger;
+}
+
+/**
+ * The batcher wired to a sink, with per-batch metrics and logs. The HTTP layer enqueues here;
+ * server.ts drains it at shutdown.
+ */
+export class IngestPipeline {
+  readonly batcher: Batcher<QueuedEvent>;
+  readonly #sink: Sink;
+  readonly #metrics: IngestMetrics;
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  #draining = false;
+
+  constructor(options: PipelineOptions) {
+    this.#sink = options.sink;
+    this.#metrics = options.metrics;
+    this.#logger = options.logger;
+    this.#clock = options.clock;
+    this.batcher = new Batcher<QueuedEvent>({
+      maxBatchSize: options.batch.maxSize,
+      maxBatchBytes: options.batch.maxBytes,
+      maxWaitMs: options.batch.maxWaitMs,
+      flushConcurrency: options.batch.flushConcurrency,
+      capacity: options.queue.capacity,
+      capacityBytes: options.queue.maxBytes,
+      clock: options.clock,
+      sizeOf: (event) => event.bytes,
+      flush: (batch, { signal }) => this.#write(batch, signal),
+      onFlushSettled: (report) => this.#record(report),
+    });
+    const { metrics } = options;
+    metrics.queueCapacity.set(options.queue.capacity);
+    metrics.setQueueDepthSource(() => this.batcher.depth);
+  }
+
+  /** True once shutdown has begun: intake answers 503 from then on. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  beginDrain(): void {
+    this.#draining = true;
+  }
+
+  enqueue(event: QueuedEvent, waiter?: Waiter): EnqueueResult {
+    const result = this.batcher.enqueue(event, waiter);
+    if (result.ok) this.#metrics.eventsAccepted.inc();
+    return result;
+  }
+
+  /**
+   * Drain within `deadlineMs`. Resolves with the events that could not be stored in time (empty
+   * when everything was committed); the caller spills those.
+   */
+  async shutdown(deadlineMs: number): Promise<readonly QueuedEvent[]> {
+    this.#draining = true;
+    try {
+      await this.batcher.shutdown(deadlineMs);
+      return [];
+    } catch (error) {
+      if (!(error instanceof BatcherDrainTimeoutError)) throw error;
+      const remaining = error.remaining as readonly QueuedEvent[];
+      this.#logger.error(
+        { events: remaining.length, deadlineMs },
+        'shutdown deadline passed with events not yet stored; they are written to the spill file and re-ingested at the next start. Check why the database was slow or unreachable',
+      );
+      return remaining;
+    }
+  }
+
+  /** Account for events written to the spill file, so accepted = stored + failed + dropped holds. */
+  recordSpilled(count: number): void {
+    this.#metrics.eventsDropped.inc({ reason: 'spilled' }, count);
+  }
+
+  async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<void> {
+    const { inserted } = await this.#sink.write(batch, { signal });
+    const duplicates = batch.length - inserted;
+    if (duplicates > 0) this.#metrics.eventsDuplicate.inc(duplicates);
+  }
+
+  #record(report: FlushReport): void {
+    const metrics = this.#metrics;
+    metrics.flushes.inc({ reason: report.reason });
+    metrics.batchSize.observe(report.size);
+    metrics.batchBytes.observe(report.bytes);
+    metrics.flushDuration.observe(report.durationMs / 1000);
+    if (report.error !== undefined) {
+      metrics.eventsFailed.inc(report.size);
+      this.#logger.error(
+        { err: report.error, batchSize: report.size, batchBytes: report.bytes, reason: report.reason },
+        'a batch failed to commit; its events are counted in ingest_events_failed_total. Check the database logs for the error above',
+      );
+      return;
+    }
+    metrics.eventsStored.inc(report.size);
+    const nowMs = this.#clock.now();
+    for (const enqueuedAtMs of report.enqueuedAtMs) metrics.batchLatency.observe((nowMs - enqueuedAtMs) / 1000);
+    this.#logger.debug(
+      { batchSize: report.size, batchBytes: report.bytes, reason: report.reason, durationMs: report.durationMs },
+      'batch committed',
+    );
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The process edge: read the environment once, start the database (embedded unless DATABASE_URL
+ * is set), migrate, build the app, listen, and own the close sequence. The only file that exits.
+ */
+import path from 'node:path';
+import closeWithGrace from 'close-with-grace';
+import { pino } from 'pino';
+import { buildApp } from './app.ts';
+import { systemClock } from './clock.ts';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool, isDatabaseReachable } from './db/pool.ts';
+import { IngestPipeline } from './ingest/pipeline.ts';
+import { PostgresCopySink } from './sink/postgres-copy-sink.ts';
+import { recoverSpill } from './spill/recover-spill.ts';
+import { writeSpillFile } from './spill/spill-file.ts';
+import { createMetrics } from './telemetry/metrics.ts';
+
+const EXIT_CONFIG = 2;
+const EXIT_SPILLED = 3;
+
+function readConfig(): Config {
+  try {
+    return loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
+    throw error;
+  }
+}
+
+const config = readConfig();
+const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
+
+let embedded: EmbeddedDatabase | undefined;
+let databaseUrl = config.databaseUrl;
+if (databaseUrl === undefined) {
+  embedded = await startEmbeddedPostgres({ dataDir: path.join(config.dataDir, 'postgres'), logger });
+  databaseUrl = embedded.url;
+}
+await migrate(databaseUrl, logger);
+
+const pool = createPool(databaseUrl, config.db, logger);
+const metrics = createMetrics();
+const pipeline = new IngestPipeline({
+  batch: config.batch,
+  queue: config.queue,
+  sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs }),
+  clock: systemClock,
+  metrics,
+  logger,
+});
+await recoverSpill(config.dataDir, pipeline, logger);
+
+const { app } = buildApp({
+  config,
+  pipeline,
+  clock: systemClock,
+  logger,
+  metrics,
+  isDatabaseReachable: () => isDatabaseReachable(pool, 1000),
+});
+
+closeWithGrace(
+  { delay: config.shutdownTimeoutMs + 10_000, logger },
+  async ({ signal, err }) => {
+    const startedAtMs = Date.now();
+    if (err) logger.error({ err }, 'fatal error; draining the queue before exit');
+    logger.info({ signal, queued: pipeline.batcher.depth }, 'shutting down: intake closed, draining the queue');
+    // 1. readiness turns 503 and new events get 503; 2. stop listening, let in-flight requests finish.
+    pipeline.beginDrain();
+    await raceDeadline(app.close(), config.shutdownTimeoutMs);
+    // 3. drain the batcher within what is left of the deadline; spill what could not be stored.
+    const remainingMs = Math.max(config.shutdownTimeoutMs - (Date.now() - startedAtMs), 0);
+    const unstored = await pipeline.shutdown(remainingMs);
+    if (unstored.length > 0) {
+      const file = await writeSpillFile(config.dataDir, unstored, Date.now());
+      pipeline.recordSpilled(unstored.length);
+      logger.error({ file, events: unstored.length }, 'unstored events written to the spill file; they are re-ingested at the next start');
+    }
+    // 4. close the pool, then the embedded database.
+    await pool.end();
+    await embedded?.stop();
+    logger.info({ durationMs: Date.now() - startedAtMs, spilled: unstored.length }, 'shutdown complete');
+    if (unstored.length > 0) process.exit(EXIT_SPILLED);
+  },
+);
+
+function raceDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise((resolve) => {
+    timer = setTimeout(resolve, deadlineMs);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+await app.listen({ host: config.host, port: config.port });

@@ -1,0 +1,74 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { EVENT_COLUMNS } from '../event/copy-row.ts';
+import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+
+const COLUMN_LIST = EVENT_COLUMNS.join(', ');
+const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
+const COPY_INTO_STAGE = `COPY events_stage (${COLUMN_LIST}) FROM STDIN`;
+// DISTINCT ON drops a repeated id within one batch; ON CONFLICT skips ids stored earlier.
+const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
+  SELECT DISTINCT ON (id) ${COLUMN_LIST} FROM events_stage
+  ON CONFLICT (id) DO NOTHING`;
+
+export class CopyTimeoutError extends Error {
+  readonly code = 'INGEST_ERR_COPY_TIMEOUT';
+}
+
+/**
+ * Writes a batch in one transaction: COPY into a per-connection temporary staging table, then one
+ * INSERT … ON CONFLICT DO NOTHING into `events`. Plain COPY into `events` would fail the whole
+ * batch on a single duplicate id; staging makes retries and client re-sends idempotent.
+ * Round trips per batch: BEGIN, COPY, INSERT+COMMIT (plus one CREATE on a new connection).
+ * A connection that failed or timed out mid-batch is destroyed, never returned to the pool.
+ */
+export class PostgresCopySink implements Sink {
+  readonly #pool: pg.Pool;
+  readonly #copyTimeoutMs: number;
+  readonly #staged = new WeakSet<pg.PoolClient>();
+
+  constructor(pool: pg.Pool, options: { copyTimeoutMs: number }) {
+    this.#pool = pool;
+    this.#copyTimeoutMs = options.copyTimeoutMs;
+  }
+
+  async write(batch: readonly QueuedEvent[], { signal }: { signal: AbortSignal }): Promise<WriteResult> {
+    signal.throwIfAborted();
+    const client = await this.#pool.connect();
+    let failure: Error | undefined;
+    try {
+      if (!this.#staged.has(client)) {
+        await client.query(CREATE_STAGE);
+        this.#staged.add(client);
+      }
+      await client.query('BEGIN');
+      await this.#copy(client, batch, signal);
+      const results = (await client.query(`${MOVE_STAGE_TO_EVENTS}; COMMIT`)) as unknown as pg.QueryResult[];
+      return { inserted: results[0]?.rowCount ?? 0 };
+    } catch (error) {
+      failure = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    } finally {
+      // On failure the connection's state is unknown (mid-COPY, aborted transaction): destroy it.
+      client.release(failure ?? false);
+    }
+  }
+
+  async #copy(client: pg.PoolClient, batch: readonly QueuedEvent[], signal: AbortSignal): Promise<void> {
+    const timeout = AbortSignal.timeout(this.#copyTimeoutMs);
+    const combined = AbortSignal.any([signal, timeout]);
+    const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
+    try {
+      await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: combined });
+    } catch (error) {
+      if (timeout.aborted) {
+        throw new CopyTimeoutError(`COPY of ${batch.length} events did not finish within ${this.#copyTimeoutMs} ms`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Buckets for a 500-event batch world: sizes in events, bytes of COPY text, and latencies. */
+const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 200, 300, 400, 500, 1000, 2000];
+const BATCH_BYTES_BUCKETS = [1024, 8192, 32768, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608];
+const FLUSH_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const LATENCY_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10, 30];
+
+export type IngestMetrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Every instrument the service exposes, on a registry of its own (never the global one).
+ * The names are a contract with dashboards and alerts.
+ */
+export function createMetrics(registry = new Registry()) {
+  collectDefaultMetrics({ register: registry });
+  let readQueueDepth: () => number = () => 0;
+  return {
+    registry,
+    /** The queue depth gauge reads this at scrape time, so the hot path never updates it. */
+    setQueueDepthSource(source: () => number): void {
+      readQueueDepth = source;
+    },
+    batchSize: new Histogram({
+      name: 'ingest_batch_size',
+      help: 'Events per flushed batch.',
+      buckets: BATCH_SIZE_BUCKETS,
+      registers: [registry],
+    }),
+    batchBytes: new Histogram({
+      name: 'ingest_batch_bytes',
+      help: 'Bytes of COPY text per flushed batch.',
+      buckets: BATCH_BYTES_BUCKETS,
+      registers: [registry],
+    }),
+    flushDuration: new Histogram({
+      name: 'ingest_flush_duration_seconds',
+      help: 'Time one batch spent in the sink (COPY and commit), successful or not.',
+      buckets: FLUSH_SECONDS_BUCKETS,
+      registers: [registry],
+    }),
+    flushes: new Counter({
+      name: 'ingest_flushes_total',
+      help: 'Batches flushed, by what triggered the flush (size, bytes, time, shutdown).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'ingest_queue_depth',
+      help: 'Events accepted and not yet settled (buffered, waiting, or being written).',
+      registers: [registry],
+      collect() {
+        this.set(readQueueDepth());
+      },
+    }),
+    queueCapacity: new Gauge({
+      name: 'ingest_queue_capacity',
+      help: 'Maximum events the queue holds (QUEUE_CAPACITY); shedding starts at SHED_HIGH_WATER of it.',
+      registers: [registry],
+    }),
+    batchLatency: new Histogram({
+      name: 'ingest_batch_latency_seconds',
+      help: 'Time from an event being accepted to its batch being committed (observed for every event).',
+      buckets: LATENCY_SECONDS_BUCKETS,
+      registers: [registry],
+    }),
+    eventsAccepted: new Counter({
+      name: 'ingest_events_accepted_total',
+      help: 'Events accepted into the queue (answered 202, or awaiting commit for a 201).',
+      registers: [registry],
+    }),
+    eventsStored: new Counter({
+      name: 'ingest_events_stored_total',
+      help: 'Accepted events whose batch committed (newly inserted or already present).',
+      registers: [registry],
+    }),
+    eventsDuplicate: new Counter({
+      name: 'ingest_events_duplicate_total',
+      help: 'Of the stored events, those whose id was already in the table (client retries, replays).',
+      registers: [registry],
+    }),
+    eventsFailed: new Counter({
+      name: 'ingest_events_failed_total',
+      help: 'Accepted events whose batch failed to commit.',
+      registers: [registry],
+    }),
+    eventsDropped: new Counter({
+      name: 'ingest_events_dropped_total',
+      help: 'Accepted events that left the queue unstored, by reason (spilled: written to the spill file at shutdown).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    httpResponses: new Counter({
+      name: 'ingest_http_responses_total',
+      help: 'HTTP responses by route and status code.',
+      labelNames: ['route', 'status'] as const,
+      registers: [registry],
+    }),
+  };
+}
