@@ -29,6 +29,7 @@ export interface IngestApp {
 export function buildApp(dependencies: AppDependencies): IngestApp {
   const { config, pipeline, metrics } = dependencies;
   const app = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- widens the instance's logger type so route modules take a plain FastifyInstance
     loggerInstance: dependencies.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,

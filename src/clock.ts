@@ -2,7 +2,8 @@
  * The one seam for time. Everything that measures or waits takes a Clock, so tests can swap in
  * a fake one (@sinonjs/fake-timers' `createClock()` satisfies this interface) and advance it.
  */
-export type TimerHandle = unknown;
+/** Whatever the clock's setTimeout returns; only ever handed back to its clearTimeout. */
+export type TimerHandle = object | number;
 
 export interface Clock {
   /** Milliseconds since the Unix epoch. */

@@ -274,7 +274,7 @@ export class Batcher<T> {
       timer = this.#options.clock.setTimeout(() => resolve('timeout'), deadlineMs);
     });
     const outcome = await Promise.race([this.#whenIdle().then(() => 'idle' as const), timedOut]);
-    this.#options.clock.clearTimeout(timer);
+    if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     if (outcome === 'idle') {
       this.#state = 'stopped';
       return;

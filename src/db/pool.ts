@@ -11,6 +11,8 @@ export function createPool(databaseUrl: string, db: Config['db'], logger: Logger
     statement_timeout: db.statementTimeoutMs,
     idle_in_transaction_session_timeout: db.copyTimeoutMs * 2,
     application_name: 'audit-ingest',
+    // Lets the server notice an abandoned connection even while a query waits on a lock.
+    options: '-c client_connection_check_interval=1000',
     keepAlive: true,
   });
   pool.on('error', (error) => {

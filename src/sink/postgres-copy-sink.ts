@@ -37,38 +37,44 @@ export class PostgresCopySink implements Sink {
   async write(batch: readonly QueuedEvent[], { signal }: { signal: AbortSignal }): Promise<WriteResult> {
     signal.throwIfAborted();
     const client = await this.#pool.connect();
-    let failure: Error | undefined;
+    let released = false;
+    // Destroying the connection is how a write is abandoned: whatever query is running on it
+    // (COPY, or an INSERT stuck behind a lock) fails at once, and the server ends the session.
+    const discard = (reason: unknown) => {
+      if (released) return;
+      released = true;
+      client.release(reason instanceof Error ? reason : new Error(String(reason)));
+    };
+    const timeout = AbortSignal.timeout(this.#copyTimeoutMs);
+    const deadline = AbortSignal.any([signal, timeout]);
+    const onDeadline = () => discard(deadline.reason);
+    deadline.addEventListener('abort', onDeadline, { once: true });
     try {
+      deadline.throwIfAborted();
       if (!this.#staged.has(client)) {
         await client.query(CREATE_STAGE);
         this.#staged.add(client);
       }
       await client.query('BEGIN');
-      await this.#copy(client, batch, signal);
+      const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
+      await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       const results = (await client.query(`${MOVE_STAGE_TO_EVENTS}; COMMIT`)) as unknown as pg.QueryResult[];
       return { inserted: results[0]?.rowCount ?? 0 };
     } catch (error) {
-      failure = error instanceof Error ? error : new Error(String(error));
-      throw error;
-    } finally {
       // On failure the connection's state is unknown (mid-COPY, aborted transaction): destroy it.
-      client.release(failure ?? false);
-    }
-  }
-
-  async #copy(client: pg.PoolClient, batch: readonly QueuedEvent[], signal: AbortSignal): Promise<void> {
-    const timeout = AbortSignal.timeout(this.#copyTimeoutMs);
-    const combined = AbortSignal.any([signal, timeout]);
-    const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
-    try {
-      await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: combined });
-    } catch (error) {
+      discard(error);
       if (timeout.aborted) {
-        throw new CopyTimeoutError(`COPY of ${batch.length} events did not finish within ${this.#copyTimeoutMs} ms`, {
+        throw new CopyTimeoutError(`writing ${batch.length} events did not finish within ${this.#copyTimeoutMs} ms`, {
           cause: error,
         });
       }
       throw error;
+    } finally {
+      deadline.removeEventListener('abort', onDeadline);
+      if (!released) {
+        released = true;
+        client.release();
+      }
     }
   }
 }

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { encodeEventRow } from '../../src/event/copy-row.ts';
+import { auditEventSchema } from '../../src/event/schema.ts';
+import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
+import type { QueuedEvent } from '../../src/sink/sink.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { sampleEvent } from '../helpers/service.ts';
+
+function queued(fields: Record<string, unknown> = {}, id: string = randomUUID()): QueuedEvent {
+  const event = auditEventSchema.parse(sampleEvent(fields));
+  const row = encodeEventRow(event, id, '2026-11-22T05:00:01.000Z');
+  return { id, row, bytes: Buffer.byteLength(row) };
+}
+
+const signal = new AbortController().signal;
+
+describe('PostgresCopySink', () => {
+  let db: TestDatabase;
+  let sink: PostgresCopySink;
+  let pool: ReturnType<typeof createPool>;
+
+  before(async () => {
+    db = await createTestDatabase();
+    pool = createPool(db.url, loadConfig({}).db, pino({ level: 'silent' }));
+    sink = new PostgresCopySink(pool, { copyTimeoutMs: 5_000 });
+  });
+  after(async () => {
+    await pool.end();
+    await db.drop();
+  });
+
+  it('stores a batch in one transaction and reports what it inserted', async () => {
+    const batch = Array.from({ length: 500 }, () => queued({ tenant: 'batch' }));
+    assert.deepEqual(await sink.write(batch, { signal }), { inserted: 500 });
+    assert.equal(await db.count("tenant = 'batch'"), 500);
+  });
+
+  it('skips ids already stored and ids repeated within a batch, without failing', async () => {
+    const first = queued({ tenant: 'dup' });
+    await sink.write([first], { signal });
+    const again = queued({ tenant: 'dup' }, first.id);
+    const fresh = queued({ tenant: 'dup' });
+    const result = await sink.write([again, fresh, fresh], { signal });
+    assert.deepEqual(result, { inserted: 1 });
+    assert.equal(await db.count("tenant = 'dup'"), 2);
+  });
+
+  it('round-trips every awkward character byte for byte', async () => {
+    const awkward = 'tab\there, newline\nthere, cr\rback\\slash \\N \\. "quote" Zoë 👩‍💻 \u0001';
+    const event = queued({
+      tenant: 'chars',
+      action: awkward,
+      actor: { id: awkward, name: awkward },
+      user_agent: awkward,
+      source_ip: '2001:db8::1',
+      metadata: { text: awkward, nested: { list: [awkward, 1, true, null] } },
+    });
+    await sink.write([event], { signal });
+    const { rows } = await pool.query(
+      'SELECT action, actor_id, actor_name, user_agent, host(source_ip) AS ip, metadata FROM events WHERE id = $1',
+      [event.id],
+    );
+    assert.deepEqual(rows[0], {
+      action: awkward,
+      actor_id: awkward,
+      actor_name: awkward,
+      user_agent: awkward,
+      ip: '2001:db8::1',
+      metadata: { text: awkward, nested: { list: [awkward, 1, true, null] } },
+    });
+  });
+
+  it('fails the whole batch on a bad row, stores none of it, and leaves the pool usable', async () => {
+    const good = queued({ tenant: 'atomic' });
+    const bad: QueuedEvent = { ...good, id: randomUUID(), row: good.row.replace(/^[^\t]+/, 'not-a-uuid') };
+    await assert.rejects(sink.write([queued({ tenant: 'atomic' }), bad], { signal }), (error: { code?: string }) => {
+      assert.equal(error.code, '22P02'); // invalid_text_representation
+      return true;
+    });
+    assert.equal(await db.count("tenant = 'atomic'"), 0);
+    assert.deepEqual(await sink.write([good], { signal }), { inserted: 1 });
+  });
+
+  it('abandons a write stuck behind a lock at its timeout or on abort, and discards the connection', async () => {
+    const locker = await pool.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+    const quick = new PostgresCopySink(pool, { copyTimeoutMs: 300 });
+    try {
+      await assert.rejects(quick.write([queued({ tenant: 'slow' })], { signal }), (error: { code?: string }) => {
+        assert.equal(error.code, 'INGEST_ERR_COPY_TIMEOUT');
+        return true;
+      });
+      const abort = new AbortController();
+      const write = sink.write([queued({ tenant: 'slow' })], { signal: abort.signal });
+      abort.abort(new Error('shutdown deadline'));
+      await assert.rejects(write, /shutdown deadline|Connection terminated/);
+      assert.equal(pool.totalCount <= 2, true, 'the abandoned connections were not returned to the pool');
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    assert.equal(await db.count("tenant = 'slow'"), 0);
+    assert.deepEqual(await sink.write([queued({ tenant: 'after-timeout' })], { signal }), { inserted: 1 });
+  });
+});

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 8080);
+    assert.equal(config.batch.maxSize, 500);
+    assert.equal(config.batch.maxWaitMs, 200);
+    assert.equal(config.batch.maxBytes, 4 * 1024 * 1024);
+    assert.equal(config.queue.capacity, 2048);
+    assert.equal(config.queue.shedHighWater, 0.8);
+    assert.equal(config.shutdownTimeoutMs, 30_000);
+    assert.equal(config.ackMode, 'queued');
+    assert.equal(config.databaseUrl, undefined);
+    assert.equal(config.dataDir, path.resolve('./.data'));
+    assert.ok(Object.isFrozen(config));
+  });
+
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'eighty' }, /PORT: .*number/i],
+    [{ PORT: '70000' }, /PORT:/],
+    [{ ACK_MODE: 'sometimes' }, /ACK_MODE: .*queued.*committed/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL:/],
+    [{ SHED_LOW_WATER: '0.9' }, /SHED_LOW_WATER: must be below SHED_HIGH_WATER/],
+    [{ BATCH_MAX_SIZE: '5000' }, /BATCH_MAX_SIZE: must not exceed QUEUE_CAPACITY/],
+  ];
+  for (const [environment, message] of bad) {
+    it(`names the variable in the error for ${JSON.stringify(environment)}`, () => {
+      assert.throws(() => loadConfig(environment), (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, message);
+        return true;
+      });
+    });
+  }
+});
