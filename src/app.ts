@@ -6,6 +6,7 @@ import { IngestError } from './errors.ts';
 import { Admission } from './http/admission.ts';
 import { registerEventRoute } from './http/event-route.ts';
 import { registerOpsRoutes } from './http/ops-routes.ts';
+import { registerJsonBodyParser } from './http/json-body.ts';
 import { handleError, sendProblem } from './http/problem.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
@@ -33,15 +34,12 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     loggerInstance: dependencies.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
     return503OnClosing: true,
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 65_000,
   });
-  // Only application/json is an event; fastify's default text/plain parser would let other types in.
-  app.removeContentTypeParser('text/plain');
+  registerJsonBodyParser(app);
 
   const admission = new Admission(
     {

@@ -5,6 +5,7 @@
 export const errorCatalog = {
   INGEST_ERR_VALIDATION: { status: 400, title: 'The event does not match the schema' },
   INGEST_ERR_MALFORMED_JSON: { status: 400, title: 'The body is not valid JSON' },
+  INGEST_ERR_FORBIDDEN_KEY: { status: 400, title: 'The body holds a __proto__ or constructor.prototype key' },
   INGEST_ERR_BAD_REQUEST: { status: 400, title: 'The request is malformed' },
   INGEST_ERR_NOT_FOUND: { status: 404, title: 'No such route' },
   INGEST_ERR_BODY_TOO_LARGE: { status: 413, title: 'The body is larger than the limit' },
