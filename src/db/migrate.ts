@@ -18,6 +18,7 @@ export async function migrate(databaseUrl: string, logger: Pick<Logger, 'info'>)
     migrationsTable: 'ingest_migrations',
     count: Infinity,
     noLock: false,
+    advisoryLockMode: 'wait', // a second replica waits for the first, then finds nothing to do
     log: () => {},
   });
   if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, 'applied database migrations');

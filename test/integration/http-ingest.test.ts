@@ -147,7 +147,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
         payload: { tenant: '', occurred_at: 'yesterday', action: 'x', actor: { id: '' }, outcome: 'meh' },
       });
       assert.equal(response.statusCode, 400);
-      const paths = (response.json() as { errors: { path: string }[] }).errors.map((e) => e.path).sort();
+      const paths = response.json<{ errors: { path: string }[] }>().errors.map((e) => e.path).sort();
       assert.deepEqual(paths, ['actor.id', 'occurred_at', 'outcome', 'tenant']);
     } finally {
       await service.close();
@@ -264,7 +264,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
       assert.equal(draining.statusCode, 503);
       const refused = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent() });
       assert.equal(refused.statusCode, 503);
-      assert.equal((refused.json() as { code: string }).code, 'INGEST_ERR_DRAINING');
+      assert.equal(refused.json<{ code: string }>().code, 'INGEST_ERR_DRAINING');
       assert.ok(refused.headers['retry-after']);
     } finally {
       await service.close();

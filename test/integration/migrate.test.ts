@@ -1,0 +1,22 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { migrate } from '../../src/db/migrate.ts';
+import { createTestDatabase } from '../helpers/database.ts';
+
+describe('migrations', () => {
+  it('apply once when two replicas migrate at the same time, and again is a no-op', async () => {
+    const db = await createTestDatabase({ migrate: false });
+    try {
+      const applied: string[][] = [];
+      const logger = { info: (fields: { migrations?: string[] }) => applied.push(fields.migrations ?? []) };
+      await Promise.all([migrate(db.url, logger as never), migrate(db.url, logger as never)]);
+      await migrate(db.url, logger as never);
+      assert.deepEqual(applied, [['0001_events']], 'exactly one replica applied the migration');
+      const { rows } = await db.pool.query<{ name: string }>('SELECT name FROM ingest_migrations');
+      assert.deepEqual(rows, [{ name: '0001_events' }]);
+      assert.equal(await db.count(), 0);
+    } finally {
+      await db.drop();
+    }
+  });
+});
