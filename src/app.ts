@@ -17,8 +17,8 @@ export interface AppDependencies {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: IngestMetrics;
-  /** Whether the database answers; /readyz is 503 while it does not. */
-  readonly isDatabaseReachable: () => Promise<boolean>;
+  /** Why the service should not get traffic now (/readyz 503), or undefined when it should. */
+  readonly notReadyReason: () => Promise<string | undefined>;
 }
 
 export interface IngestApp {
@@ -77,11 +77,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   });
   registerOpsRoutes(app, {
     registry: metrics.registry,
-    notReadyReason: async () => {
-      if (pipeline.draining) return 'draining';
-      if (!(await dependencies.isDatabaseReachable())) return 'database unreachable';
-      return undefined;
-    },
+    notReadyReason: dependencies.notReadyReason,
   });
   return { app, admission };
 }

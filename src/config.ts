@@ -27,10 +27,20 @@ const environmentSchema = z
     DB_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
     DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
     DB_COPY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
+    RETRY_MAX_ATTEMPTS: integer(0, 1_000_000).default(0),
+    RETRY_BASE_DELAY_MS: integer(1, 60_000).default(100),
+    RETRY_MAX_DELAY_MS: integer(1, 600_000).default(5_000),
+    BREAKER_FAILURE_THRESHOLD: integer(1, 1000).default(5),
+    BREAKER_OPEN_MS: integer(10, 3_600_000).default(30_000),
+    DLQ_MAX_FILE_BYTES: integer(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   })
   .refine((env) => env.SHED_LOW_WATER < env.SHED_HIGH_WATER, {
     message: 'must be below SHED_HIGH_WATER',
     path: ['SHED_LOW_WATER'],
+  })
+  .refine((env) => env.RETRY_BASE_DELAY_MS <= env.RETRY_MAX_DELAY_MS, {
+    message: 'must not exceed RETRY_MAX_DELAY_MS',
+    path: ['RETRY_BASE_DELAY_MS'],
   })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
@@ -67,6 +77,20 @@ export interface Config {
     readonly statementTimeoutMs: number;
     readonly copyTimeoutMs: number;
   };
+  readonly retry: {
+    /** Tries in all for a transient failure; 0: no limit, until the shutdown deadline. */
+    readonly maxAttempts: number;
+    readonly baseDelayMs: number;
+    readonly maxDelayMs: number;
+  };
+  readonly breaker: {
+    readonly failureThreshold: number;
+    readonly openMs: number;
+  };
+  readonly deadLetter: {
+    readonly directory: string;
+    readonly maxFileBytes: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -82,12 +106,13 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const env = parsed.data;
+  const dataDir = path.resolve(env.DATA_DIR);
   return Object.freeze({
     host: env.HOST,
     port: env.PORT,
     logLevel: env.LOG_LEVEL,
     databaseUrl: env.DATABASE_URL,
-    dataDir: path.resolve(env.DATA_DIR),
+    dataDir,
     ackMode: env.ACK_MODE,
     batch: {
       maxSize: env.BATCH_MAX_SIZE,
@@ -108,6 +133,19 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
       statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS,
       copyTimeoutMs: env.DB_COPY_TIMEOUT_MS,
+    },
+    retry: {
+      maxAttempts: env.RETRY_MAX_ATTEMPTS,
+      baseDelayMs: env.RETRY_BASE_DELAY_MS,
+      maxDelayMs: env.RETRY_MAX_DELAY_MS,
+    },
+    breaker: {
+      failureThreshold: env.BREAKER_FAILURE_THRESHOLD,
+      openMs: env.BREAKER_OPEN_MS,
+    },
+    deadLetter: {
+      directory: path.join(dataDir, 'dlq'),
+      maxFileBytes: env.DLQ_MAX_FILE_BYTES,
     },
   });
 }

@@ -5,14 +5,12 @@
 import path from 'node:path';
 import closeWithGrace from 'close-with-grace';
 import { pino } from 'pino';
-import { buildApp } from './app.ts';
 import { systemClock } from './clock.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
-import { createPool, isDatabaseReachable } from './db/pool.ts';
-import { IngestPipeline } from './ingest/pipeline.ts';
-import { PostgresCopySink } from './sink/postgres-copy-sink.ts';
+import { createPool } from './db/pool.ts';
+import { createIngestService } from './ingest-service.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { createMetrics } from './telemetry/metrics.ts';
@@ -45,24 +43,8 @@ await migrate(databaseUrl, logger);
 
 const pool = createPool(databaseUrl, config.db, logger);
 const metrics = createMetrics();
-const pipeline = new IngestPipeline({
-  batch: config.batch,
-  queue: config.queue,
-  sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs }),
-  clock: systemClock,
-  metrics,
-  logger,
-});
+const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics });
 await recoverSpill(config.dataDir, pipeline, logger);
-
-const { app } = buildApp({
-  config,
-  pipeline,
-  clock: systemClock,
-  logger,
-  metrics,
-  isDatabaseReachable: () => isDatabaseReachable(pool, 1000),
-});
 
 closeWithGrace(
   { delay: config.shutdownTimeoutMs + 10_000, logger },
@@ -81,7 +63,8 @@ closeWithGrace(
       pipeline.recordSpilled(unstored.length);
       logger.error({ file, events: unstored.length }, 'unstored events written to the spill file; they are re-ingested at the next start');
     }
-    // 4. close the pool, then the embedded database.
+    // 4. close the dead-letter file and the pool, then the embedded database.
+    await deadLetterQueue.close();
     await pool.end();
     await embedded?.stop();
     logger.info({ durationMs: Date.now() - startedAtMs, spilled: unstored.length }, 'shutdown complete');

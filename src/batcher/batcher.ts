@@ -4,8 +4,12 @@ import { BatcherClosedError, BatcherDrainTimeoutError } from './errors.ts';
 /** Why a batch left the buffer. */
 export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown';
 
-/** What became of one item. `stored` covers an item the sink found already stored. */
-export type ItemOutcome = 'stored' | 'failed' | 'dropped';
+/**
+ * What became of one item: `stored` (including an item the sink found already stored),
+ * `rejected` (the sink refused it for good and set it aside, e.g. in a dead-letter queue),
+ * `failed` (its batch failed), `dropped` (left behind by a shutdown past its deadline).
+ */
+export type ItemOutcome = 'stored' | 'rejected' | 'failed' | 'dropped';
 
 export interface FlushContext {
   readonly reason: FlushReason;
@@ -13,8 +17,14 @@ export interface FlushContext {
   readonly signal: AbortSignal;
 }
 
+/** What a flush may say about individual items; every item not named was stored. */
+export interface FlushResult {
+  /** Indexes into the batch of the items the sink refused for good. */
+  readonly rejected?: readonly number[];
+}
+
 /** The only thing the batcher knows about storage. */
-export type FlushFunction<T> = (batch: readonly T[], context: FlushContext) => Promise<void>;
+export type FlushFunction<T> = (batch: readonly T[], context: FlushContext) => Promise<FlushResult | void>;
 
 export interface FlushReport {
   readonly reason: FlushReason;
@@ -23,6 +33,8 @@ export interface FlushReport {
   readonly durationMs: number;
   /** Enqueue time of each item: batch latency is measured from these, per batch. */
   readonly enqueuedAtMs: readonly number[];
+  /** How many items the sink refused for good (they count as settled, not stored). */
+  readonly rejected: number;
   readonly error?: unknown;
 }
 
@@ -49,6 +61,7 @@ export interface BatcherCounters {
   enqueued: number;
   flushedOk: number;
   flushedFail: number;
+  rejected: number;
   dropped: number;
 }
 
@@ -83,7 +96,7 @@ export class Batcher<T> {
   #shutdownPromise: Promise<void> | undefined;
   #idleResolvers: (() => void)[] = [];
   readonly #abort = new AbortController();
-  readonly #counters: BatcherCounters = { enqueued: 0, flushedOk: 0, flushedFail: 0, dropped: 0 };
+  readonly #counters: BatcherCounters = { enqueued: 0, flushedOk: 0, flushedFail: 0, rejected: 0, dropped: 0 };
   /** Exponentially weighted drain rate, items per second, measured over settled flushes. */
   #drainRatePerSecond = 0;
   #lastSettledAtMs: number | undefined;
@@ -197,8 +210,10 @@ export class Batcher<T> {
     const startedAtMs = this.#options.clock.now();
     let error: unknown;
     let failed = false;
+    let rejected: readonly number[] = [];
     try {
-      await this.#options.flush(batch.items, { reason: batch.reason, signal: this.#abort.signal });
+      const result = await this.#options.flush(batch.items, { reason: batch.reason, signal: this.#abort.signal });
+      rejected = result?.rejected ?? [];
     } catch (caught) {
       failed = true;
       error = caught;
@@ -210,7 +225,10 @@ export class Batcher<T> {
     this.#pendingItems -= size;
     this.#pendingBytes -= batch.bytes;
     if (failed) this.#counters.flushedFail += size;
-    else this.#counters.flushedOk += size;
+    else {
+      this.#counters.flushedOk += size - rejected.length;
+      this.#counters.rejected += rejected.length;
+    }
     const settledAtMs = this.#options.clock.now();
     this.#updateDrainRate(size, settledAtMs);
     this.#options.onFlushSettled?.({
@@ -219,9 +237,10 @@ export class Batcher<T> {
       bytes: batch.bytes,
       durationMs: settledAtMs - startedAtMs,
       enqueuedAtMs: batch.enqueuedAtMs,
+      rejected: rejected.length,
       ...(failed ? { error } : {}),
     });
-    Batcher.#notify(batch, failed ? 'failed' : 'stored');
+    Batcher.#notify(batch, failed ? 'failed' : 'stored', rejected);
     this.#pump();
     this.#checkIdle();
   }
@@ -236,8 +255,9 @@ export class Batcher<T> {
       this.#drainRatePerSecond === 0 ? instant : this.#drainRatePerSecond * 0.8 + instant * 0.2;
   }
 
-  static #notify<T>(batch: Batch<T>, outcome: ItemOutcome): void {
-    for (const waiter of batch.waiters) waiter?.(outcome);
+  static #notify<T>(batch: Batch<T>, outcome: ItemOutcome, rejected: readonly number[] = []): void {
+    const rejectedSet = rejected.length > 0 ? new Set(rejected) : undefined;
+    batch.waiters.forEach((waiter, index) => waiter?.(rejectedSet?.has(index) ? 'rejected' : outcome));
   }
 
   #checkIdle(): void {

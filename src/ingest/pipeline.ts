@@ -1,8 +1,10 @@
 import type { Logger } from 'pino';
-import { Batcher, type EnqueueResult, type FlushReport, type Waiter } from '../batcher/batcher.ts';
+import { Batcher, type EnqueueResult, type FlushReport, type FlushResult, type Waiter } from '../batcher/batcher.ts';
 import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
+import { sqlstateOf } from '../db/failure-class.ts';
+import type { DeadLetterWriter } from '../sink/poison-splitting-sink.ts';
 import type { QueuedEvent, Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 
@@ -10,6 +12,10 @@ export interface PipelineOptions {
   readonly batch: Config['batch'];
   readonly queue: Pick<Config['queue'], 'capacity' | 'maxBytes'>;
   readonly sink: Sink;
+  /** Where a batch goes when the sink gives up on it for a transient reason (finite retries). */
+  readonly deadLetter?: DeadLetterWriter;
+  /** The number of tries after which the sink gives up (RETRY_MAX_ATTEMPTS), for the dead-letter record. */
+  readonly retryMaxAttempts?: number;
   readonly clock: Clock;
   readonly metrics: IngestMetrics;
   readonly logger: Logger;
@@ -22,6 +28,8 @@ export interface PipelineOptions {
 export class IngestPipeline {
   readonly batcher: Batcher<QueuedEvent>;
   readonly #sink: Sink;
+  readonly #deadLetter: DeadLetterWriter | undefined;
+  readonly #retryMaxAttempts: number;
   readonly #metrics: IngestMetrics;
   readonly #logger: Logger;
   readonly #clock: Clock;
@@ -29,6 +37,8 @@ export class IngestPipeline {
 
   constructor(options: PipelineOptions) {
     this.#sink = options.sink;
+    this.#deadLetter = options.deadLetter;
+    this.#retryMaxAttempts = options.retryMaxAttempts ?? 1;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
     this.#clock = options.clock;
@@ -89,10 +99,29 @@ export class IngestPipeline {
     this.#metrics.eventsDropped.inc({ reason: 'spilled' }, count);
   }
 
-  async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<void> {
-    const { inserted } = await this.#sink.write(batch, { signal });
-    const duplicates = batch.length - inserted;
-    if (duplicates > 0) this.#metrics.eventsDuplicate.inc(duplicates);
+  async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
+    let inserted: number;
+    let deadLettered: readonly number[];
+    try {
+      ({ inserted, deadLettered } = await this.#sink.write(batch, { signal }));
+    } catch (error) {
+      // The sink gave up (retries exhausted). Unless the drain deadline cut it short (then the
+      // batcher spills the batch), dead-letter the batch rather than lose it.
+      if (signal.aborted || !this.#deadLetter) throw error;
+      this.#logger.error(
+        { err: error, sqlstate: sqlstateOf(error), batchSize: batch.length },
+        'a batch still failed after every retry (RETRY_MAX_ATTEMPTS); it is dead-lettered for re-drive. Fix the database, then run `npm run dlq -- redrive`',
+      );
+      await this.#deadLetter.write(batch, error, this.#retryMaxAttempts, signal);
+      inserted = 0;
+      deadLettered = batch.map((_, index) => index);
+    }
+    const metrics = this.#metrics;
+    metrics.eventsStored.inc(inserted);
+    const duplicates = batch.length - inserted - deadLettered.length;
+    if (duplicates > 0) metrics.eventsDuplicate.inc(duplicates);
+    if (deadLettered.length > 0) metrics.eventsDeadLettered.inc(deadLettered.length);
+    return { rejected: deadLettered };
   }
 
   #record(report: FlushReport): void {
@@ -104,17 +133,16 @@ export class IngestPipeline {
     if (report.error !== undefined) {
       metrics.eventsFailed.inc(report.size);
       this.#logger.error(
-        { err: report.error, batchSize: report.size, batchBytes: report.bytes, reason: report.reason },
-        'a batch failed to commit; its events are counted in ingest_events_failed_total. Check the database logs for the error above',
+        { err: report.error, sqlstate: sqlstateOf(report.error), batchSize: report.size, batchBytes: report.bytes, reason: report.reason },
+        'a batch failed to commit and could not be dead-lettered; its events are counted in ingest_events_failed_total. Check the database and the dead-letter directory',
       );
       return;
     }
-    metrics.eventsStored.inc(report.size);
     const nowMs = this.#clock.now();
     for (const enqueuedAtMs of report.enqueuedAtMs) metrics.batchLatency.observe((nowMs - enqueuedAtMs) / 1000);
     this.#logger.debug(
-      { batchSize: report.size, batchBytes: report.bytes, reason: report.reason, durationMs: report.durationMs },
-      'batch committed',
+      { batchSize: report.size, batchBytes: report.bytes, reason: report.reason, durationMs: report.durationMs, deadLettered: report.rejected },
+      'batch settled',
     );
   }
 }

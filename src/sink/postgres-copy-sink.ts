@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
-import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+import { NOTHING_DEAD_LETTERED, type QueuedEvent, type Sink, type WriteResult } from './sink.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -59,7 +59,7 @@ export class PostgresCopySink implements Sink {
       const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       const results = (await client.query(`${MOVE_STAGE_TO_EVENTS}; COMMIT`)) as unknown as pg.QueryResult[];
-      return { inserted: results[0]?.rowCount ?? 0 };
+      return { inserted: results[0]?.rowCount ?? 0, deadLettered: NOTHING_DEAD_LETTERED };
     } catch (error) {
       // On failure the connection's state is unknown (mid-COPY, aborted transaction): destroy it.
       discard(error);

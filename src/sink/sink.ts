@@ -8,9 +8,14 @@ export interface QueuedEvent {
 }
 
 export interface WriteResult {
-  /** Rows newly inserted; the rest of the batch was already stored (duplicate ids). */
+  /** Rows newly inserted. */
   readonly inserted: number;
+  /** Indexes into the batch of events the database refused for good; they were dead-lettered. */
+  readonly deadLettered: readonly number[];
+  // Every other event of the batch was already stored: a duplicate id.
 }
+
+export const NOTHING_DEAD_LETTERED: readonly number[] = Object.freeze([]);
 
 /** The storage port. Implementations write the whole batch or throw; they never half-write it. */
 export interface Sink {

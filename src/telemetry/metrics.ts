@@ -71,12 +71,43 @@ export function createMetrics(registry = new Registry()) {
     }),
     eventsStored: new Counter({
       name: 'ingest_events_stored_total',
-      help: 'Accepted events whose batch committed (newly inserted or already present).',
+      help: 'Accepted events newly inserted into the events table.',
       registers: [registry],
     }),
     eventsDuplicate: new Counter({
       name: 'ingest_events_duplicate_total',
-      help: 'Of the stored events, those whose id was already in the table (client retries, replays).',
+      help: 'Accepted events whose id was already stored (client re-sends, replays, retries); nothing was written.',
+      registers: [registry],
+    }),
+    eventsDeadLettered: new Counter({
+      name: 'ingest_events_dead_lettered_total',
+      help: 'Accepted events the database refused for good, written to the dead-letter queue (DATA_DIR/dlq) for re-drive.',
+      registers: [registry],
+    }),
+    retries: new Counter({
+      name: 'ingest_retries_total',
+      help: 'Batch writes retried after a transient database failure.',
+      registers: [registry],
+    }),
+    poisonSplits: new Counter({
+      name: 'ingest_poison_splits_total',
+      help: 'Batches split in halves to isolate events the database refused.',
+      registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: 'ingest_breaker_state',
+      help: 'Circuit breaker in front of the database: 0 closed, 1 open (no writes sent), 2 half-open (one probe batch).',
+      registers: [registry],
+    }),
+    breakerTransitions: new Counter({
+      name: 'ingest_breaker_transitions_total',
+      help: 'Circuit breaker state changes, by the state entered.',
+      labelNames: ['to'] as const,
+      registers: [registry],
+    }),
+    deadLetterWriteErrors: new Counter({
+      name: 'ingest_dlq_write_errors_total',
+      help: 'Failed writes to the dead-letter queue (disk full, unwritable); the events stay queued and the write is retried.',
       registers: [registry],
     }),
     eventsFailed: new Counter({

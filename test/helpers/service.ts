@@ -1,19 +1,16 @@
-import type { FastifyInstance } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
-import { buildApp } from '../../src/app.ts';
 import { systemClock, type Clock } from '../../src/clock.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { createPool, isDatabaseReachable } from '../../src/db/pool.ts';
-import type { Admission } from '../../src/http/admission.ts';
-import { IngestPipeline } from '../../src/ingest/pipeline.ts';
-import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { createIngestService, type IngestService } from '../../src/ingest-service.ts';
 import type { Sink } from '../../src/sink/sink.ts';
 import { createMetrics, type IngestMetrics } from '../../src/telemetry/metrics.ts';
 
-export interface TestService {
-  readonly app: FastifyInstance;
-  readonly pipeline: IngestPipeline;
-  readonly admission: Admission;
+export interface TestService extends IngestService {
   readonly metrics: IngestMetrics;
   readonly config: Config;
   /** Drain and close everything; resolves with what could not be stored. */
@@ -24,41 +21,37 @@ export interface TestService {
 export function buildTestService(
   databaseUrl: string,
   environment: Record<string, string> = {},
-  options: { clock?: Clock; wrapSink?: (sink: Sink) => Sink } = {},
+  options: { clock?: Clock; wrapBaseSink?: (sink: Sink) => Sink; dataDir?: string } = {},
 ): TestService {
-  const config = loadConfig({ BATCH_MAX_WAIT_MS: '20', LOG_LEVEL: 'silent', ...environment });
+  const config = loadConfig({
+    BATCH_MAX_WAIT_MS: '20',
+    LOG_LEVEL: 'silent',
+    DATA_DIR: options.dataDir ?? path.join(tmpdir(), `ingest-test-${randomUUID()}`),
+    ...environment,
+  });
   const logger = pino({ level: config.logLevel });
   const clock = options.clock ?? systemClock;
   const pool = createPool(databaseUrl, config.db, logger);
   const metrics = createMetrics();
-  const baseSink = new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs });
-  const pipeline = new IngestPipeline({
-    batch: config.batch,
-    queue: config.queue,
-    sink: options.wrapSink ? options.wrapSink(baseSink) : baseSink,
-    clock,
-    metrics,
-    logger,
-  });
-  const { app, admission } = buildApp({
+  const service = createIngestService({
     config,
-    pipeline,
+    pool,
     clock,
     logger,
     metrics,
-    isDatabaseReachable: () => isDatabaseReachable(pool, 1000),
+    ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
   });
   return {
-    app,
-    pipeline,
-    admission,
+    ...service,
     metrics,
     config,
     async close(deadlineMs = 10_000) {
-      pipeline.beginDrain();
-      await app.close();
-      const unstored = await pipeline.shutdown(deadlineMs);
+      service.pipeline.beginDrain();
+      await service.app.close();
+      const unstored = await service.pipeline.shutdown(deadlineMs);
+      await service.deadLetterQueue.close();
       await pool.end();
+      if (!options.dataDir) await rm(config.dataDir, { recursive: true, force: true });
       return unstored.length;
     },
   };

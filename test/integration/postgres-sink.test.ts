@@ -36,7 +36,7 @@ describe('PostgresCopySink', () => {
 
   it('stores a batch in one transaction and reports what it inserted', async () => {
     const batch = Array.from({ length: 500 }, () => queued({ tenant: 'batch' }));
-    assert.deepEqual(await sink.write(batch, { signal }), { inserted: 500 });
+    assert.deepEqual(await sink.write(batch, { signal }), { inserted: 500, deadLettered: [] });
     assert.equal(await db.count("tenant = 'batch'"), 500);
   });
 
@@ -46,7 +46,7 @@ describe('PostgresCopySink', () => {
     const again = queued({ tenant: 'dup' }, first.id);
     const fresh = queued({ tenant: 'dup' });
     const result = await sink.write([again, fresh, fresh], { signal });
-    assert.deepEqual(result, { inserted: 1 });
+    assert.deepEqual(result, { inserted: 1, deadLettered: [] });
     assert.equal(await db.count("tenant = 'dup'"), 2);
   });
 
@@ -83,7 +83,7 @@ describe('PostgresCopySink', () => {
       return true;
     });
     assert.equal(await db.count("tenant = 'atomic'"), 0);
-    assert.deepEqual(await sink.write([good], { signal }), { inserted: 1 });
+    assert.deepEqual(await sink.write([good], { signal }), { inserted: 1, deadLettered: [] });
   });
 
   it('abandons a write stuck behind a lock at its timeout or on abort, and discards the connection', async () => {
@@ -106,6 +106,6 @@ describe('PostgresCopySink', () => {
       locker.release();
     }
     assert.equal(await db.count("tenant = 'slow'"), 0);
-    assert.deepEqual(await sink.write([queued({ tenant: 'after-timeout' })], { signal }), { inserted: 1 });
+    assert.deepEqual(await sink.write([queued({ tenant: 'after-timeout' })], { signal }), { inserted: 1, deadLettered: [] });
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Batcher, type FlushReason, type FlushReport, type ItemOutcome } from '../../src/batcher/batcher.ts';
+import { Batcher, type FlushReason, type FlushReport, type FlushResult, type ItemOutcome } from '../../src/batcher/batcher.ts';
 import { BatcherDrainTimeoutError } from '../../src/batcher/errors.ts';
 import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
 
@@ -12,13 +12,13 @@ interface RecordedFlush {
 /** A sink whose writes resolve or fail only when the test says so. */
 class ControllableSink {
   readonly flushes: RecordedFlush[] = [];
-  readonly #pending: { resolve: () => void; reject: (error: Error) => void; signal: AbortSignal }[] = [];
+  readonly #pending: { resolve: (result?: FlushResult) => void; reject: (error: Error) => void; signal: AbortSignal }[] = [];
   autoResolve = false;
 
   readonly flush = (batch: readonly number[], context: { reason: FlushReason; signal: AbortSignal }) => {
     this.flushes.push({ batch, reason: context.reason });
     if (this.autoResolve) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => this.#pending.push({ resolve, reject, signal: context.signal }));
+    return new Promise<FlushResult | void>((resolve, reject) => this.#pending.push({ resolve, reject, signal: context.signal }));
   };
 
   get inFlight(): number {
@@ -29,10 +29,10 @@ class ControllableSink {
     return this.#pending.map((p) => p.signal);
   }
 
-  resolveNext(): void {
+  resolveNext(result?: FlushResult): void {
     const next = this.#pending.shift();
     assert.ok(next, 'no flush in flight');
-    next.resolve();
+    next.resolve(result);
   }
 
   rejectNext(error = new Error('sink failed')): void {
@@ -212,7 +212,7 @@ describe('Batcher bounds and concurrency', () => {
     assert.equal(reports.length, 2);
     assert.ok(reports[0]!.error instanceof Error);
     assert.equal(reports[1]!.error, undefined);
-    assert.deepEqual(batcher.counters, { enqueued: 4, flushedOk: 2, flushedFail: 2, dropped: 0 });
+    assert.deepEqual(batcher.counters, { enqueued: 4, flushedOk: 2, flushedFail: 2, rejected: 0, dropped: 0 });
   });
 });
 
@@ -254,15 +254,17 @@ describe('Batcher shutdown', () => {
     sink.resolveNext();
     await clock.flushMicrotasks();
     const counters = batcher.counters;
-    assert.deepEqual(counters, { enqueued: 25, flushedOk: 0, flushedFail: 0, dropped: 25 });
+    assert.deepEqual(counters, { enqueued: 25, flushedOk: 0, flushedFail: 0, rejected: 0, dropped: 25 });
   });
 
-  it('keeps enqueued = flushedOk + flushedFail + dropped through a mixed run', async () => {
+  it('keeps enqueued = flushedOk + flushedFail + rejected + dropped through a mixed run', async () => {
     const clock = createFakeClock();
     const sink = new ControllableSink();
     const { batcher } = makeBatcher(clock, sink, { maxBatchSize: 7, flushConcurrency: 1 });
-    enqueueRange(batcher, 0, 30); // four size batches (one in flight, three waiting) and 2 buffered
-    sink.resolveNext();
+    const outcomes = new Map<number, ItemOutcome>();
+    for (let i = 0; i < 30; i += 1) batcher.enqueue(i, (outcome) => outcomes.set(i, outcome));
+    // four size batches (one in flight, three waiting) and 2 buffered
+    sink.resolveNext({ rejected: [1, 4] });
     await clock.flushMicrotasks();
     sink.rejectNext();
     await clock.flushMicrotasks();
@@ -270,9 +272,10 @@ describe('Batcher shutdown', () => {
     await clock.tickAsync(1000);
     const error = await shutdown;
     assert.ok(error instanceof BatcherDrainTimeoutError);
-    const { enqueued, flushedOk, flushedFail, dropped } = batcher.counters;
-    assert.deepEqual({ enqueued, flushedOk, flushedFail, dropped }, { enqueued: 30, flushedOk: 7, flushedFail: 7, dropped: 16 });
-    assert.equal(enqueued, flushedOk + flushedFail + dropped);
+    const { enqueued, flushedOk, flushedFail, rejected, dropped } = batcher.counters;
+    assert.deepEqual({ enqueued, flushedOk, flushedFail, rejected, dropped }, { enqueued: 30, flushedOk: 5, flushedFail: 7, rejected: 2, dropped: 16 });
+    assert.equal(enqueued, flushedOk + flushedFail + rejected + dropped);
+    assert.deepEqual([outcomes.get(0), outcomes.get(1), outcomes.get(4), outcomes.get(7), outcomes.get(29)], ['stored', 'rejected', 'rejected', 'failed', 'dropped']);
   });
 });
 

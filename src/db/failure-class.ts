@@ -1,0 +1,65 @@
+/**
+ * What a database failure means for the batch that met it, as data.
+ *  - transient: the database or the path to it is unwell; the same batch may succeed later.
+ *    Retried with backoff, counted by the breaker, never dead-lettered.
+ *  - permanent: the database refused this data; retrying it unchanged fails the same way.
+ *    The batch is split to isolate the rows at fault, which go to the dead-letter queue.
+ * Anything unrecognised is transient: an event is never dead-lettered on a guess.
+ */
+export type FailureKind = 'transient' | 'permanent';
+
+/** SQLSTATE classes (first two characters) and what they mean here. */
+const SQLSTATE_CLASSES: Readonly<Record<string, FailureKind>> = {
+  '08': 'transient', // connection exception
+  '22': 'permanent', // data exception: a value the column cannot hold
+  '23': 'permanent', // integrity constraint violation: CHECK, NOT NULL, FK, exclusion
+  '25': 'transient', // invalid transaction state (e.g. idle-in-transaction timeout)
+  '40': 'transient', // transaction rollback: serialization failure 40001, deadlock 40P01
+  '42': 'permanent', // syntax error or access rule violation on a row's content
+  '53': 'transient', // insufficient resources: disk full, out of memory, too many connections 53300
+  '57': 'transient', // operator intervention: statement timeout 57014, admin shutdown 57P01, crash recovery 57P03
+  '58': 'transient', // system error (I/O)
+};
+
+/** Exact SQLSTATEs whose meaning differs from their class. */
+const SQLSTATE_EXCEPTIONS: Readonly<Record<string, FailureKind>> = {
+  '42P01': 'transient', // undefined_table: a missing migration, not bad data
+  '42703': 'transient', // undefined_column: schema drift, not bad data
+  '42883': 'transient', // undefined_function
+  '42501': 'transient', // insufficient_privilege: a grant is missing
+  '42P10': 'transient', // invalid_column_reference (ON CONFLICT target missing): schema drift
+};
+
+/** Network and driver failures that carry no SQLSTATE. */
+const ERROR_CODES: Readonly<Record<string, FailureKind>> = {
+  ECONNREFUSED: 'transient',
+  ECONNRESET: 'transient',
+  ETIMEDOUT: 'transient',
+  EPIPE: 'transient',
+  EHOSTUNREACH: 'transient',
+  ENETUNREACH: 'transient',
+  ENOTFOUND: 'transient',
+  EAI_AGAIN: 'transient',
+  INGEST_ERR_COPY_TIMEOUT: 'transient',
+  INGEST_ERR_DLQ_WRITE: 'transient',
+};
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+export function sqlstateOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
+}
+
+export function classifyFailure(error: unknown): FailureKind {
+  const sqlstate = sqlstateOf(error);
+  if (sqlstate !== undefined) {
+    return SQLSTATE_EXCEPTIONS[sqlstate] ?? SQLSTATE_CLASSES[sqlstate.slice(0, 2)] ?? 'transient';
+  }
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && ERROR_CODES[code]) return ERROR_CODES[code];
+  return 'transient';
+}
+
+export const isPermanentFailure = (error: unknown): boolean => classifyFailure(error) === 'permanent';
+export const isTransientFailure = (error: unknown): boolean => classifyFailure(error) === 'transient';

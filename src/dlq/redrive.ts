@@ -1,0 +1,160 @@
+import { rename, rm } from 'node:fs/promises';
+import type { Sink } from '../sink/sink.ts';
+import { describeError, toQueuedEvent, type DeadLetterRecord } from './dead-letter-record.ts';
+import {
+  claimDeadLetterFile,
+  fsyncDirectory,
+  listDeadLetterFiles,
+  readDeadLetterFile,
+  recoverClaims,
+  rewriteDeadLetterFile,
+} from './dlq-files.ts';
+import { acquireRedriveLock } from './redrive-lock.ts';
+
+export interface RedriveOptions {
+  /** `DATA_DIR/dlq`. */
+  readonly directory: string;
+  /**
+   * Where to write. Give it a plain PostgresCopySink: its ON CONFLICT DO NOTHING is what makes a
+   * second run store nothing twice. (Events a decorated sink reports as dead-lettered are in its
+   * DLQ again; they count as still failing and are not kept twice.)
+   */
+  readonly sink: Sink;
+  readonly batchSize: number;
+  readonly clock?: { now(): number };
+  readonly signal?: AbortSignal;
+  /** Called once per file, after it was settled: for progress output. */
+  readonly onFile?: (report: FileReport) => void;
+}
+
+export interface RedriveResult {
+  readonly files: number;
+  /** Records written again. */
+  readonly replayed: number;
+  /** Newly inserted into `events`. */
+  readonly stored: number;
+  /** Already in `events` (an earlier run, or the service, stored them). */
+  readonly duplicates: number;
+  /** Refused again: still in the DLQ, with `attempts` and `error` updated. */
+  readonly stillFailing: number;
+  /** Lines that are not records: kept in their file, never replayed. */
+  readonly corruptLines: number;
+  /** Last lines cut short by a crash mid-append: skipped and dropped. */
+  readonly tornLines: number;
+}
+
+export interface FileReport extends Omit<RedriveResult, 'files'> {
+  readonly path: string;
+}
+
+export class RedriveInterruptedError extends Error {
+  readonly code = 'INGEST_ERR_DLQ_REDRIVE_INTERRUPTED';
+  /** What earlier files achieved; the file in progress was put back whole. */
+  readonly partial: RedriveResult;
+  constructor(message: string, partial: RedriveResult, cause: unknown) {
+    super(message, { cause });
+    this.partial = partial;
+  }
+}
+
+// SQLSTATE classes that say nothing about the record: connection, authentication, catalog, locking,
+// schema, resources, operator intervention, system and internal errors. With these (or no SQLSTATE:
+// a timeout or a network error) the run stops instead of blaming record after record.
+const NOT_ABOUT_THE_RECORD = new Set(['08', '25', '28', '3D', '40', '42', '53', '55', '57', '58', 'XX']);
+
+function isAboutTheRecord(error: unknown): boolean {
+  const { sqlstate } = describeError(error);
+  return sqlstate !== null && !NOT_ABOUT_THE_RECORD.has(sqlstate.slice(0, 2));
+}
+
+type Tally = { -readonly [K in keyof Omit<RedriveResult, 'files'>]: number };
+const emptyTally = (): Tally => ({ replayed: 0, stored: 0, duplicates: 0, stillFailing: 0, corruptLines: 0, tornLines: 0 });
+
+/**
+ * Replay the dead-letter files into the sink, oldest first. Each file is claimed (renamed) while
+ * it is replayed, then replaced by the records that still fail, or removed when none do. A batch
+ * that fails is retried one record at a time, so one bad record does not hold good ones back.
+ * A failure that is not about the records (database down, timeout, abort) stops the run with
+ * RedriveInterruptedError; the file in progress is put back whole, and replaying it is harmless.
+ */
+export async function redrive(options: RedriveOptions): Promise<RedriveResult> {
+  const { directory } = options;
+  const total = emptyTally();
+  let files = 0;
+  if ((await listDeadLetterFiles(directory)).length === 0) return { files, ...total };
+  const release = await acquireRedriveLock(directory);
+  try {
+    await recoverClaims(directory);
+    for (const filePath of await listDeadLetterFiles(directory)) {
+      const claimedPath = await claimDeadLetterFile(filePath);
+      if (claimedPath === undefined) continue;
+      let report: FileReport;
+      try {
+        report = await redriveFile(filePath, claimedPath, options);
+      } catch (error) {
+        await rename(claimedPath, filePath);
+        await fsyncDirectory(directory);
+        const partial = { files, ...total };
+        if (error instanceof RedriveInterruptedError) {
+          throw new RedriveInterruptedError(error.message, partial, error.cause);
+        }
+        throw error;
+      }
+      await rm(claimedPath, { force: true });
+      await fsyncDirectory(directory);
+      files += 1;
+      for (const key of Object.keys(total) as (keyof Tally)[]) total[key] += report[key];
+      options.onFile?.(report);
+    }
+  } finally {
+    await release();
+  }
+  return { files, ...total };
+}
+
+async function redriveFile(filePath: string, claimedPath: string, options: RedriveOptions): Promise<FileReport> {
+  const file = await readDeadLetterFile(claimedPath);
+  const tally = emptyTally();
+  tally.corruptLines = file.corruptLines.length;
+  tally.tornLines = file.tornTail === null ? 0 : 1;
+  const remaining: DeadLetterRecord[] = [];
+  const batchSize = Math.max(1, options.batchSize);
+  for (let start = 0; start < file.records.length; start += batchSize) {
+    const batch = file.records.slice(start, start + batchSize);
+    remaining.push(...(await writeBatch(batch, options, tally)));
+  }
+  await rewriteDeadLetterFile(filePath, remaining, file.corruptLines.map((line) => line.text));
+  return { path: filePath, ...tally };
+}
+
+/** Writes a batch; resolves with its records that still fail, updated. */
+async function writeBatch(batch: readonly DeadLetterRecord[], options: RedriveOptions, tally: Tally): Promise<DeadLetterRecord[]> {
+  const signal = options.signal ?? new AbortController().signal;
+  try {
+    const result = await options.sink.write(batch.map(toQueuedEvent), { signal });
+    tally.replayed += batch.length;
+    tally.stored += result.inserted;
+    tally.duplicates += batch.length - result.inserted - result.deadLettered.length;
+    tally.stillFailing += result.deadLettered.length;
+    return [];
+  } catch (error) {
+    if (signal.aborted || !isAboutTheRecord(error)) {
+      const { sqlstate, message } = describeError(error);
+      throw new RedriveInterruptedError(
+        `the re-drive stopped: writing to the database failed for a reason that is not about the records (${sqlstate ?? 'no SQLSTATE'}: ${message}). Check that the database is up and migrated, then run it again`,
+        { files: 0, ...tally },
+        error,
+      );
+    }
+    if (batch.length > 1) {
+      const stillFailing: DeadLetterRecord[] = [];
+      for (const record of batch) stillFailing.push(...(await writeBatch([record], options, tally)));
+      return stillFailing;
+    }
+    const record = batch[0]!;
+    tally.replayed += 1;
+    tally.stillFailing += 1;
+    const nowMs = (options.clock ?? { now: () => Date.now() }).now();
+    return [{ ...record, attempts: record.attempts + 1, error: describeError(error), last_redrive_at: new Date(nowMs).toISOString() }];
+  }
+}

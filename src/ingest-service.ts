@@ -1,0 +1,76 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type pg from 'pg';
+import { buildApp } from './app.ts';
+import type { Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import { isDatabaseReachable } from './db/pool.ts';
+import { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
+import type { Admission } from './http/admission.ts';
+import { IngestPipeline } from './ingest/pipeline.ts';
+import { createSinkChain, type SinkChain } from './sink/sink-chain.ts';
+import type { Sink } from './sink/sink.ts';
+import type { IngestMetrics } from './telemetry/metrics.ts';
+
+export interface IngestService {
+  readonly app: FastifyInstance;
+  readonly admission: Admission;
+  readonly pipeline: IngestPipeline;
+  readonly chain: SinkChain;
+  readonly deadLetterQueue: DeadLetterQueue;
+}
+
+/**
+ * Wire the parts into one service: dead-letter queue, sink chain, pipeline, HTTP app. Shared by
+ * server.ts (the process) and the tests, so both run the same thing.
+ */
+export function createIngestService(options: {
+  config: Config;
+  pool: pg.Pool;
+  clock: Clock;
+  logger: Logger;
+  metrics: IngestMetrics;
+  /** Tests wrap the COPY sink to inject faults. */
+  wrapBaseSink?: (sink: Sink) => Sink;
+}): IngestService {
+  const { config, pool, clock, logger, metrics } = options;
+  const deadLetterQueue = new DeadLetterQueue({
+    directory: config.deadLetter.directory,
+    maxFileBytes: config.deadLetter.maxFileBytes,
+    clock,
+  });
+  const chain = createSinkChain({
+    pool,
+    config,
+    deadLetterQueue,
+    clock,
+    metrics,
+    logger,
+    ...(options.wrapBaseSink ? { wrapBase: options.wrapBaseSink } : {}),
+  });
+  const pipeline = new IngestPipeline({
+    batch: config.batch,
+    queue: config.queue,
+    sink: chain.sink,
+    deadLetter: chain.deadLetter,
+    retryMaxAttempts: config.retry.maxAttempts,
+    clock,
+    metrics,
+    logger,
+  });
+  const { app, admission } = buildApp({
+    config,
+    pipeline,
+    clock,
+    logger,
+    metrics,
+    notReadyReason: async () => {
+      if (pipeline.draining) return 'draining';
+      if (chain.breaker.state === 'open') return 'database circuit breaker open';
+      if (!deadLetterQueue.healthy) return 'dead-letter queue unwritable';
+      if (!(await isDatabaseReachable(pool, 1000))) return 'database unreachable';
+      return undefined;
+    },
+  });
+  return { app, admission, pipeline, chain, deadLetterQueue };
+}

@@ -1,0 +1,42 @@
+import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry, type RetryPolicy } from 'cockatiel';
+
+export interface RetryOptions {
+  /** Tries in all, the first included; 0 means no limit (until the shutdown deadline). */
+  readonly maxAttempts: number;
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+/**
+ * Exponential backoff with full jitter (cockatiel): wait a random time in [0, min(max, base·2ⁿ)).
+ * Waits are cut short by the AbortSignal given to `execute`, so a drain never sits out a backoff.
+ */
+export function createRetryPolicy(options: RetryOptions, shouldRetry: (error: Error) => boolean): RetryPolicy {
+  return retry(handleWhen(shouldRetry), {
+    maxAttempts: options.maxAttempts === 0 ? Number.POSITIVE_INFINITY : options.maxAttempts - 1,
+    backoff: new ExponentialBackoff({
+      initialDelay: options.baseDelayMs,
+      maxDelay: options.maxDelayMs,
+      generator: fullJitterGenerator,
+    }),
+  });
+}
+
+/**
+ * Run `fn` under `policy`, but settle as soon as `signal` aborts. cockatiel checks the signal only
+ * between attempts and sleeps out its backoff regardless; this cuts the sleep short. The
+ * abandoned attempt loop ends at its next check of the (now aborted) signal.
+ */
+export function executeUntilAborted<T>(policy: RetryPolicy, fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  const attempts = policy.execute(fn, signal);
+  let onAbort: () => void = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([attempts, aborted]).finally(() => {
+    signal.removeEventListener('abort', onAbort);
+    attempts.catch(() => {}); // an attempt loop abandoned at the abort settles unobserved
+  });
+}

@@ -1,0 +1,73 @@
+import type { Logger } from 'pino';
+import type pg from 'pg';
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
+import type { IngestMetrics } from '../telemetry/metrics.ts';
+import { BreakerSink, type BreakerState } from './breaker-sink.ts';
+import { DurableDeadLetterWriter } from './dead-letter-writer.ts';
+import { PoisonSplittingSink } from './poison-splitting-sink.ts';
+import { PostgresCopySink } from './postgres-copy-sink.ts';
+import { RetryingSink } from './retrying-sink.ts';
+import type { Sink } from './sink.ts';
+
+const BREAKER_STATE_VALUES: Record<BreakerState, number> = { closed: 0, open: 1, half_open: 2 };
+
+export interface SinkChain {
+  readonly sink: Sink;
+  readonly breaker: BreakerSink;
+  readonly deadLetter: DurableDeadLetterWriter;
+}
+
+/**
+ * The write path, outermost first: poison isolation → retry → circuit breaker → COPY.
+ * Splitting sits outside retry so each half is retried on its own (a transient failure while
+ * isolating poison does not re-send halves already stored); the breaker sits inside retry so
+ * that every attempt is seen by it and, while it is open, attempts are refused without touching
+ * the database.
+ */
+export function createSinkChain(options: {
+  pool: pg.Pool;
+  config: Pick<Config, 'db' | 'retry' | 'breaker'>;
+  deadLetterQueue: DeadLetterQueue;
+  clock: Clock;
+  metrics: IngestMetrics;
+  logger: Logger;
+  /** Tests wrap the base sink to inject faults. */
+  wrapBase?: (sink: Sink) => Sink;
+}): SinkChain {
+  const { config, metrics, logger } = options;
+  const copy = new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
+  const base = options.wrapBase ? options.wrapBase(copy) : copy;
+  metrics.breakerState.set(0);
+  const breaker = new BreakerSink(base, {
+    ...config.breaker,
+    onStateChange: (state) => {
+      metrics.breakerState.set(BREAKER_STATE_VALUES[state]);
+      metrics.breakerTransitions.inc({ to: state });
+      const log = state === 'open' ? logger.error.bind(logger) : logger.warn.bind(logger);
+      log(
+        { breaker: state, openMs: config.breaker.openMs },
+        state === 'open'
+          ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe succeeds. Check that the database is up and reachable'
+          : `database circuit breaker is now ${state}`,
+      );
+    },
+  });
+  const retrying = new RetryingSink(breaker, {
+    ...config.retry,
+    onRetry: (error, attempt) => {
+      metrics.retries.inc();
+      logger.warn({ err: error, attempt }, 'a batch write failed for a transient reason and will be retried after a backoff');
+    },
+  });
+  const deadLetter = new DurableDeadLetterWriter(options.deadLetterQueue, {
+    clock: options.clock,
+    logger,
+    retry: config.retry,
+    onWritten: () => {},
+    onWriteError: () => metrics.deadLetterWriteErrors.inc(),
+  });
+  const sink = new PoisonSplittingSink(retrying, { deadLetter, onSplit: () => metrics.poisonSplits.inc() });
+  return { sink, breaker, deadLetter };
+}

@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { classifyFailure, sqlstateOf } from '../../src/db/failure-class.ts';
+
+const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
+
+describe('classifyFailure', () => {
+  const table: [string, unknown, 'transient' | 'permanent'][] = [
+    ['connection refused', withCode('ECONNREFUSED'), 'transient'],
+    ['connection reset', withCode('ECONNRESET'), 'transient'],
+    ['connection exception 08006', withCode('08006'), 'transient'],
+    ['admin shutdown 57P01', withCode('57P01'), 'transient'],
+    ['crash recovery 57P03', withCode('57P03'), 'transient'],
+    ['statement timeout 57014', withCode('57014'), 'transient'],
+    ['serialization failure 40001', withCode('40001'), 'transient'],
+    ['deadlock 40P01', withCode('40P01'), 'transient'],
+    ['too many connections 53300', withCode('53300'), 'transient'],
+    ['disk full 53100', withCode('53100'), 'transient'],
+    ['pool exhausted (pg connect timeout, no code)', new Error('timeout exceeded when trying to connect'), 'transient'],
+    ['connection terminated (no code)', new Error('Connection terminated unexpectedly'), 'transient'],
+    ['COPY timeout', withCode('INGEST_ERR_COPY_TIMEOUT'), 'transient'],
+    ['dead-letter write failure', withCode('INGEST_ERR_DLQ_WRITE'), 'transient'],
+    ['invalid text representation 22P02', withCode('22P02'), 'permanent'],
+    ['value too long 22001', withCode('22001'), 'permanent'],
+    ['untranslatable character 22P05', withCode('22P05'), 'permanent'],
+    ['check violation 23514', withCode('23514'), 'permanent'],
+    ['not null violation 23502', withCode('23502'), 'permanent'],
+    ['datatype mismatch 42804', withCode('42804'), 'permanent'],
+    ['undefined table 42P01 (missing migration)', withCode('42P01'), 'transient'],
+    ['insufficient privilege 42501', withCode('42501'), 'transient'],
+    ['an unknown SQLSTATE class', withCode('XX000'), 'transient'],
+    ['a plain Error', new Error('boom'), 'transient'],
+    ['a non-error value', 'string thrown', 'transient'],
+  ];
+  for (const [name, error, expected] of table) it(`${name} → ${expected}`, () => assert.equal(classifyFailure(error), expected));
+});
+
+describe('sqlstateOf', () => {
+  it('reads five-character SQLSTATEs only', () => {
+    assert.equal(sqlstateOf(withCode('23514')), '23514');
+    assert.equal(sqlstateOf(withCode('ECONNREFUSED')), undefined);
+    assert.equal(sqlstateOf(null), undefined);
+  });
+});
