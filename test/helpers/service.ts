@@ -7,14 +7,14 @@ import { systemClock, type Clock } from '../../src/clock.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { createIngestService, type IngestService } from '../../src/ingest-service.ts';
-import type { Sink } from '../../src/sink/sink.ts';
+import type { QueuedEvent, Sink } from '../../src/sink/sink.ts';
 import { createMetrics, type IngestMetrics } from '../../src/telemetry/metrics.ts';
 
 export interface TestService extends IngestService {
   readonly metrics: IngestMetrics;
   readonly config: Config;
-  /** Drain and close everything; resolves with what could not be stored. */
-  close(deadlineMs?: number): Promise<number>;
+  /** Drain and close everything; resolves with the events that could not be stored in time. */
+  close(deadlineMs?: number): Promise<readonly QueuedEvent[]>;
 }
 
 /** The real app on a real database, in this process, configured through the same env schema. */
@@ -52,7 +52,7 @@ export function buildTestService(
       await service.deadLetterQueue.close();
       await pool.end();
       if (!options.dataDir) await rm(config.dataDir, { recursive: true, force: true });
-      return unstored.length;
+      return unstored;
     },
   };
 }
