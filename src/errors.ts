@@ -10,6 +10,7 @@ export const errorCatalog = {
   INGEST_ERR_NOT_FOUND: { status: 404, title: 'No such route' },
   INGEST_ERR_BODY_TOO_LARGE: { status: 413, title: 'The body is larger than the limit' },
   INGEST_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
+  INGEST_ERR_REJECTED_BY_DATABASE: { status: 422, title: 'The database refused the event; it was dead-lettered' },
   INGEST_ERR_OVERLOADED: { status: 429, title: 'The queue is above its high-water mark; retry later' },
   INGEST_ERR_QUEUE_FULL: { status: 503, title: 'The queue is full; retry later' },
   INGEST_ERR_DRAINING: { status: 503, title: 'The service is shutting down; retry on another instance' },

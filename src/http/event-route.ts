@@ -53,6 +53,12 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
         return reply.code(202).send({ id });
       }
       const outcome = await new Promise<ItemOutcome>((resolve) => enqueueOrThrow(pipeline, admission, queued, resolve));
+      if (outcome === 'rejected') {
+        throw new IngestError(
+          'INGEST_ERR_REJECTED_BY_DATABASE',
+          'the database refused this event for good (a constraint or a value it cannot store); it is in the dead-letter queue. Do not retry it unchanged',
+        );
+      }
       if (outcome !== 'stored') {
         throw new IngestError('INGEST_ERR_NOT_COMMITTED', 'the event could not be committed; it is safe to retry with the same id', {
           retryAfterSeconds: admission.retryAfterSeconds(),
