@@ -23,6 +23,9 @@ async function findTestFiles(directory: string): Promise<string[]> {
   return files.sort();
 }
 
+const PER_TEST_TIMEOUT_MS = 180_000;
+const WHOLE_RUN_TIMEOUT_MS = 20 * 60_000;
+
 const filter = process.argv.slice(2);
 const files = (await findTestFiles(testRoot)).filter((file) => filter.length === 0 || filter.some((f) => file.includes(f)));
 
@@ -39,11 +42,20 @@ if (!env.DATABASE_URL) {
   env.DATABASE_URL = embedded.url;
 }
 
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
-  stdio: 'inherit',
-  env,
-});
+// --test-force-exit: a test file's process exits once its tests are done, even if a handle
+// (a socket of a cut proxy, say) would keep it in Node's exit-time cleanup.
+const child = spawn(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', `--test-timeout=${PER_TEST_TIMEOUT_MS}`, ...files],
+  { stdio: 'inherit', env },
+);
+// A run that hangs must fail, not stall CI for its 90 minutes.
+const watchdog = setTimeout(() => {
+  process.stderr.write(`test run exceeded ${WHOLE_RUN_TIMEOUT_MS / 60_000} minutes; stopping it\n`);
+  child.kill('SIGKILL');
+}, WHOLE_RUN_TIMEOUT_MS);
 const code: number = await new Promise((resolve) => child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+clearTimeout(watchdog);
 await embedded?.stop();
 if (scratch) await rm(scratch, { recursive: true, force: true });
 process.exit(code);

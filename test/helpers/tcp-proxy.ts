@@ -56,7 +56,12 @@ export class TcpProxy {
   async cut(): Promise<void> {
     const server = this.#server;
     this.#server = undefined;
-    for (const socket of this.#sockets) socket.resetAndDestroy();
+    // A reset for established connections; a socket still connecting is only destroyed (a reset
+    // there leaves a pending connect request that can keep the process from exiting).
+    for (const socket of this.#sockets) {
+      if (socket.connecting) socket.destroy();
+      else socket.resetAndDestroy();
+    }
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
