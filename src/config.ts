@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { deadLetterDirectory } from './dlq/dlq-files.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const fraction = z.coerce.number().gt(0).lte(1);
@@ -144,7 +145,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       openMs: env.BREAKER_OPEN_MS,
     },
     deadLetter: {
-      directory: path.join(dataDir, 'dlq'),
+      directory: deadLetterDirectory(dataDir),
       maxFileBytes: env.DLQ_MAX_FILE_BYTES,
     },
   });

@@ -44,6 +44,10 @@ await migrate(databaseUrl, logger);
 const pool = createPool(databaseUrl, config.db, logger);
 const metrics = createMetrics();
 const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics });
+// Find out now, not at the first dead letter, whether DATA_DIR/dlq is writable (/readyz reports it).
+await deadLetterQueue.probe().catch((error: unknown) =>
+  logger.error({ err: error, directory: deadLetterQueue.directory }, 'the dead-letter directory is not writable; /readyz fails until it is. Fix its permissions or free disk space'),
+);
 await recoverSpill(config.dataDir, pipeline, logger);
 
 closeWithGrace(

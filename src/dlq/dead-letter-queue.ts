@@ -33,7 +33,7 @@ interface OpenFile {
  * current file and fsyncs it (and the directory, when it created a file) before it resolves, so a
  * batch is settled only once its dead letters are durable. Appends run one at a time, in call
  * order. A failure rejects with DeadLetterWriteError and leaves `healthy` false until an append
- * succeeds; the failed file is abandoned (truncated back where possible), never appended to again.
+ * succeeds. A failed append is cut back off the file, so every file is a run of whole lines.
  */
 export class DeadLetterQueue {
   readonly directory: string;
@@ -167,14 +167,22 @@ export class DeadLetterQueue {
   async #write(file: OpenFile, chunk: string, chunkBytes: number): Promise<void> {
     try {
       await file.handle.appendFile(chunk);
-      await file.handle.sync();
-      file.size += chunkBytes;
     } catch (error) {
-      // Part of the chunk may be on disk: cut it off so the file ends in a whole line, and leave it.
+      // Part of the chunk may be on disk (a full disk): cut it off so the file ends in a whole line.
+      // If that fails too, the file is left as it is (a torn last line, which readers skip) and abandoned.
+      const truncated = await file.handle.truncate(file.size).then(() => true, () => false);
+      if (!truncated) await this.#abandonFile();
+      throw error;
+    }
+    try {
+      await file.handle.sync();
+    } catch (error) {
+      // After a failed fsync the state of the file is unknown: never append to it again.
       await file.handle.truncate(file.size).catch(() => {});
       await this.#abandonFile();
       throw error;
     }
+    file.size += chunkBytes;
   }
 
   /** True while the open file is still the one under its name (a re-drive has not claimed it). */

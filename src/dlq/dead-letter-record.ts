@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { sqlstateOf } from '../db/failure-class.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import { decodeCopyRow, encodeCopyColumns, type EventRecord } from '../event/copy-row-decode.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
@@ -28,12 +29,10 @@ export interface DeadLetterError {
 }
 
 const MESSAGE_MAX_CHARS = 4096;
-const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 /** What to record about a failure: its SQLSTATE when it is a PostgreSQL error, and its message. */
 export function describeError(error: unknown): DeadLetterError {
-  const code = (error as { code?: unknown } | null)?.code;
-  const sqlstate = typeof code === 'string' && SQLSTATE.test(code) ? code : null;
+  const sqlstate = sqlstateOf(error) ?? null;
   let message = error instanceof Error ? error.message || error.name : String(error);
   if (message.length > MESSAGE_MAX_CHARS) message = `${message.slice(0, MESSAGE_MAX_CHARS)}…`;
   return { sqlstate, message };

@@ -172,9 +172,14 @@ export function unclaimedPath(claimedPath: string): string {
 /**
  * Undo the claims of an interrupted re-drive: a claimed file whose data file exists was already
  * rewritten and is removed; one whose data file is absent is renamed back, to be replayed whole.
+ * Temporary files of an interrupted rewrite are removed. Call it holding the re-drive lock.
  */
 export async function recoverClaims(directory: string): Promise<number> {
-  const claims = (await readNames(directory)).filter(isClaimName);
+  const names = await readNames(directory);
+  for (const name of names.filter((n) => n.startsWith(DLQ_PREFIX) && n.endsWith(`${DLQ_SUFFIX}.tmp`))) {
+    await rm(path.join(directory, name), { force: true });
+  }
+  const claims = names.filter(isClaimName);
   for (const name of claims) {
     const claimedPath = path.join(directory, name);
     const dataPath = unclaimedPath(claimedPath);

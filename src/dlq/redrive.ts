@@ -1,4 +1,5 @@
 import { rename, rm } from 'node:fs/promises';
+import { isPermanentFailure } from '../db/failure-class.ts';
 import type { Sink } from '../sink/sink.ts';
 import { describeError, toQueuedEvent, type DeadLetterRecord } from './dead-letter-record.ts';
 import {
@@ -57,16 +58,6 @@ export class RedriveInterruptedError extends Error {
   }
 }
 
-// SQLSTATE classes that say nothing about the record: connection, authentication, catalog, locking,
-// schema, resources, operator intervention, system and internal errors. With these (or no SQLSTATE:
-// a timeout or a network error) the run stops instead of blaming record after record.
-const NOT_ABOUT_THE_RECORD = new Set(['08', '25', '28', '3D', '40', '42', '53', '55', '57', '58', 'XX']);
-
-function isAboutTheRecord(error: unknown): boolean {
-  const { sqlstate } = describeError(error);
-  return sqlstate !== null && !NOT_ABOUT_THE_RECORD.has(sqlstate.slice(0, 2));
-}
-
 type Tally = { -readonly [K in keyof Omit<RedriveResult, 'files'>]: number };
 const emptyTally = (): Tally => ({ replayed: 0, stored: 0, duplicates: 0, stillFailing: 0, corruptLines: 0, tornLines: 0 });
 
@@ -74,8 +65,9 @@ const emptyTally = (): Tally => ({ replayed: 0, stored: 0, duplicates: 0, stillF
  * Replay the dead-letter files into the sink, oldest first. Each file is claimed (renamed) while
  * it is replayed, then replaced by the records that still fail, or removed when none do. A batch
  * that fails is retried one record at a time, so one bad record does not hold good ones back.
- * A failure that is not about the records (database down, timeout, abort) stops the run with
- * RedriveInterruptedError; the file in progress is put back whole, and replaying it is harmless.
+ * Only a permanent failure (failure-class.ts: the database refused the data) is blamed on records;
+ * any other (database down, timeout, missing migration, abort) stops the run with
+ * RedriveInterruptedError, and the file in progress is put back whole: replaying it is harmless.
  */
 export async function redrive(options: RedriveOptions): Promise<RedriveResult> {
   const { directory } = options;
@@ -138,10 +130,10 @@ async function writeBatch(batch: readonly DeadLetterRecord[], options: RedriveOp
     tally.stillFailing += result.deadLettered.length;
     return [];
   } catch (error) {
-    if (signal.aborted || !isAboutTheRecord(error)) {
+    if (signal.aborted || !isPermanentFailure(error)) {
       const { sqlstate, message } = describeError(error);
       throw new RedriveInterruptedError(
-        `the re-drive stopped: writing to the database failed for a reason that is not about the records (${sqlstate ?? 'no SQLSTATE'}: ${message}). Check that the database is up and migrated, then run it again`,
+        `the re-drive stopped: writing to the database failed for a reason that is not about the records (${sqlstate ?? 'no SQLSTATE'}: ${message}); nothing was lost. Check that the database is up, reachable and migrated, then run it again`,
         { files: 0, ...tally },
         error,
       );

@@ -30,7 +30,7 @@ function injectTransientFailures(inner: Sink): Sink & { injected: number } {
   return sink;
 }
 
-async function metricValue(text: string, name: string): Promise<number> {
+function metricValue(text: string, name: string): number {
   const match = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
   return match ? Number(match[1]) : 0;
 }
@@ -85,13 +85,13 @@ describe('accounting', () => {
       locker.release();
     }
 
-    const acceptedMetric = await metricValue(text, 'ingest_events_accepted_total');
-    const stored = await metricValue(text, 'ingest_events_stored_total');
-    const duplicate = await metricValue(text, 'ingest_events_duplicate_total');
-    const deadLettered = await metricValue(text, 'ingest_events_dead_lettered_total');
-    const failed = await metricValue(text, 'ingest_events_failed_total');
+    const acceptedMetric = metricValue(text, 'ingest_events_accepted_total');
+    const stored = metricValue(text, 'ingest_events_stored_total');
+    const duplicate = metricValue(text, 'ingest_events_duplicate_total');
+    const deadLettered = metricValue(text, 'ingest_events_dead_lettered_total');
+    const failed = metricValue(text, 'ingest_events_failed_total');
     assert.ok(faults && faults.injected > 0, 'transient failures were injected');
-    assert.ok((await metricValue(text, 'ingest_retries_total')) >= faults.injected);
+    assert.ok((metricValue(text, 'ingest_retries_total')) >= faults.injected);
     assert.equal(acceptedMetric, accepted);
     assert.equal(accepted, 600 + resend.length + 30);
     assert.equal(spilled, 30);
@@ -111,8 +111,8 @@ describe('accounting', () => {
       await restarted.close();
     }
     const after = await restarted.metrics.registry.metrics();
-    const storedAfter = await metricValue(after, 'ingest_events_stored_total');
-    const duplicateAfter = await metricValue(after, 'ingest_events_duplicate_total');
+    const storedAfter = metricValue(after, 'ingest_events_stored_total');
+    const duplicateAfter = metricValue(after, 'ingest_events_duplicate_total');
     assert.equal(storedAfter + duplicateAfter, 30);
     assert.equal(await db.count("tenant = 'ledger'"), stored + spilled, 'the table holds the stored events and every spilled one, once');
     const ids = await db.pool.query<{ n: string }>("SELECT count(DISTINCT id) AS n FROM events WHERE tenant = 'ledger'");

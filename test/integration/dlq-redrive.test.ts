@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,13 @@ import { pino } from 'pino';
 import { loadConfig } from '../../src/config.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { DeadLetterQueue, toDeadLetterRecord } from '../../src/dlq/dead-letter-queue.ts';
-import { deadLetterDirectory, readDeadLetterFiles } from '../../src/dlq/dlq-files.ts';
+import {
+  CLAIM_SUFFIX,
+  claimDeadLetterFile,
+  deadLetterDirectory,
+  listDeadLetterFiles,
+  readDeadLetterFiles,
+} from '../../src/dlq/dlq-files.ts';
 import { REDRIVE_LOCK_NAME } from '../../src/dlq/redrive-lock.ts';
 import { redrive, RedriveInterruptedError } from '../../src/dlq/redrive.ts';
 import { encodeEventRow } from '../../src/event/copy-row.ts';
@@ -172,6 +178,23 @@ describe('dead-letter re-drive', () => {
     assert.equal((await readdir(directory)).some((name) => name.endsWith('.redrive')), false);
     assert.equal(await db.count("tenant = 'unreachable'"), 0);
     assert.equal((await redrive({ directory, sink, batchSize: 10 })).stored, 2);
+  });
+
+  it('finishes the work of a re-drive that crashed mid-file', async () => {
+    const queue = new DeadLetterQueue({ directory, clock, maxFileBytes: 1 });
+    const events = [queued({ tenant: 'crashed' }), queued({ tenant: 'crashed' })];
+    await queue.append(events.map((event) => toDeadLetterRecord(event, new Error('x'), 1, clock.now())));
+    await queue.close();
+    const [unfinished, rewritten] = await listDeadLetterFiles(directory);
+    // One file claimed and never put back; one claimed, rewritten (here: to itself) and not cleaned up.
+    await claimDeadLetterFile(unfinished!);
+    await copyFile(rewritten!, `${rewritten}${CLAIM_SUFFIX}`);
+    await writeFile(`${rewritten}.tmp`, 'half a rewrite');
+    assert.equal((await readDeadLetterFiles(directory)).flatMap((file) => file.records).length, 2, 'claimed files still count');
+    const result = await redrive({ directory, sink, batchSize: 10 });
+    assert.deepEqual([result.stored, result.stillFailing], [2, 0]);
+    assert.deepEqual(await readdir(directory), []);
+    assert.equal(await db.count("tenant = 'crashed'"), 2);
   });
 
   it('refuses to run beside another live re-drive, and takes over the lock of a dead one', async () => {

@@ -58,7 +58,14 @@ describe('PoisonSplittingSink', () => {
       throw sqlError('57P01', 'terminating connection due to administrator command');
     });
     const deadLetters: unknown[] = [];
-    const sink = new PoisonSplittingSink(inner, { deadLetter: { write: async (events) => void deadLetters.push(events) } });
+    const sink = new PoisonSplittingSink(inner, {
+      deadLetter: {
+        write: (events) => {
+          deadLetters.push(events);
+          return Promise.resolve();
+        },
+      },
+    });
     await assert.rejects(sink.write(fakeEvents(8), { signal }), { code: '57P01' });
     assert.equal(inner.calls.length, 1);
     assert.equal(deadLetters.length, 0);
