@@ -1,9 +1,13 @@
+import fastifyCompress from '@fastify/compress';
+import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
 import { IngestError } from './errors.ts';
 import { Admission } from './http/admission.ts';
+import { registerNdjsonBodyParser } from './http/bulk-body.ts';
+import { registerBulkRoute } from './http/bulk-route.ts';
 import { registerEventRoute } from './http/event-route.ts';
 import { registerOpsRoutes } from './http/ops-routes.ts';
 import { registerJsonBodyParser } from './http/json-body.ts';
@@ -11,8 +15,21 @@ import { handleError, sendProblem } from './http/problem.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
 
+/** zstd where this Node has it (22.15+), then the classics. */
+const REQUEST_ENCODINGS: ('zstd' | 'br' | 'gzip' | 'deflate')[] = [
+  ...('createZstdDecompress' in zlib ? (['zstd'] as const) : []),
+  'br',
+  'gzip',
+  'deflate',
+];
+
+/** An error whose fields (message included: enumerable) survive @fastify/compress copying them. */
+function decompressionError(statusCode: number, code: string, message: string): Error {
+  return Object.assign(new Error(message), { statusCode, code, message });
+}
+
 export interface AppDependencies {
-  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'queue'>;
+  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue'>;
   readonly pipeline: IngestPipeline;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -40,6 +57,19 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     keepAliveTimeout: 65_000,
   });
   registerJsonBodyParser(app);
+  registerNdjsonBodyParser(app);
+  // Request bodies may be compressed; every limit applies to the decompressed bytes, enforced by
+  // fastify while the stream is read, so a decompression bomb is cut off at the limit.
+  void app.register(fastifyCompress, {
+    globalCompression: false,
+    globalDecompression: true,
+    requestEncodings: REQUEST_ENCODINGS,
+    // @fastify/compress copies these fields onto the error it raises; toIngestError maps the code.
+    onUnsupportedRequestEncoding: (encoding) =>
+      decompressionError(415, 'INGEST_ERR_UNSUPPORTED_ENCODING', `Content-Encoding "${encoding}" is not supported; use one of ${REQUEST_ENCODINGS.join(', ')}`),
+    onInvalidRequestPayload: (encoding, _request, error) =>
+      decompressionError(400, 'INGEST_ERR_BAD_ENCODING', `the ${encoding} body is truncated or corrupt: ${error.message}`),
+  });
 
   const admission = new Admission(
     {
@@ -68,16 +98,28 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     metrics.httpResponses.inc({ route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode });
   });
 
-  registerEventRoute(app, {
-    pipeline,
-    admission,
-    clock: dependencies.clock,
-    ackMode: config.ackMode,
-    bodyLimitBytes: config.bodyLimitBytes,
-  });
-  registerOpsRoutes(app, {
-    registry: metrics.registry,
-    notReadyReason: dependencies.notReadyReason,
+  // Routes go in a plugin registered after the decompression plugin, so its preParsing hook applies.
+  void app.register((routes, _options, done) => {
+    registerEventRoute(routes, {
+      pipeline,
+      admission,
+      clock: dependencies.clock,
+      ackMode: config.ackMode,
+      bodyLimitBytes: config.bodyLimitBytes,
+    });
+    registerBulkRoute(routes, {
+      pipeline,
+      admission,
+      clock: dependencies.clock,
+      ackMode: config.ackMode,
+      maxEvents: config.bulk.maxEvents,
+      bodyLimitBytes: config.bulk.bodyLimitBytes,
+    });
+    registerOpsRoutes(routes, {
+      registry: metrics.registry,
+      notReadyReason: dependencies.notReadyReason,
+    });
+    done();
   });
   return { app, admission };
 }

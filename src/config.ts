@@ -24,6 +24,8 @@ const environmentSchema = z
     SHED_LOW_WATER: fraction.default(0.6),
     SHUTDOWN_TIMEOUT_MS: integer(0, 10 * 60_000).default(30_000),
     BODY_LIMIT_BYTES: integer(1024, 64 * 1024 * 1024).default(64 * 1024),
+    BULK_MAX_EVENTS: integer(1, 100_000).default(1000),
+    BULK_BODY_LIMIT_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
     DB_POOL_SIZE: integer(1, 100).default(4),
     DB_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
     DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
@@ -71,7 +73,13 @@ export interface Config {
     readonly shedLowWater: number;
   };
   readonly shutdownTimeoutMs: number;
+  /** Limit on a decompressed POST /event body. */
   readonly bodyLimitBytes: number;
+  readonly bulk: {
+    readonly maxEvents: number;
+    /** Limit on a decompressed POST /events body. */
+    readonly bodyLimitBytes: number;
+  };
   readonly db: {
     readonly poolSize: number;
     readonly connectTimeoutMs: number;
@@ -129,6 +137,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     bodyLimitBytes: env.BODY_LIMIT_BYTES,
+    bulk: { maxEvents: env.BULK_MAX_EVENTS, bodyLimitBytes: env.BULK_BODY_LIMIT_BYTES },
     db: {
       poolSize: env.DB_POOL_SIZE,
       connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,

@@ -54,6 +54,21 @@ export class Admission {
     return { admit: true };
   }
 
+  /**
+   * All-or-nothing admission for `count` events at once (bulk): refused whole, with 429, when they
+   * would take the queue past the high-water mark. A large request that does not fit does not
+   * turn shedding on for everyone else.
+   */
+  decideBulk(count: number, bytes: number): AdmissionDecision {
+    const single = this.decide(1, 0);
+    if (!single.admit) return single;
+    const queue = this.#queue;
+    if (queue.depth + count > queue.capacity * this.#highWater || !queue.hasRoomFor(count, bytes)) {
+      return { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() };
+    }
+    return { admit: true };
+  }
+
   /** Seconds until the queue is back under the low-water mark at the measured drain rate. */
   retryAfterSeconds(): number {
     const queue = this.#queue;

@@ -1,13 +1,11 @@
 import type { FastifyInstance } from 'fastify';
-import { v7 as uuidv7 } from 'uuid';
 import type { ItemOutcome } from '../batcher/batcher.ts';
 import type { Clock } from '../clock.ts';
 import { IngestError } from '../errors.ts';
-import { encodeEventRow } from '../event/copy-row.ts';
-import { auditEventSchema } from '../event/schema.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 import type { Admission } from './admission.ts';
+import { prepareEvent } from './prepare-event.ts';
 import { sendProblem } from './problem.ts';
 
 export interface EventRouteOptions {
@@ -35,18 +33,12 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       },
     },
     async (request, reply) => {
-      const parsed = auditEventSchema.safeParse(request.body);
-      if (!parsed.success) {
-        const issues = parsed.error.issues.map((issue) => ({
-          path: issue.path.map(String).join('.') || '(body)',
-          message: issue.message,
-        }));
-        throw new IngestError('INGEST_ERR_VALIDATION', `${issues.length} field(s) are invalid`, { issues });
+      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString());
+      if (!prepared.ok) {
+        throw new IngestError('INGEST_ERR_VALIDATION', `${prepared.issues.length} field(s) are invalid`, { issues: prepared.issues });
       }
-      const event = parsed.data;
-      const id = event.id ?? uuidv7();
-      const row = encodeEventRow(event, id, new Date(clock.now()).toISOString());
-      const queued: QueuedEvent = { id, row, bytes: Buffer.byteLength(row) };
+      const queued = prepared.event;
+      const { id } = queued;
 
       if (ackMode === 'queued') {
         enqueueOrThrow(pipeline, admission, queued);

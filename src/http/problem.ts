@@ -33,6 +33,9 @@ export function sendProblem(reply: FastifyReply, error: IngestError): FastifyRep
 export function toIngestError(error: FastifyError | Error): IngestError {
   if (error instanceof IngestError) return error;
   const fastifyError = error as FastifyError;
+  if (fastifyError.code && fastifyError.code in errorCatalog) {
+    return new IngestError(fastifyError.code as ErrorCode, error.message, { cause: error });
+  }
   const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
   if (mapped) return new IngestError(mapped, fastifyError.message, { cause: error });
   if (error instanceof SyntaxError || fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {

@@ -1,0 +1,90 @@
+import type { FastifyInstance } from 'fastify';
+import type { ItemOutcome } from '../batcher/batcher.ts';
+import type { Clock } from '../clock.ts';
+import { IngestError, type FieldIssue } from '../errors.ts';
+import type { IngestPipeline } from '../ingest/pipeline.ts';
+import type { QueuedEvent } from '../sink/sink.ts';
+import type { Admission } from './admission.ts';
+import { bulkLines } from './bulk-body.ts';
+import { prepareEvent } from './prepare-event.ts';
+import { sendProblem } from './problem.ts';
+
+export interface BulkRouteOptions {
+  readonly pipeline: IngestPipeline;
+  readonly admission: Admission;
+  readonly clock: Clock;
+  readonly ackMode: 'queued' | 'committed';
+  readonly maxEvents: number;
+  readonly bodyLimitBytes: number;
+}
+
+interface RejectedLine {
+  readonly index: number;
+  readonly errors: readonly FieldIssue[];
+}
+
+/**
+ * POST /events: many events in one request, as application/x-ndjson or a JSON array. Each line
+ * is validated on its own; valid lines are queued and invalid ones reported by index, unless the
+ * client asks `?atomic=true` (then one bad line refuses the whole request). Admission is
+ * all-or-nothing: the valid events are queued together or not at all (429/503).
+ */
+export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOptions): void {
+  const { pipeline, admission, clock, ackMode } = options;
+
+  app.post<{ Querystring: { atomic?: string } }>(
+    '/events',
+    {
+      bodyLimit: options.bodyLimitBytes,
+      onRequest: async (_request, reply) => {
+        const decision = admission.decide();
+        if (!decision.admit) {
+          return sendProblem(reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
+        }
+      },
+    },
+    async (request, reply) => {
+      const lines = bulkLines(request.body);
+      if (lines === undefined) throw new IngestError('INGEST_ERR_VALIDATION', 'the body must be a JSON array of events or NDJSON', { issues: [{ path: '(body)', message: 'must be an array of events' }] });
+      if (lines.length === 0) throw new IngestError('INGEST_ERR_VALIDATION', 'the body holds no events', { issues: [{ path: '(body)', message: 'holds no events' }] });
+      if (lines.length > options.maxEvents) {
+        throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${options.maxEvents} (BULK_MAX_EVENTS)`);
+      }
+      const receivedAtIso = new Date(clock.now()).toISOString();
+      const accepted: { index: number; event: QueuedEvent }[] = [];
+      const rejected: RejectedLine[] = [];
+      lines.forEach((line, index) => {
+        if ('parseError' in line) {
+          rejected.push({ index, errors: [{ path: '(line)', message: `not valid JSON: ${line.parseError}` }] });
+          return;
+        }
+        const prepared = prepareEvent(line.value, receivedAtIso);
+        if (prepared.ok) accepted.push({ index, event: prepared.event });
+        else rejected.push({ index, errors: prepared.issues });
+      });
+      if (rejected.length > 0 && (request.query.atomic === 'true' || accepted.length === 0)) {
+        throw new IngestError('INGEST_ERR_VALIDATION', `${rejected.length} of ${lines.length} events are invalid; none was queued`, {
+          issues: rejected.flatMap((line) => line.errors.map((issue) => ({ path: `[${line.index}].${issue.path}`, message: issue.message }))),
+        });
+      }
+
+      const bytes = accepted.reduce((sum, item) => sum + item.event.bytes, 0);
+      const decision = admission.decideBulk(accepted.length, bytes);
+      if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
+
+      const outcomes: Promise<ItemOutcome>[] = [];
+      for (const { event } of accepted) {
+        // Cannot be refused: admission just checked room for all of them, and nothing runs in between.
+        if (ackMode === 'committed') outcomes.push(new Promise((resolve) => pipeline.enqueue(event, resolve)));
+        else pipeline.enqueue(event);
+      }
+      const acceptedIds = accepted.map(({ index, event }) => ({ index, id: event.id }));
+      if (ackMode === 'queued') return reply.code(202).send({ accepted: acceptedIds, rejected });
+
+      const settled = await Promise.all(outcomes);
+      const results = acceptedIds.map((item, i) => ({ ...item, outcome: settled[i] }));
+      const allStored = settled.every((outcome) => outcome === 'stored');
+      return reply.code(allStored && rejected.length === 0 ? 201 : 207).send({ accepted: results, rejected });
+    },
+  );
+}
