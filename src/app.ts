@@ -29,7 +29,7 @@ function decompressionError(statusCode: number, code: string, message: string): 
 }
 
 export interface AppDependencies {
-  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue'>;
+  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http'>;
   readonly pipeline: IngestPipeline;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -52,10 +52,18 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
     return503OnClosing: true,
-    requestTimeout: 30_000,
-    connectionTimeout: 60_000,
-    keepAliveTimeout: 65_000,
+    // A slowloris is cut off: headers must arrive within headersTimeout and the whole request
+    // within requestTimeout (Node checks every connectionsCheckingInterval).
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      maxHeaderSize: config.http.maxHeaderBytes,
+      connectionsCheckingInterval: Math.min(1000, config.http.headersTimeoutMs),
+    },
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    connectionTimeout: config.http.requestTimeoutMs * 2,
   });
+  app.server.maxConnections = config.http.maxConnections;
   registerJsonBodyParser(app);
   registerNdjsonBodyParser(app);
   // Request bodies may be compressed; every limit applies to the decompressed bytes, enforced by

@@ -24,6 +24,11 @@ const environmentSchema = z
     SHED_LOW_WATER: fraction.default(0.6),
     SHUTDOWN_TIMEOUT_MS: integer(0, 10 * 60_000).default(30_000),
     BODY_LIMIT_BYTES: integer(1024, 64 * 1024 * 1024).default(64 * 1024),
+    HTTP_HEADERS_TIMEOUT_MS: integer(100, 600_000).default(10_000),
+    HTTP_REQUEST_TIMEOUT_MS: integer(100, 600_000).default(30_000),
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: integer(100, 600_000).default(65_000),
+    HTTP_MAX_HEADER_BYTES: integer(1024, 1024 * 1024).default(16 * 1024),
+    HTTP_MAX_CONNECTIONS: integer(1, 1_000_000).default(10_000),
     BULK_MAX_EVENTS: integer(1, 100_000).default(1000),
     BULK_BODY_LIMIT_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
     DB_POOL_SIZE: integer(1, 100).default(4),
@@ -36,6 +41,10 @@ const environmentSchema = z
     BREAKER_FAILURE_THRESHOLD: integer(1, 1000).default(5),
     BREAKER_OPEN_MS: integer(10, 3_600_000).default(30_000),
     DLQ_MAX_FILE_BYTES: integer(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  })
+  .refine((env) => env.HTTP_HEADERS_TIMEOUT_MS <= env.HTTP_REQUEST_TIMEOUT_MS, {
+    message: 'must not exceed HTTP_REQUEST_TIMEOUT_MS',
+    path: ['HTTP_HEADERS_TIMEOUT_MS'],
   })
   .refine((env) => env.SHED_LOW_WATER < env.SHED_HIGH_WATER, {
     message: 'must be below SHED_HIGH_WATER',
@@ -73,6 +82,14 @@ export interface Config {
     readonly shedLowWater: number;
   };
   readonly shutdownTimeoutMs: number;
+  /** Limits that keep slow or greedy clients from holding the listener. */
+  readonly http: {
+    readonly headersTimeoutMs: number;
+    readonly requestTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+    readonly maxHeaderBytes: number;
+    readonly maxConnections: number;
+  };
   /** Limit on a decompressed POST /event body. */
   readonly bodyLimitBytes: number;
   readonly bulk: {
@@ -136,6 +153,13 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       shedLowWater: env.SHED_LOW_WATER,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    http: {
+      headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: env.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxHeaderBytes: env.HTTP_MAX_HEADER_BYTES,
+      maxConnections: env.HTTP_MAX_CONNECTIONS,
+    },
     bodyLimitBytes: env.BODY_LIMIT_BYTES,
     bulk: { maxEvents: env.BULK_MAX_EVENTS, bodyLimitBytes: env.BULK_BODY_LIMIT_BYTES },
     db: {
