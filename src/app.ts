@@ -6,7 +6,9 @@ import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
 import { IngestError } from './errors.ts';
 import { Admission } from './http/admission.ts';
+import type { Authenticator } from './auth/authenticator.ts';
 import { registerNdjsonBodyParser } from './http/bulk-body.ts';
+import { createIngestGate } from './http/ingest-gate.ts';
 import { registerBulkRoute } from './http/bulk-route.ts';
 import { registerEventRoute } from './http/event-route.ts';
 import { registerOpsRoutes } from './http/ops-routes.ts';
@@ -34,6 +36,10 @@ export interface AppDependencies {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: IngestMetrics;
+  /** API-key authentication; undefined with AUTH=off. */
+  readonly authenticator: Authenticator | undefined;
+  /** False when METRICS_PORT serves /metrics on a listener of its own. */
+  readonly serveMetricsOnMainListener?: boolean;
   /** Why the service should not get traffic now (/readyz 503), or undefined when it should. */
   readonly notReadyReason: () => Promise<string | undefined>;
 }
@@ -106,8 +112,11 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     metrics.httpResponses.inc({ route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode });
   });
 
-  // Routes go in a plugin registered after the decompression plugin, so its preParsing hook applies.
+  app.decorateRequest('tenant', undefined);
+  // Ingest routes go in a plugin registered after the decompression plugin, so its preParsing
+  // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.
   void app.register((routes, _options, done) => {
+    routes.addHook('onRequest', createIngestGate({ admission, authenticator: dependencies.authenticator }));
     registerEventRoute(routes, {
       pipeline,
       admission,
@@ -123,11 +132,12 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
       maxEvents: config.bulk.maxEvents,
       bodyLimitBytes: config.bulk.bodyLimitBytes,
     });
-    registerOpsRoutes(routes, {
-      registry: metrics.registry,
-      notReadyReason: dependencies.notReadyReason,
-    });
     done();
+  });
+  registerOpsRoutes(app, {
+    registry: metrics.registry,
+    notReadyReason: dependencies.notReadyReason,
+    serveMetrics: dependencies.serveMetricsOnMainListener ?? true,
   });
   return { app, admission };
 }

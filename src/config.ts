@@ -13,6 +13,10 @@ const environmentSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
     DATA_DIR: z.string().min(1).default('./.data'),
+    AUTH: z.enum(['on', 'off']).default('on'),
+    AUTH_CACHE_TTL_MS: integer(0, 3_600_000).default(30_000),
+    AUTH_MAX_FAILURES_PER_MINUTE: integer(1, 1_000_000).default(30),
+    METRICS_PORT: integer(0, 65535).optional(),
     ACK_MODE: z.enum(['queued', 'committed']).default('queued'),
     BATCH_MAX_SIZE: integer(1, 100_000).default(500),
     BATCH_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
@@ -69,6 +73,14 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly ackMode: Environment['ACK_MODE'];
+  readonly auth: {
+    readonly enabled: boolean;
+    /** How long a key lookup is trusted: a revoked key stops working within this. */
+    readonly cacheTtlMs: number;
+    readonly maxFailuresPerMinute: number;
+  };
+  /** When set, /metrics is served on this port only, not on the public listener. */
+  readonly metricsPort: number | undefined;
   readonly batch: {
     readonly maxSize: number;
     readonly maxBytes: number;
@@ -140,6 +152,12 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     databaseUrl: env.DATABASE_URL,
     dataDir,
     ackMode: env.ACK_MODE,
+    auth: {
+      enabled: env.AUTH === 'on',
+      cacheTtlMs: env.AUTH_CACHE_TTL_MS,
+      maxFailuresPerMinute: env.AUTH_MAX_FAILURES_PER_MINUTE,
+    },
+    metricsPort: env.METRICS_PORT,
     batch: {
       maxSize: env.BATCH_MAX_SIZE,
       maxBytes: env.BATCH_MAX_BYTES,

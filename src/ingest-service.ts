@@ -2,6 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { buildApp } from './app.ts';
+import { ApiKeyStore } from './auth/api-key-store.ts';
+import { Authenticator } from './auth/authenticator.ts';
 import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
 import { isDatabaseReachable } from './db/pool.ts';
@@ -58,8 +60,20 @@ export function createIngestService(options: {
     metrics,
     logger,
   });
+  const authenticator = config.auth.enabled
+    ? new Authenticator({
+        keys: new ApiKeyStore(pool),
+        clock,
+        cacheTtlMs: config.auth.cacheTtlMs,
+        cacheMaxKeys: 100_000,
+        maxFailuresPerWindow: config.auth.maxFailuresPerMinute,
+        failureWindowMs: 60_000,
+      })
+    : undefined;
   const { app, admission } = buildApp({
     config,
+    authenticator,
+    serveMetricsOnMainListener: config.metricsPort === undefined,
     pipeline,
     clock,
     logger,

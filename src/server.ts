@@ -11,6 +11,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-post
 import { migrate } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
 import { createIngestService } from './ingest-service.ts';
+import { createMetricsApp } from './http/metrics-app.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { createMetrics } from './telemetry/metrics.ts';
@@ -43,7 +44,14 @@ await migrate(databaseUrl, logger);
 
 const pool = createPool(databaseUrl, config.db, logger);
 const metrics = createMetrics();
+if (!config.auth.enabled) {
+  logger.warn(
+    'AUTH=off: POST /event and /events accept events for any tenant from anyone who can reach this port. Use it for local development only; in production leave AUTH on and create keys with `npm run keys -- create --tenant <tenant>`',
+  );
+}
 const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics });
+// METRICS_PORT: /metrics on a listener of its own, so it need not be exposed with the public one.
+const metricsApp = config.metricsPort === undefined ? undefined : createMetricsApp(metrics.registry, logger);
 // Find out now, not at the first dead letter, whether DATA_DIR/dlq is writable (/readyz reports it).
 await deadLetterQueue.probe().catch((error: unknown) =>
   logger.error({ err: error, directory: deadLetterQueue.directory }, 'the dead-letter directory is not writable; /readyz fails until it is. Fix its permissions or free disk space'),
@@ -70,6 +78,7 @@ closeWithGrace(
     // 4. close the dead-letter file and the pool, then the embedded database.
     await deadLetterQueue.close();
     await pool.end();
+    await metricsApp?.close();
     await embedded?.stop();
     logger.info({ durationMs: Date.now() - startedAtMs, spilled: unstored.length }, 'shutdown complete');
     if (unstored.length > 0) process.exit(EXIT_SPILLED);
@@ -85,3 +94,4 @@ function raceDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<un
 }
 
 await app.listen({ host: config.host, port: config.port });
+if (metricsApp) await metricsApp.listen({ host: config.host, port: config.metricsPort ?? 0 });

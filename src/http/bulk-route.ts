@@ -7,7 +7,6 @@ import type { QueuedEvent } from '../sink/sink.ts';
 import type { Admission } from './admission.ts';
 import { bulkLines } from './bulk-body.ts';
 import { prepareEvent } from './prepare-event.ts';
-import { sendProblem } from './problem.ts';
 
 export interface BulkRouteOptions {
   readonly pipeline: IngestPipeline;
@@ -36,12 +35,6 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
     '/events',
     {
       bodyLimit: options.bodyLimitBytes,
-      onRequest: async (_request, reply) => {
-        const decision = admission.decide();
-        if (!decision.admit) {
-          return sendProblem(reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
-        }
-      },
     },
     async (request, reply) => {
       const lines = bulkLines(request.body);
@@ -53,15 +46,20 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
       const receivedAtIso = new Date(clock.now()).toISOString();
       const accepted: { index: number; event: QueuedEvent }[] = [];
       const rejected: RejectedLine[] = [];
+      const mismatched: number[] = [];
       lines.forEach((line, index) => {
         if ('parseError' in line) {
           rejected.push({ index, errors: [{ path: '(line)', message: `not valid JSON: ${line.parseError}` }] });
           return;
         }
-        const prepared = prepareEvent(line.value, receivedAtIso);
+        const prepared = prepareEvent(line.value, receivedAtIso, request.tenant);
         if (prepared.ok) accepted.push({ index, event: prepared.event });
+        else if (prepared.tenantMismatch) mismatched.push(index);
         else rejected.push({ index, errors: prepared.issues });
       });
+      if (mismatched.length > 0) {
+        throw new IngestError('INGEST_ERR_TENANT_MISMATCH', `events ${mismatched.join(', ')} name another tenant than the API key's "${String(request.tenant)}"; none was queued`);
+      }
       if (rejected.length > 0 && (request.query.atomic === 'true' || accepted.length === 0)) {
         throw new IngestError('INGEST_ERR_VALIDATION', `${rejected.length} of ${lines.length} events are invalid; none was queued`, {
           issues: rejected.flatMap((line) => line.errors.map((issue) => ({ path: `[${line.index}].${issue.path}`, message: issue.message }))),

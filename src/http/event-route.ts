@@ -6,7 +6,6 @@ import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 import type { Admission } from './admission.ts';
 import { prepareEvent } from './prepare-event.ts';
-import { sendProblem } from './problem.ts';
 
 export interface EventRouteOptions {
   readonly pipeline: IngestPipeline;
@@ -24,17 +23,11 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
     '/event',
     {
       bodyLimit: options.bodyLimitBytes,
-      // Shed before the body is read or parsed: an overloaded service spends nothing on it.
-      onRequest: async (_request, reply) => {
-        const decision = admission.decide();
-        if (!decision.admit) {
-          return sendProblem(reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
-        }
-      },
     },
     async (request, reply) => {
-      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString());
+      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant);
       if (!prepared.ok) {
+        if (prepared.tenantMismatch) throw new IngestError('INGEST_ERR_TENANT_MISMATCH', prepared.issues[0]!.message);
         throw new IngestError('INGEST_ERR_VALIDATION', `${prepared.issues.length} field(s) are invalid`, { issues: prepared.issues });
       }
       const queued = prepared.event;

@@ -5,6 +5,8 @@ export interface OpsRouteOptions {
   readonly registry: Registry;
   /** Why the service is not ready, or undefined when it is. */
   readonly notReadyReason: () => Promise<string | undefined>;
+  /** Serve /metrics here (false when METRICS_PORT gives it a listener of its own). */
+  readonly serveMetrics: boolean;
 }
 
 /** GET /healthz (the process is alive), /readyz (it should get traffic), /metrics (Prometheus). */
@@ -17,8 +19,12 @@ export function registerOpsRoutes(app: FastifyInstance, options: OpsRouteOptions
     return reply.code(503).send({ status: 'not ready', reason });
   });
 
+  if (options.serveMetrics) registerMetricsRoute(app, options.registry);
+}
+
+export function registerMetricsRoute(app: FastifyInstance, registry: Registry): void {
   app.get('/metrics', async (_request, reply) => {
-    const body = await options.registry.metrics();
-    return reply.type(options.registry.contentType).send(body);
+    const body = await registry.metrics();
+    return reply.type(registry.contentType).send(body);
   });
 }

@@ -4,14 +4,31 @@ import { encodeEventRow } from '../event/copy-row.ts';
 import { auditEventSchema } from '../event/schema.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 
-export type PreparedEvent = { readonly ok: true; readonly event: QueuedEvent } | { readonly ok: false; readonly issues: FieldIssue[] };
+export type PreparedEvent =
+  | { readonly ok: true; readonly event: QueuedEvent; readonly tenant: string }
+  | { readonly ok: false; readonly issues: FieldIssue[]; readonly tenantMismatch?: true };
+
+/**
+ * With an API key, the key decides the tenant: a body without `tenant` gets the key's, a body
+ * whose `tenant` differs is refused (403).
+ */
+function applyKeyTenant(body: unknown, keyTenant: string | undefined): { body: unknown } | { mismatch: true } {
+  if (keyTenant === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return { body };
+  const bodyTenant = (body as { tenant?: unknown }).tenant;
+  if (bodyTenant === undefined) return { body: { ...body, tenant: keyTenant } };
+  return bodyTenant === keyTenant ? { body } : { mismatch: true };
+}
 
 /**
  * Validate one event body and turn it into its queued form: the id settled (the client's, or a
  * new UUIDv7), received_at stamped, the COPY row encoded once. Pure apart from the id and time.
  */
-export function prepareEvent(body: unknown, receivedAtIso: string): PreparedEvent {
-  const parsed = auditEventSchema.safeParse(body);
+export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?: string): PreparedEvent {
+  const withTenant = applyKeyTenant(rawBody, keyTenant);
+  if ('mismatch' in withTenant) {
+    return { ok: false, tenantMismatch: true, issues: [{ path: 'tenant', message: `must be the API key's tenant "${keyTenant}"` }] };
+  }
+  const parsed = auditEventSchema.safeParse(withTenant.body);
   if (!parsed.success) {
     return {
       ok: false,
@@ -21,5 +38,5 @@ export function prepareEvent(body: unknown, receivedAtIso: string): PreparedEven
   const event = parsed.data;
   const id = event.id ?? uuidv7();
   const row = encodeEventRow(event, id, receivedAtIso);
-  return { ok: true, event: { id, row, bytes: Buffer.byteLength(row) } };
+  return { ok: true, tenant: event.tenant, event: { id, row, bytes: Buffer.byteLength(row) } };
 }

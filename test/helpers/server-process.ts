@@ -15,7 +15,7 @@ export interface ServerProcess {
 /** Spawn the real server (`src/server.ts`) and wait until it listens. */
 export async function startServerProcess(environment: Record<string, string>, startTimeoutMs = 30_000): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', SERVER_ENTRY], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...environment },
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];

@@ -26,6 +26,7 @@ export function buildTestService(
   const config = loadConfig({
     BATCH_MAX_WAIT_MS: '20',
     LOG_LEVEL: 'silent',
+    AUTH: 'off',
     DATA_DIR: options.dataDir ?? path.join(tmpdir(), `ingest-test-${randomUUID()}`),
     ...environment,
   });

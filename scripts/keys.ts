@@ -1,0 +1,102 @@
+/**
+ * `npm run keys -- <command>`: manage per-tenant API keys. The database is found as the service
+ * finds it (DATABASE_URL, else the embedded server under DATA_DIR).
+ *
+ *   create --tenant <t> [--label <text>]   prints the new key alone on the last line of stdout
+ *   list [--tenant <t>]                    one line per key: id, tenant, state, created, expires, label
+ *   revoke <key-id>                        the key stops working within AUTH_CACHE_TTL_MS
+ *   rotate <key-id> [--overlap-hours N]    a new key for the same tenant; the old one keeps working
+ *                                          for N hours (default 24), then expires
+ *
+ * Exit codes: 0 ok, 1 no such key, 2 usage or configuration error.
+ */
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { pino } from 'pino';
+import { ApiKeyStore, type StoredKey } from '../src/auth/api-key-store.ts';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { openCliDatabase } from '../src/db/cli-database.ts';
+
+const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const fail = (line: string, code: number): never => {
+  process.stderr.write(`${line}\n`);
+  process.exit(code);
+};
+
+function describe(key: StoredKey, nowMs: number): string {
+  const state = key.revokedAt
+    ? 'revoked'
+    : key.expiresAt && key.expiresAt.getTime() <= nowMs
+      ? 'expired'
+      : key.expiresAt
+        ? 'expiring'
+        : 'active';
+  return [key.id, key.tenant, state, key.createdAt.toISOString(), key.expiresAt?.toISOString() ?? '-', key.label ?? ''].join('\t');
+}
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { tenant: { type: 'string' }, label: { type: 'string' }, 'overlap-hours': { type: 'string' } },
+});
+const [command, argument] = positionals;
+if (!command || !['create', 'list', 'revoke', 'rotate'].includes(command)) {
+  fail('usage: npm run keys -- create --tenant <t> [--label <text>] | list [--tenant <t>] | revoke <key-id> | rotate <key-id> [--overlap-hours N]', 2);
+}
+
+let config;
+try {
+  config = loadConfig(process.env);
+} catch (error) {
+  fail(error instanceof ConfigError ? error.message : String(error), 2);
+}
+const logger = pino({ level: 'warn' }, pino.destination(2));
+const database = await openCliDatabase(config!, logger);
+const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+const store = new ApiKeyStore(pool);
+let exitCode = 0;
+try {
+  switch (command) {
+    case 'create': {
+      const tenant = values.tenant ?? fail('create needs --tenant <tenant>', 2);
+      if (!TENANT.test(tenant)) fail(`--tenant must be 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit`, 2);
+      const { key, stored } = await store.create(tenant, values.label);
+      out(`created key ${stored.id} for tenant ${stored.tenant}; it is shown once, store it now:`);
+      out(key);
+      break;
+    }
+    case 'list': {
+      const nowMs = Date.now();
+      out(['id', 'tenant', 'state', 'created', 'expires', 'label'].join('\t'));
+      for (const key of await store.list(values.tenant)) out(describe(key, nowMs));
+      break;
+    }
+    case 'revoke': {
+      if (!argument) fail('revoke needs a key id (see `list`)', 2);
+      if (await store.revoke(argument!)) out(`revoked ${argument}; it stops working within AUTH_CACHE_TTL_MS (30 s by default)`);
+      else {
+        process.stderr.write(`no active key ${argument}\n`);
+        exitCode = 1;
+      }
+      break;
+    }
+    case 'rotate': {
+      if (!argument) fail('rotate needs a key id (see `list`)', 2);
+      const hours = Number(values['overlap-hours'] ?? '24');
+      if (!(hours >= 0)) fail('--overlap-hours must be a non-negative number', 2);
+      const rotated = await store.rotate(argument!, hours * 3_600_000);
+      if (!rotated) {
+        process.stderr.write(`no active key ${argument}\n`);
+        exitCode = 1;
+        break;
+      }
+      out(`rotated ${argument}: it keeps working for ${hours} h; new key ${rotated.stored.id} for tenant ${rotated.stored.tenant}:`);
+      out(rotated.key);
+      break;
+    }
+  }
+} finally {
+  await pool.end();
+  await database.close();
+}
+process.exit(exitCode);

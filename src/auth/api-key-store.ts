@@ -1,0 +1,104 @@
+import type pg from 'pg';
+import { generateKey } from './api-key.ts';
+
+export interface StoredKey {
+  readonly id: string;
+  readonly tenant: string;
+  readonly secretHash: Buffer;
+  readonly label: string | null;
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+}
+
+interface KeyRow {
+  id: string;
+  tenant: string;
+  secret_hash: Buffer;
+  label: string | null;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+}
+
+const toStoredKey = (row: KeyRow): StoredKey => ({
+  id: row.id,
+  tenant: row.tenant,
+  secretHash: row.secret_hash,
+  label: row.label,
+  createdAt: row.created_at,
+  expiresAt: row.expires_at,
+  revokedAt: row.revoked_at,
+});
+
+const COLUMNS = 'id, tenant, secret_hash, label, created_at, expires_at, revoked_at';
+
+/** The api_keys table. */
+export class ApiKeyStore {
+  readonly #pool: pg.Pool;
+
+  constructor(pool: pg.Pool) {
+    this.#pool = pool;
+  }
+
+  /** Create a key for `tenant`; the plain key is returned once and never stored. */
+  async create(tenant: string, label?: string): Promise<{ key: string; stored: StoredKey }> {
+    const { key, id, secretHash } = generateKey();
+    const { rows } = await this.#pool.query<KeyRow>(
+      `INSERT INTO api_keys (id, tenant, secret_hash, label) VALUES ($1, $2, $3, $4) RETURNING ${COLUMNS}`,
+      [id, tenant, secretHash, label ?? null],
+    );
+    return { key, stored: toStoredKey(rows[0]!) };
+  }
+
+  async find(id: string): Promise<StoredKey | undefined> {
+    const { rows } = await this.#pool.query<KeyRow>(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1`, [id]);
+    return rows[0] ? toStoredKey(rows[0]) : undefined;
+  }
+
+  async list(tenant?: string): Promise<StoredKey[]> {
+    const { rows } = tenant
+      ? await this.#pool.query<KeyRow>(`SELECT ${COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at`, [tenant])
+      : await this.#pool.query<KeyRow>(`SELECT ${COLUMNS} FROM api_keys ORDER BY tenant, created_at`);
+    return rows.map(toStoredKey);
+  }
+
+  /** Revoke now. False when there is no such key or it was already revoked. */
+  async revoke(id: string): Promise<boolean> {
+    const result = await this.#pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
+    return result.rowCount === 1;
+  }
+
+  /**
+   * Rotate: a new key for the same tenant, and the old one expires after `overlapMs` so clients
+   * can switch without a gap. One transaction.
+   */
+  async rotate(id: string, overlapMs: number): Promise<{ key: string; stored: StoredKey } | undefined> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      const { rows } = await client.query<{ tenant: string; label: string | null }>(
+        `UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(secs => $2::double precision / 1000))
+         WHERE id = $1 AND revoked_at IS NULL RETURNING tenant, label`,
+        [id, overlapMs],
+      );
+      const old = rows[0];
+      if (!old) {
+        await client.query('ROLLBACK');
+        return undefined;
+      }
+      const { key, id: newId, secretHash } = generateKey();
+      const inserted = await client.query<KeyRow>(
+        `INSERT INTO api_keys (id, tenant, secret_hash, label) VALUES ($1, $2, $3, $4) RETURNING ${COLUMNS}`,
+        [newId, old.tenant, secretHash, old.label],
+      );
+      await client.query('COMMIT');
+      return { key, stored: toStoredKey(inserted.rows[0]!) };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+}

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { startServerProcess } from '../helpers/server-process.ts';
+import { sampleEvent } from '../helpers/service.ts';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+describe('listeners and authentication defaults', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase();
+  });
+  after(async () => {
+    await db.drop();
+  });
+
+  it('authenticates by default, and serves /metrics only on METRICS_PORT when it is set', async () => {
+    const metricsPort = await freePort();
+    const server = await startServerProcess({ DATABASE_URL: db.url, AUTH: '', METRICS_PORT: String(metricsPort) });
+    try {
+      const unauthenticated = await fetch(`${server.origin}/event`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(sampleEvent()),
+      });
+      assert.equal(unauthenticated.status, 401, 'AUTH is on unless turned off');
+      assert.equal((await fetch(`${server.origin}/metrics`)).status, 404, '/metrics is not on the public listener');
+      const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /ingest_http_responses_total\{route="\/event",status="401"\} 1/);
+      assert.ok(!server.logs.some((line) => line.includes('AUTH=off')));
+    } finally {
+      server.child.kill('SIGTERM');
+      assert.equal((await server.exited).code, 0);
+    }
+  });
+
+  it('warns loudly at start-up with AUTH=off', async () => {
+    const server = await startServerProcess({ DATABASE_URL: db.url, AUTH: 'off' });
+    server.child.kill('SIGTERM');
+    await server.exited;
+    const warning = server.logs.find((line) => line.includes('AUTH=off'));
+    assert.ok(warning, 'a warning names AUTH=off');
+    assert.equal((JSON.parse(warning) as { level: number }).level, 40);
+  });
+});
