@@ -51,7 +51,7 @@ try {
   fail(error instanceof ConfigError ? error.message : String(error), 2);
 }
 const logger = pino({ level: 'warn' }, pino.destination(2));
-const database = await openCliDatabase(config!, logger);
+const database = await openCliDatabase(config, logger);
 const pool = new pg.Pool({ connectionString: database.url, max: 1 });
 const store = new ApiKeyStore(pool);
 let exitCode = 0;

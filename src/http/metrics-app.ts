@@ -5,7 +5,7 @@ import { registerMetricsRoute } from './ops-routes.ts';
 
 /** A listener that serves GET /metrics and nothing else (METRICS_PORT). */
 export function createMetricsApp(registry: Registry, logger: Logger): FastifyInstance {
-  const app = Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) as FastifyBaseLogger });
+  const app = Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) });
   registerMetricsRoute(app, registry);
   return app;
 }

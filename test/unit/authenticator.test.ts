@@ -43,8 +43,8 @@ describe('API keys', () => {
     const { key, id, secretHash } = generateKey();
     const parsed = parseKey(key);
     assert.equal(parsed?.id, id);
-    assert.ok(secretMatches(parsed!.secret, secretHash));
-    assert.ok(!secretMatches(parsed!.secret.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')), secretHash));
+    assert.ok(secretMatches(parsed.secret, secretHash));
+    assert.ok(!secretMatches(parsed.secret.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')), secretHash));
     assert.equal(parseKey('aik_short_x'), undefined);
     assert.equal(hashSecret('x').length, 32);
     assert.equal(bearerToken('Bearer abc'), 'abc');
