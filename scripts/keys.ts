@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { pino } from 'pino';
 import { ApiKeyStore, type StoredKey } from '../src/auth/api-key-store.ts';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { ConfigError, loadConfig, type Config } from '../src/config.ts';
 import { openCliDatabase } from '../src/db/cli-database.ts';
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -44,12 +44,14 @@ if (!command || !['create', 'list', 'revoke', 'rotate'].includes(command)) {
   fail('usage: npm run keys -- create --tenant <t> [--label <text>] | list [--tenant <t>] | revoke <key-id> | rotate <key-id> [--overlap-hours N]', 2);
 }
 
-let config;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  fail(error instanceof ConfigError ? error.message : String(error), 2);
+function readConfig(): Config {
+  try {
+    return loadConfig(process.env);
+  } catch (error) {
+    return fail(error instanceof ConfigError ? error.message : String(error), 2);
+  }
 }
+const config = readConfig();
 const logger = pino({ level: 'warn' }, pino.destination(2));
 const database = await openCliDatabase(config, logger);
 const pool = new pg.Pool({ connectionString: database.url, max: 1 });

@@ -5,7 +5,8 @@ import { registerMetricsRoute } from './ops-routes.ts';
 
 /** A listener that serves GET /metrics and nothing else (METRICS_PORT). */
 export function createMetricsApp(registry: Registry, logger: Logger): FastifyInstance {
-  const app = Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) });
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- widens the logger type so the route helper takes a plain FastifyInstance
+  const app = Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) as FastifyBaseLogger });
   registerMetricsRoute(app, registry);
   return app;
 }
