@@ -9,6 +9,7 @@ import { Admission } from './http/admission.ts';
 import type { Authenticator } from './auth/authenticator.ts';
 import { registerNdjsonBodyParser } from './http/bulk-body.ts';
 import { createIngestGate } from './http/ingest-gate.ts';
+import { TenantFairness } from './http/tenant-fairness.ts';
 import { registerBulkRoute } from './http/bulk-route.ts';
 import { registerEventRoute } from './http/event-route.ts';
 import { registerOpsRoutes } from './http/ops-routes.ts';
@@ -104,6 +105,16 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     { highWater: config.queue.shedHighWater, lowWater: config.queue.shedLowWater },
   );
 
+  const fairness = new TenantFairness({
+    clock: dependencies.clock,
+    capacity: config.queue.capacity,
+    highWater: config.queue.shedHighWater,
+    minShare: config.queue.tenantMinShare,
+    activeWindowMs: config.queue.tenantActiveWindowMs,
+    tenantDepth: (tenant) => pipeline.tenantDepth(tenant),
+    retryAfterSeconds: () => admission.retryAfterSeconds(),
+  });
+
   app.setErrorHandler(handleError);
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, new IngestError('INGEST_ERR_NOT_FOUND', `no route for ${request.method} ${request.url}`)),
@@ -120,6 +131,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     registerEventRoute(routes, {
       pipeline,
       admission,
+      fairness,
       clock: dependencies.clock,
       ackMode: config.ackMode,
       bodyLimitBytes: config.bodyLimitBytes,
@@ -127,6 +139,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     registerBulkRoute(routes, {
       pipeline,
       admission,
+      fairness,
       clock: dependencies.clock,
       ackMode: config.ackMode,
       maxEvents: config.bulk.maxEvents,

@@ -23,6 +23,10 @@ const environmentSchema = z
     BATCH_MAX_WAIT_MS: integer(0, 60_000).default(200),
     QUEUE_CAPACITY: integer(1, 10_000_000).default(2048),
     QUEUE_MAX_BYTES: integer(1024, 4 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+    BATCH_PARTITION: z.enum(['none', 'tenant']).default('none'),
+    BATCH_MAX_OPEN_PARTITIONS: integer(1, 100_000).default(1024),
+    TENANT_MIN_SHARE: integer(1, 10_000_000).default(64),
+    TENANT_ACTIVE_WINDOW_MS: integer(100, 3_600_000).default(10_000),
     FLUSH_CONCURRENCY: integer(1, 64).default(2),
     SHED_HIGH_WATER: fraction.default(0.8),
     SHED_LOW_WATER: fraction.default(0.6),
@@ -86,12 +90,19 @@ export interface Config {
     readonly maxBytes: number;
     readonly maxWaitMs: number;
     readonly flushConcurrency: number;
+    /** 'tenant': one open batch per tenant, so a batch never mixes tenants. */
+    readonly partition: 'none' | 'tenant';
+    readonly maxOpenPartitions: number;
   };
   readonly queue: {
     readonly capacity: number;
     readonly maxBytes: number;
     readonly shedHighWater: number;
     readonly shedLowWater: number;
+    /** A tenant is refused (429) past max(this, its fair share of the high-water mark). */
+    readonly tenantMinShare: number;
+    /** Tenants seen within this window count as active when the fair share is computed. */
+    readonly tenantActiveWindowMs: number;
   };
   readonly shutdownTimeoutMs: number;
   /** Limits that keep slow or greedy clients from holding the listener. */
@@ -163,12 +174,16 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       maxBytes: env.BATCH_MAX_BYTES,
       maxWaitMs: env.BATCH_MAX_WAIT_MS,
       flushConcurrency: env.FLUSH_CONCURRENCY,
+      partition: env.BATCH_PARTITION,
+      maxOpenPartitions: env.BATCH_MAX_OPEN_PARTITIONS,
     },
     queue: {
       capacity: env.QUEUE_CAPACITY,
       maxBytes: env.QUEUE_MAX_BYTES,
       shedHighWater: env.SHED_HIGH_WATER,
       shedLowWater: env.SHED_LOW_WATER,
+      tenantMinShare: env.TENANT_MIN_SHARE,
+      tenantActiveWindowMs: env.TENANT_ACTIVE_WINDOW_MS,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     http: {

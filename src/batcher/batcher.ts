@@ -1,8 +1,11 @@
 import type { Clock, TimerHandle } from '../clock.ts';
 import { BatcherClosedError, BatcherDrainTimeoutError } from './errors.ts';
 
-/** Why a batch left the buffer. */
-export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown';
+/**
+ * Why a batch left the buffer. `partitions`: sealed early to make room for a new partition when
+ * maxOpenPartitions batches were already open.
+ */
+export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown' | 'partitions';
 
 /**
  * What became of one item: `stored` (including an item the sink found already stored),
@@ -28,6 +31,7 @@ export type FlushFunction<T> = (batch: readonly T[], context: FlushContext) => P
 
 export interface FlushReport {
   readonly reason: FlushReason;
+  readonly partition: string;
   readonly size: number;
   readonly bytes: number;
   readonly durationMs: number;
@@ -51,6 +55,14 @@ export interface BatcherOptions<T> {
   readonly flush: FlushFunction<T>;
   /** Called once per flush, after it settles: the place for per-batch metrics and logs. */
   readonly onFlushSettled?: (report: FlushReport) => void;
+  /**
+   * Batch items by partition (e.g. tenant): each partition has an open batch of its own, sealed on
+   * its own size, bytes and time triggers, so a batch never mixes partitions. Capacity, the flush
+   * slots and the FIFO of sealed batches stay shared. Undefined: one partition.
+   */
+  readonly partitionOf?: (item: T) => string;
+  /** Most open batches at once; a new partition past it seals the oldest open one. Default 1024. */
+  readonly maxOpenPartitions?: number;
 }
 
 export type Waiter = (outcome: ItemOutcome) => void;
@@ -66,6 +78,7 @@ export interface BatcherCounters {
 }
 
 interface Batch<T> {
+  readonly partition: string;
   readonly items: T[];
   readonly enqueuedAtMs: number[];
   readonly waiters: (Waiter | undefined)[];
@@ -86,8 +99,8 @@ type State = 'running' | 'draining' | 'stopped';
  */
 export class Batcher<T> {
   readonly #options: BatcherOptions<T>;
-  #open: Batch<T> = Batcher.#newBatch<T>();
-  #openTimer: TimerHandle | undefined;
+  /** Open batches by partition, oldest first; a partition without an open batch has no entry. */
+  readonly #open = new Map<string, { batch: Batch<T>; timer: TimerHandle | undefined }>();
   readonly #sealed: Batch<T>[] = [];
   readonly #inFlight = new Set<Batch<T>>();
   #pendingItems = 0;
@@ -109,8 +122,13 @@ export class Batcher<T> {
     this.#options = options;
   }
 
-  static #newBatch<T>(): Batch<T> {
-    return { items: [], enqueuedAtMs: [], waiters: [], bytes: 0, reason: 'time', abandoned: false };
+  static #newBatch<T>(partition: string): Batch<T> {
+    return { partition, items: [], enqueuedAtMs: [], waiters: [], bytes: 0, reason: 'time', abandoned: false };
+  }
+
+  /** Open batches right now (one per active partition). */
+  get openPartitions(): number {
+    return this.#open.size;
   }
 
   /** Items accepted and not yet settled. */
@@ -160,10 +178,10 @@ export class Batcher<T> {
     const bytes = this.#options.sizeOf(item);
     if (!this.hasRoomFor(1, bytes)) return { ok: false, reason: 'full' };
 
-    if (this.#open.items.length > 0 && this.#open.bytes + bytes > this.#options.maxBatchBytes) {
-      this.#seal('bytes');
-    }
-    const batch = this.#open;
+    const partition = this.#options.partitionOf?.(item) ?? '';
+    const current = this.#open.get(partition);
+    if (current && current.batch.bytes + bytes > this.#options.maxBatchBytes) this.#seal(partition, 'bytes');
+    const batch = this.#openBatch(partition);
     batch.items.push(item);
     batch.enqueuedAtMs.push(this.#options.clock.now());
     batch.waiters.push(waiter);
@@ -172,29 +190,34 @@ export class Batcher<T> {
     this.#pendingBytes += bytes;
     this.#counters.enqueued += 1;
 
-    if (batch.items.length >= this.#options.maxBatchSize) {
-      this.#seal('size');
-    } else if (batch.bytes >= this.#options.maxBatchBytes) {
-      this.#seal('bytes');
-    } else if (batch.items.length === 1) {
-      this.#openTimer = this.#options.clock.setTimeout(() => {
-        this.#openTimer = undefined;
-        if (this.#open === batch) this.#seal('time');
-      }, this.#options.maxWaitMs);
-    }
+    if (batch.items.length >= this.#options.maxBatchSize) this.#seal(partition, 'size');
+    else if (batch.bytes >= this.#options.maxBatchBytes) this.#seal(partition, 'bytes');
     return { ok: true };
   }
 
-  #seal(reason: FlushReason): void {
-    if (this.#openTimer !== undefined) {
-      this.#options.clock.clearTimeout(this.#openTimer);
-      this.#openTimer = undefined;
+  /** The partition's open batch, opened (with its timer) if it has none. */
+  #openBatch(partition: string): Batch<T> {
+    const existing = this.#open.get(partition);
+    if (existing) return existing.batch;
+    if (this.#open.size >= (this.#options.maxOpenPartitions ?? 1024)) {
+      const oldest = this.#open.keys().next().value as string;
+      this.#seal(oldest, 'partitions');
     }
-    const batch = this.#open;
-    if (batch.items.length === 0) return;
-    batch.reason = reason;
-    this.#open = Batcher.#newBatch<T>();
-    this.#sealed.push(batch);
+    const batch = Batcher.#newBatch<T>(partition);
+    const timer = this.#options.clock.setTimeout(() => {
+      if (this.#open.get(partition)?.batch === batch) this.#seal(partition, 'time');
+    }, this.#options.maxWaitMs);
+    this.#open.set(partition, { batch, timer });
+    return batch;
+  }
+
+  #seal(partition: string, reason: FlushReason): void {
+    const open = this.#open.get(partition);
+    if (!open) return;
+    this.#open.delete(partition);
+    if (open.timer !== undefined) this.#options.clock.clearTimeout(open.timer);
+    open.batch.reason = reason;
+    this.#sealed.push(open.batch);
     this.#pump();
   }
 
@@ -233,6 +256,7 @@ export class Batcher<T> {
     this.#updateDrainRate(size, settledAtMs);
     this.#options.onFlushSettled?.({
       reason: batch.reason,
+      partition: batch.partition,
       size,
       bytes: batch.bytes,
       durationMs: settledAtMs - startedAtMs,
@@ -261,7 +285,7 @@ export class Batcher<T> {
   }
 
   #checkIdle(): void {
-    if (this.#inFlight.size > 0 || this.#sealed.length > 0 || this.#open.items.length > 0) return;
+    if (this.#inFlight.size > 0 || this.#sealed.length > 0 || this.#open.size > 0) return;
     const resolvers = this.#idleResolvers;
     this.#idleResolvers = [];
     for (const resolve of resolvers) resolve();
@@ -288,7 +312,7 @@ export class Batcher<T> {
 
   async #drain(deadlineMs: number): Promise<void> {
     this.#state = 'draining';
-    this.#seal('shutdown');
+    for (const partition of [...this.#open.keys()]) this.#seal(partition, 'shutdown');
     let timer: TimerHandle | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = this.#options.clock.setTimeout(() => resolve('timeout'), deadlineMs);

@@ -57,3 +57,9 @@ export function encodeEventRow(event: AuditEvent, id: string, receivedAtIso: str
       .join('\t') + '\n'
   );
 }
+
+/** The tenant column of an encoded row. Tenants are [A-Za-z0-9._-] only, so never escaped. */
+export function tenantOfRow(row: string): string {
+  const start = row.indexOf('\t') + 1;
+  return row.slice(start, row.indexOf('\t', start));
+}

@@ -5,12 +5,14 @@ import { IngestError, type FieldIssue } from '../errors.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 import type { Admission } from './admission.ts';
+import type { TenantFairness } from './tenant-fairness.ts';
 import { bulkLines } from './bulk-body.ts';
 import { prepareEvent } from './prepare-event.ts';
 
 export interface BulkRouteOptions {
   readonly pipeline: IngestPipeline;
   readonly admission: Admission;
+  readonly fairness: TenantFairness;
   readonly clock: Clock;
   readonly ackMode: 'queued' | 'committed';
   readonly maxEvents: number;
@@ -29,7 +31,7 @@ interface RejectedLine {
  * all-or-nothing: the valid events are queued together or not at all (429/503).
  */
 export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOptions): void {
-  const { pipeline, admission, clock, ackMode } = options;
+  const { pipeline, admission, fairness, clock, ackMode } = options;
 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
@@ -44,7 +46,7 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${options.maxEvents} (BULK_MAX_EVENTS)`);
       }
       const receivedAtIso = new Date(clock.now()).toISOString();
-      const accepted: { index: number; event: QueuedEvent }[] = [];
+      const accepted: { index: number; event: QueuedEvent; tenant: string }[] = [];
       const rejected: RejectedLine[] = [];
       const mismatched: number[] = [];
       lines.forEach((line, index) => {
@@ -53,7 +55,7 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
           return;
         }
         const prepared = prepareEvent(line.value, receivedAtIso, request.tenant);
-        if (prepared.ok) accepted.push({ index, event: prepared.event });
+        if (prepared.ok) accepted.push({ index, event: prepared.event, tenant: prepared.tenant });
         else if (prepared.tenantMismatch) mismatched.push(index);
         else rejected.push({ index, errors: prepared.issues });
       });
@@ -66,6 +68,12 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
         });
       }
 
+      const perTenant = new Map<string, number>();
+      for (const { tenant } of accepted) perTenant.set(tenant, (perTenant.get(tenant) ?? 0) + 1);
+      for (const [tenant, count] of perTenant) {
+        const fair = fairness.decide(tenant, count);
+        if (!fair.admit) throw new IngestError(fair.code, `tenant ${tenant} holds its fair share of the queue; none was queued`, { retryAfterSeconds: fair.retryAfterSeconds });
+      }
       const bytes = accepted.reduce((sum, item) => sum + item.event.bytes, 0);
       const decision = admission.decideBulk(accepted.length, bytes);
       if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });

@@ -5,11 +5,13 @@ import { IngestError } from '../errors.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 import type { Admission } from './admission.ts';
+import type { TenantFairness } from './tenant-fairness.ts';
 import { prepareEvent } from './prepare-event.ts';
 
 export interface EventRouteOptions {
   readonly pipeline: IngestPipeline;
   readonly admission: Admission;
+  readonly fairness: TenantFairness;
   readonly clock: Clock;
   readonly ackMode: 'queued' | 'committed';
   readonly bodyLimitBytes: number;
@@ -17,7 +19,7 @@ export interface EventRouteOptions {
 
 /** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
 export function registerEventRoute(app: FastifyInstance, options: EventRouteOptions): void {
-  const { pipeline, admission, clock, ackMode } = options;
+  const { pipeline, admission, fairness, clock, ackMode } = options;
 
   app.post(
     '/event',
@@ -32,6 +34,8 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       }
       const queued = prepared.event;
       const { id } = queued;
+      const fair = fairness.decide(prepared.tenant, 1);
+      if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
 
       if (ackMode === 'queued') {
         enqueueOrThrow(pipeline, admission, queued);

@@ -4,6 +4,7 @@ import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { sqlstateOf } from '../db/failure-class.ts';
+import { tenantOfRow } from '../event/copy-row.ts';
 import type { DeadLetterWriter } from '../sink/poison-splitting-sink.ts';
 import type { QueuedEvent, Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
@@ -34,6 +35,8 @@ export class IngestPipeline {
   readonly #logger: Logger;
   readonly #clock: Clock;
   #draining = false;
+  /** Unsettled events per tenant, for fair admission. Updated per event on enqueue, per batch on settle. */
+  readonly #tenantDepth = new Map<string, number>();
 
   constructor(options: PipelineOptions) {
     this.#sink = options.sink;
@@ -51,6 +54,8 @@ export class IngestPipeline {
       capacityBytes: options.queue.maxBytes,
       clock: options.clock,
       sizeOf: (event) => event.bytes,
+      ...(options.batch.partition === 'tenant' ? { partitionOf: (event: QueuedEvent) => tenantOfRow(event.row) } : {}),
+      maxOpenPartitions: options.batch.maxOpenPartitions,
       flush: (batch, { signal }) => this.#write(batch, signal),
       onFlushSettled: (report) => this.#record(report),
     });
@@ -70,8 +75,36 @@ export class IngestPipeline {
 
   enqueue(event: QueuedEvent, waiter?: Waiter): EnqueueResult {
     const result = this.batcher.enqueue(event, waiter);
-    if (result.ok) this.#metrics.eventsAccepted.inc();
+    if (result.ok) {
+      this.#metrics.eventsAccepted.inc();
+      const tenant = tenantOfRow(event.row);
+      this.#tenantDepth.set(tenant, (this.#tenantDepth.get(tenant) ?? 0) + 1);
+    }
     return result;
+  }
+
+  /** Events accepted since start. */
+  counters(): { accepted: number } {
+    return { accepted: this.batcher.counters.enqueued };
+  }
+
+  /** Events of `tenant` accepted and not yet settled. */
+  tenantDepth(tenant: string): number {
+    return this.#tenantDepth.get(tenant) ?? 0;
+  }
+
+  /** Tenants with events in the queue right now. */
+  get tenantsQueued(): number {
+    return this.#tenantDepth.size;
+  }
+
+  #release(batch: readonly QueuedEvent[]): void {
+    for (const event of batch) {
+      const tenant = tenantOfRow(event.row);
+      const left = (this.#tenantDepth.get(tenant) ?? 1) - 1;
+      if (left > 0) this.#tenantDepth.set(tenant, left);
+      else this.#tenantDepth.delete(tenant);
+    }
   }
 
   /**
@@ -100,6 +133,14 @@ export class IngestPipeline {
   }
 
   async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
+    try {
+      return await this.#writeBatch(batch, signal);
+    } finally {
+      this.#release(batch);
+    }
+  }
+
+  async #writeBatch(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
     let inserted: number;
     let deadLettered: readonly number[];
     try {

@@ -296,3 +296,36 @@ describe('Batcher drain rate', () => {
     assert.equal(batcher.drainRatePerSecond, 25, 'four silent seconds quarter the rate');
   });
 });
+
+describe('Batcher partitions', () => {
+  const byParity = (n: number) => (n % 2 === 0 ? 'even' : 'odd');
+
+  it('keeps one open batch per partition, each with its own size and time triggers; a batch never mixes them', async () => {
+    const clock = createFakeClock();
+    const sink = new ControllableSink();
+    sink.autoResolve = true;
+    const { batcher, reports } = makeBatcher(clock, sink, { maxBatchSize: 3, partitionOf: byParity });
+    enqueueRange(batcher, 0, 7); // even: 0 2 4 (full) 6; odd: 1 3 5 (full)
+    assert.deepEqual(sink.flushes.map((f) => [f.reason, f.batch]), [
+      ['size', [0, 2, 4]],
+      ['size', [1, 3, 5]],
+    ]);
+    assert.equal(batcher.openPartitions, 1);
+    await clock.tickAsync(200);
+    assert.deepEqual(sink.flushes.at(-1), { batch: [6], reason: 'time' });
+    assert.equal(batcher.openPartitions, 0, 'an idle partition holds nothing');
+    assert.deepEqual(reports.map((r) => r.partition), ['even', 'odd', 'even']);
+  });
+
+  it('bounds the open partitions: a new one past the limit seals the oldest open batch', async () => {
+    const clock = createFakeClock();
+    const sink = new ControllableSink();
+    sink.autoResolve = true;
+    const { batcher } = makeBatcher(clock, sink, { maxBatchSize: 100, partitionOf: (n) => `p${n % 10}`, maxOpenPartitions: 3 });
+    enqueueRange(batcher, 0, 4); // p0 p1 p2 open, p3 arrives
+    assert.deepEqual(sink.flushes, [{ batch: [0], reason: 'partitions' }]);
+    assert.equal(batcher.openPartitions, 3);
+    await batcher.shutdown(1000);
+    assert.deepEqual(sink.flushes.slice(1).map((f) => f.reason), ['shutdown', 'shutdown', 'shutdown']);
+  });
+});
