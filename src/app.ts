@@ -4,7 +4,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from 'pino';
 import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
-import { IngestError } from './errors.ts';
+import { IngestError, type ErrorCode } from './errors.ts';
 import { Admission } from './http/admission.ts';
 import type { Authenticator } from './auth/authenticator.ts';
 import { registerNdjsonBodyParser } from './http/bulk-body.ts';
@@ -30,6 +30,14 @@ const REQUEST_ENCODINGS: ('zstd' | 'br' | 'gzip' | 'deflate')[] = [
 function decompressionError(statusCode: number, code: string, message: string): Error {
   return Object.assign(new Error(message), { statusCode, code, message });
 }
+
+/** Refusals that protect the queue, as ingest_shed_total reasons. */
+const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
+  INGEST_ERR_OVERLOADED: 'overloaded',
+  INGEST_ERR_QUEUE_FULL: 'queue_full',
+  INGEST_ERR_DRAINING: 'draining',
+  INGEST_ERR_TENANT_OVER_SHARE: 'tenant_over_share',
+};
 
 export interface AppDependencies {
   readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http'>;
@@ -119,8 +127,11 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, new IngestError('INGEST_ERR_NOT_FOUND', `no route for ${request.method} ${request.url}`)),
   );
+  app.decorateReply('problemCode', undefined);
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpResponses.inc({ route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode });
+    const shedReason = reply.problemCode === undefined ? undefined : SHED_REASONS[reply.problemCode];
+    if (shedReason) metrics.shed.inc({ reason: shedReason });
   });
 
   app.decorateRequest('tenant', undefined);

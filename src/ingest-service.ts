@@ -36,6 +36,7 @@ export function createIngestService(options: {
   wrapBaseSink?: (sink: Sink) => Sink;
 }): IngestService {
   const { config, pool, clock, logger, metrics } = options;
+  metrics.setPoolSource(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
   const deadLetterQueue = new DeadLetterQueue({
     directory: config.deadLetter.directory,
     maxFileBytes: config.deadLetter.maxFileBytes,

@@ -2,6 +2,7 @@
  * The process edge: read the environment once, start the database (embedded unless DATABASE_URL
  * is set), migrate, build the app, listen, and own the close sequence. The only file that exits.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import closeWithGrace from 'close-with-grace';
 import { pino } from 'pino';
@@ -44,6 +45,7 @@ await migrate(databaseUrl, logger);
 
 const pool = createPool(databaseUrl, config.db, logger);
 const metrics = createMetrics();
+metrics.buildInfo.set({ version: packageVersion(), node: process.version }, 1);
 if (!config.auth.enabled) {
   logger.warn(
     'AUTH=off: POST /event and /events accept events for any tenant from anyone who can reach this port. Use it for local development only; in production leave AUTH on and create keys with `npm run keys -- create --tenant <tenant>`',
@@ -84,6 +86,11 @@ closeWithGrace(
     if (unstored.length > 0) process.exit(EXIT_SPILLED);
   },
 );
+
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return manifest.version ?? 'unknown';
+}
 
 function raceDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<unknown> {
   let timer: NodeJS.Timeout | undefined;

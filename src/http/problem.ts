@@ -13,7 +13,15 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 };
 
 /** Send an RFC 9457 problem document. 5xx bodies say nothing internal. */
+declare module 'fastify' {
+  interface FastifyReply {
+    /** The error code of the problem document sent, for per-reason metrics. */
+    problemCode: ErrorCode | undefined;
+  }
+}
+
 export function sendProblem(reply: FastifyReply, error: IngestError): FastifyReply {
+  reply.problemCode = error.code;
   if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
   const internal = error.status >= 500 && error.code === 'INGEST_ERR_INTERNAL';
   return reply

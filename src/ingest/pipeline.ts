@@ -62,6 +62,7 @@ export class IngestPipeline {
     const { metrics } = options;
     metrics.queueCapacity.set(options.queue.capacity);
     metrics.setQueueDepthSource(() => this.batcher.depth);
+    metrics.setTenantDepthSource(() => this.#tenantDepth.entries());
   }
 
   /** True once shutdown has begun: intake answers 503 from then on. */
@@ -179,6 +180,7 @@ export class IngestPipeline {
       );
       return;
     }
+    metrics.copyBytes.inc(report.bytes);
     const nowMs = this.#clock.now();
     for (const enqueuedAtMs of report.enqueuedAtMs) metrics.batchLatency.observe((nowMs - enqueuedAtMs) / 1000);
     this.#logger.debug(

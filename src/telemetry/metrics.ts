@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+const TOP_TENANTS = 20;
+
 /** Buckets for a 500-event batch world: sizes in events, bytes of COPY text, and latencies. */
 const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 200, 300, 400, 500, 1000, 2000];
 const BATCH_BYTES_BUCKETS = [1024, 8192, 32768, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608];
@@ -15,12 +17,72 @@ export type IngestMetrics = ReturnType<typeof createMetrics>;
 export function createMetrics(registry = new Registry()) {
   collectDefaultMetrics({ register: registry });
   let readQueueDepth: () => number = () => 0;
+  let readTenantDepths: () => Iterable<[string, number]> = () => [];
+  let readPool: () => { total: number; idle: number; waiting: number } = () => ({ total: 0, idle: 0, waiting: 0 });
   return {
     registry,
     /** The queue depth gauge reads this at scrape time, so the hot path never updates it. */
     setQueueDepthSource(source: () => number): void {
       readQueueDepth = source;
     },
+    setTenantDepthSource(source: () => Iterable<[string, number]>): void {
+      readTenantDepths = source;
+    },
+    setPoolSource(source: () => { total: number; idle: number; waiting: number }): void {
+      readPool = source;
+    },
+    tenantQueueDepth: new Gauge({
+      name: 'ingest_tenant_queue_depth',
+      help: `Unsettled events per tenant, for the ${TOP_TENANTS} tenants holding most; the rest summed as tenant="other" (bounded cardinality).`,
+      labelNames: ['tenant'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const depths = [...readTenantDepths()].sort((a, b) => b[1] - a[1]);
+        let other = 0;
+        depths.forEach(([tenant, depth], index) => {
+          if (index < TOP_TENANTS) this.set({ tenant }, depth);
+          else other += depth;
+        });
+        if (depths.length > TOP_TENANTS) this.set({ tenant: 'other' }, other);
+      },
+    }),
+    shed: new Counter({
+      name: 'ingest_shed_total',
+      help: 'Requests refused to protect the queue, by reason (overloaded 429, queue_full 503, draining 503, tenant_over_share 429).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    copyBytes: new Counter({
+      name: 'ingest_copy_bytes_total',
+      help: 'Bytes of COPY text sent to PostgreSQL in committed batches.',
+      registers: [registry],
+    }),
+    poolConnections: new Gauge({
+      name: 'ingest_db_pool_connections',
+      help: 'Database pool connections by state: in_use (writing a batch or probing) or idle.',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      collect() {
+        const pool = readPool();
+        this.set({ state: 'in_use' }, pool.total - pool.idle);
+        this.set({ state: 'idle' }, pool.idle);
+      },
+    }),
+    poolWaiting: new Gauge({
+      name: 'ingest_db_pool_waiting',
+      help: 'Callers waiting for a database pool connection (all DB_POOL_SIZE connections busy).',
+      registers: [registry],
+      collect() {
+        this.set(readPool().waiting);
+      },
+    }),
+    buildInfo: new Gauge({
+      name: 'ingest_build_info',
+      help: 'Always 1; the labels say which build and Node.js version run.',
+      labelNames: ['version', 'node'] as const,
+      registers: [registry],
+    }),
     batchSize: new Histogram({
       name: 'ingest_batch_size',
       help: 'Events per flushed batch.',

@@ -255,6 +255,20 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
         'ingest_events_failed_total',
         'ingest_events_dropped_total',
         'ingest_http_responses_total',
+        'ingest_events_duplicate_total',
+        'ingest_events_dead_lettered_total',
+        'ingest_retries_total',
+        'ingest_poison_splits_total',
+        'ingest_breaker_state',
+        'ingest_breaker_transitions_total',
+        'ingest_dlq_write_errors_total',
+        'ingest_tenant_queue_depth',
+        'ingest_shed_total',
+        'ingest_copy_bytes_total',
+        'ingest_db_pool_connections',
+        'ingest_db_pool_waiting',
+        'ingest_build_info',
+        'nodejs_eventloop_lag_p99_seconds',
         'process_cpu_seconds_total',
       ]) {
         assert.match(metrics, new RegExp(`^# HELP ${name} \\S`, 'm'), `${name} has help text`);
@@ -266,6 +280,9 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
       assert.equal(refused.statusCode, 503);
       assert.equal(refused.json<{ code: string }>().code, 'INGEST_ERR_DRAINING');
       assert.ok(refused.headers['retry-after']);
+      const after = (await service.app.inject('/metrics')).body;
+      assert.match(after, /^ingest_shed_total\{reason="draining"\} 1$/m);
+      assert.match(after, /^ingest_db_pool_connections\{state="idle"\} \d+$/m);
     } finally {
       await service.close();
     }
