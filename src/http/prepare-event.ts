@@ -1,6 +1,6 @@
-import { v7 as uuidv7 } from 'uuid';
 import type { FieldIssue } from '../errors.ts';
 import { encodeEventRow } from '../event/copy-row.ts';
+import { newEventId } from '../event/event-id.ts';
 import { auditEventSchema } from '../event/schema.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 
@@ -36,7 +36,7 @@ export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?
     };
   }
   const event = parsed.data;
-  const id = event.id ?? uuidv7();
+  const id = event.id ?? newEventId();
   const row = encodeEventRow(event, id, receivedAtIso);
   return { ok: true, tenant: event.tenant, event: { id, row, bytes: Buffer.byteLength(row) } };
 }
