@@ -16,6 +16,7 @@ import { registerOpsRoutes } from './http/ops-routes.ts';
 import { registerJsonBodyParser } from './http/json-body.ts';
 import { handleError, sendProblem } from './http/problem.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
+import type { Durability } from './wal/durability.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
 
 /** zstd where this Node has it (22.15+), then the classics. */
@@ -45,6 +46,8 @@ export interface AppDependencies {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: IngestMetrics;
+  /** What must happen before an event is acknowledged (DURABILITY). */
+  readonly durability: Durability;
   /** API-key authentication; undefined with AUTH=off. */
   readonly authenticator: Authenticator | undefined;
   /** False when METRICS_PORT serves /metrics on a listener of its own. */
@@ -143,6 +146,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
       pipeline,
       admission,
       fairness,
+      durability: dependencies.durability,
       clock: dependencies.clock,
       ackMode: config.ackMode,
       bodyLimitBytes: config.bodyLimitBytes,
@@ -151,6 +155,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
       pipeline,
       admission,
       fairness,
+      durability: dependencies.durability,
       clock: dependencies.clock,
       ackMode: config.ackMode,
       maxEvents: config.bulk.maxEvents,

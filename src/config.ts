@@ -17,6 +17,9 @@ const environmentSchema = z
     AUTH_CACHE_TTL_MS: integer(0, 3_600_000).default(30_000),
     AUTH_MAX_FAILURES_PER_MINUTE: integer(1, 1_000_000).default(30),
     METRICS_PORT: integer(0, 65535).optional(),
+    DURABILITY: z.enum(['wal', 'memory']).default('wal'),
+    WAL_MAX_BYTES: integer(1024 * 1024, 1024 ** 4).default(256 * 1024 * 1024),
+    WAL_SEGMENT_BYTES: integer(64 * 1024, 1024 ** 3).default(16 * 1024 * 1024),
     ACK_MODE: z.enum(['queued', 'committed']).default('queued'),
     BATCH_MAX_SIZE: integer(1, 100_000).default(500),
     BATCH_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
@@ -77,6 +80,13 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly ackMode: Environment['ACK_MODE'];
+  readonly durability: {
+    /** 'wal': a 202 is sent after the event's write-ahead-log record is fsynced. */
+    readonly mode: 'wal' | 'memory';
+    readonly directory: string;
+    readonly maxBytes: number;
+    readonly segmentBytes: number;
+  };
   readonly auth: {
     readonly enabled: boolean;
     /** How long a key lookup is trusted: a revoked key stops working within this. */
@@ -163,6 +173,12 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     databaseUrl: env.DATABASE_URL,
     dataDir,
     ackMode: env.ACK_MODE,
+    durability: {
+      mode: env.DURABILITY,
+      directory: path.join(dataDir, 'wal'),
+      maxBytes: env.WAL_MAX_BYTES,
+      segmentBytes: env.WAL_SEGMENT_BYTES,
+    },
     auth: {
       enabled: env.AUTH === 'on',
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,

@@ -21,6 +21,8 @@ export const errorCatalog = {
   INGEST_ERR_AUTH_RATE_LIMITED: { status: 429, title: 'Too many failed authentication attempts from this address' },
   INGEST_ERR_QUEUE_FULL: { status: 503, title: 'The queue is full; retry later' },
   INGEST_ERR_AUTH_UNAVAILABLE: { status: 503, title: 'The API key cannot be checked right now (database unreachable); retry later' },
+  INGEST_ERR_WAL_FULL: { status: 503, title: 'The write-ahead log is full (WAL_MAX_BYTES or the disk); nothing was acknowledged' },
+  INGEST_ERR_WAL_FAILED: { status: 503, title: 'The write-ahead log failed; the instance is restarting' },
   INGEST_ERR_DRAINING: { status: 503, title: 'The service is shutting down; retry on another instance' },
   INGEST_ERR_NOT_COMMITTED: { status: 503, title: 'The event could not be committed; retry it' },
   INGEST_ERR_INTERNAL: { status: 500, title: 'Internal error' },

@@ -13,6 +13,7 @@ import { IngestPipeline } from './ingest/pipeline.ts';
 import { createSinkChain, type SinkChain } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
+import { memoryDurability, type Durability } from './wal/durability.ts';
 
 export interface IngestService {
   readonly app: FastifyInstance;
@@ -34,7 +35,10 @@ export function createIngestService(options: {
   metrics: IngestMetrics;
   /** Tests wrap the COPY sink to inject faults. */
   wrapBaseSink?: (sink: Sink) => Sink;
+  /** DURABILITY=wal passes the opened write-ahead log's; memory otherwise. */
+  durability?: Durability;
 }): IngestService {
+  const durability = options.durability ?? memoryDurability;
   const { config, pool, clock, logger, metrics } = options;
   metrics.setPoolSource(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
   const deadLetterQueue = new DeadLetterQueue({
@@ -57,6 +61,7 @@ export function createIngestService(options: {
     sink: chain.sink,
     deadLetter: chain.deadLetter,
     retryMaxAttempts: config.retry.maxAttempts,
+    onSettled: (batch) => durability.settle(batch),
     clock,
     metrics,
     logger,
@@ -73,6 +78,7 @@ export function createIngestService(options: {
     : undefined;
   const { app, admission } = buildApp({
     config,
+    durability,
     authenticator,
     serveMetricsOnMainListener: config.metricsPort === undefined,
     pipeline,
@@ -83,6 +89,7 @@ export function createIngestService(options: {
       if (pipeline.draining) return 'draining';
       if (chain.breaker.state === 'open') return 'database circuit breaker open';
       if (!deadLetterQueue.healthy) return 'dead-letter queue unwritable';
+      if (durability.refusing) return `write-ahead log refusing events: ${durability.refusing}`;
       if (!(await isDatabaseReachable(pool, 1000))) return 'database unreachable';
       return undefined;
     },

@@ -15,10 +15,13 @@ import { createIngestService } from './ingest-service.ts';
 import { createMetricsApp } from './http/metrics-app.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
+import { openDurability } from './wal/open-durability.ts';
+import { replayRecovered } from './wal/replay.ts';
 import { createMetrics } from './telemetry/metrics.ts';
 
 const EXIT_CONFIG = 2;
 const EXIT_SPILLED = 3;
+const EXIT_WAL_FAILED = 4;
 
 function readConfig(): Config {
   try {
@@ -51,7 +54,12 @@ if (!config.auth.enabled) {
     'AUTH=off: POST /event and /events accept events for any tenant from anyone who can reach this port. Use it for local development only; in production leave AUTH on and create keys with `npm run keys -- create --tenant <tenant>`',
   );
 }
-const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics });
+// A failed WAL write or fsync: stop at once, acknowledge nothing more; the next start recovers.
+const wal = await openDurability(config, metrics, logger, (error) => {
+  logger.fatal({ err: error }, 'the write-ahead log failed; exiting without acknowledging anything more. Check the disk; the next start recovers from the log');
+  process.exit(EXIT_WAL_FAILED);
+});
+const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics, durability: wal.durability });
 // METRICS_PORT: /metrics on a listener of its own, so it need not be exposed with the public one.
 const metricsApp = config.metricsPort === undefined ? undefined : createMetricsApp(metrics.registry, logger);
 // Find out now, not at the first dead letter, whether DATA_DIR/dlq is writable (/readyz reports it).
@@ -59,6 +67,7 @@ await deadLetterQueue.probe().catch((error: unknown) =>
   logger.error({ err: error, directory: deadLetterQueue.directory }, 'the dead-letter directory is not writable; /readyz fails until it is. Fix its permissions or free disk space'),
 );
 await recoverSpill(config.dataDir, pipeline, logger);
+await replayRecovered(wal.recovered, pipeline, metrics, logger);
 
 closeWithGrace(
   { delay: config.shutdownTimeoutMs + 10_000, logger },
@@ -72,12 +81,16 @@ closeWithGrace(
     // 3. drain the batcher within what is left of the deadline; spill what could not be stored.
     const remainingMs = Math.max(config.shutdownTimeoutMs - (Date.now() - startedAtMs), 0);
     const unstored = await pipeline.shutdown(remainingMs);
-    if (unstored.length > 0) {
+    if (unstored.length > 0 && wal.durability.mode === 'wal') {
+      pipeline.recordSpilled(unstored.length, 'left_in_wal');
+      logger.error({ events: unstored.length }, 'shutdown deadline passed with events unstored; they stay in the write-ahead log and are replayed at the next start');
+    } else if (unstored.length > 0) {
       const file = await writeSpillFile(config.dataDir, unstored, Date.now());
       pipeline.recordSpilled(unstored.length);
       logger.error({ file, events: unstored.length }, 'unstored events written to the spill file; they are re-ingested at the next start');
     }
-    // 4. close the dead-letter file and the pool, then the embedded database.
+    // 4. close the log, the dead-letter file and the pool, then the embedded database.
+    await wal.close();
     await deadLetterQueue.close();
     await pool.end();
     await metricsApp?.close();

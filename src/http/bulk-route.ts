@@ -4,6 +4,8 @@ import type { Clock } from '../clock.ts';
 import { IngestError, type FieldIssue } from '../errors.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
+import type { Durability } from '../wal/durability.ts';
+import { acceptEvents } from './accept-events.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { bulkLines } from './bulk-body.ts';
@@ -13,6 +15,7 @@ export interface BulkRouteOptions {
   readonly pipeline: IngestPipeline;
   readonly admission: Admission;
   readonly fairness: TenantFairness;
+  readonly durability: Durability;
   readonly clock: Clock;
   readonly ackMode: 'queued' | 'committed';
   readonly maxEvents: number;
@@ -31,7 +34,7 @@ interface RejectedLine {
  * all-or-nothing: the valid events are queued together or not at all (429/503).
  */
 export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOptions): void {
-  const { pipeline, admission, fairness, clock, ackMode } = options;
+  const { pipeline, admission, fairness, durability, clock, ackMode } = options;
 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
@@ -78,11 +81,18 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
       const decision = admission.decideBulk(accepted.length, bytes);
       if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
 
+      const events = accepted.map(({ event }) => event);
+      const context = { pipeline, durability, admission };
       const outcomes: Promise<ItemOutcome>[] = [];
-      for (const { event } of accepted) {
-        // Cannot be refused: admission just checked room for all of them, and nothing runs in between.
-        if (ackMode === 'committed') outcomes.push(new Promise((resolve) => pipeline.enqueue(event, resolve)));
-        else pipeline.enqueue(event);
+      if (ackMode === 'committed') {
+        const waiters = events.map(() => {
+          let settle: (outcome: ItemOutcome) => void = () => {};
+          outcomes.push(new Promise<ItemOutcome>((resolve) => (settle = resolve)));
+          return settle;
+        });
+        await acceptEvents(context, events, waiters);
+      } else {
+        await acceptEvents(context, events);
       }
       const acceptedIds = accepted.map(({ index, event }) => ({ index, id: event.id }));
       if (ackMode === 'queued') return reply.code(202).send({ accepted: acceptedIds, rejected });

@@ -3,7 +3,8 @@ import type { ItemOutcome } from '../batcher/batcher.ts';
 import type { Clock } from '../clock.ts';
 import { IngestError } from '../errors.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { Durability } from '../wal/durability.ts';
+import { acceptEvents } from './accept-events.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { prepareEvent } from './prepare-event.ts';
@@ -12,6 +13,7 @@ export interface EventRouteOptions {
   readonly pipeline: IngestPipeline;
   readonly admission: Admission;
   readonly fairness: TenantFairness;
+  readonly durability: Durability;
   readonly clock: Clock;
   readonly ackMode: 'queued' | 'committed';
   readonly bodyLimitBytes: number;
@@ -19,7 +21,7 @@ export interface EventRouteOptions {
 
 /** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
 export function registerEventRoute(app: FastifyInstance, options: EventRouteOptions): void {
-  const { pipeline, admission, fairness, clock, ackMode } = options;
+  const { pipeline, admission, fairness, durability, clock, ackMode } = options;
 
   app.post(
     '/event',
@@ -37,11 +39,15 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       const fair = fairness.decide(prepared.tenant, 1);
       if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
 
+      const context = { pipeline, durability, admission };
       if (ackMode === 'queued') {
-        enqueueOrThrow(pipeline, admission, queued);
+        await acceptEvents(context, [queued]);
         return reply.code(202).send({ id });
       }
-      const outcome = await new Promise<ItemOutcome>((resolve) => enqueueOrThrow(pipeline, admission, queued, resolve));
+      let settle: (outcome: ItemOutcome) => void = () => {};
+      const settled = new Promise<ItemOutcome>((resolve) => (settle = resolve));
+      await acceptEvents(context, [queued], [settle]);
+      const outcome = await settled;
       if (outcome === 'rejected') {
         throw new IngestError(
           'INGEST_ERR_REJECTED_BY_DATABASE',
@@ -56,16 +62,4 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       return reply.code(201).send({ id });
     },
   );
-}
-
-function enqueueOrThrow(
-  pipeline: IngestPipeline,
-  admission: Admission,
-  event: QueuedEvent,
-  waiter?: (outcome: ItemOutcome) => void,
-): void {
-  const result = pipeline.enqueue(event, waiter);
-  if (result.ok) return;
-  const code = result.reason === 'closed' ? 'INGEST_ERR_DRAINING' : 'INGEST_ERR_QUEUE_FULL';
-  throw new IngestError(code, undefined, { retryAfterSeconds: admission.retryAfterSeconds() });
 }

@@ -15,6 +15,8 @@ export interface PipelineOptions {
   readonly sink: Sink;
   /** Where a batch goes when the sink gives up on it for a transient reason (finite retries). */
   readonly deadLetter?: DeadLetterWriter;
+  /** Called with every batch once its events are settled (stored, duplicate, dead-lettered). */
+  readonly onSettled?: (batch: readonly QueuedEvent[]) => void;
   /** The number of tries after which the sink gives up (RETRY_MAX_ATTEMPTS), for the dead-letter record. */
   readonly retryMaxAttempts?: number;
   readonly clock: Clock;
@@ -31,6 +33,7 @@ export class IngestPipeline {
   readonly #sink: Sink;
   readonly #deadLetter: DeadLetterWriter | undefined;
   readonly #retryMaxAttempts: number;
+  readonly #onSettled: ((batch: readonly QueuedEvent[]) => void) | undefined;
   readonly #metrics: IngestMetrics;
   readonly #logger: Logger;
   readonly #clock: Clock;
@@ -42,6 +45,7 @@ export class IngestPipeline {
     this.#sink = options.sink;
     this.#deadLetter = options.deadLetter;
     this.#retryMaxAttempts = options.retryMaxAttempts ?? 1;
+    this.#onSettled = options.onSettled;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
     this.#clock = options.clock;
@@ -129,8 +133,8 @@ export class IngestPipeline {
   }
 
   /** Account for events written to the spill file, so accepted = stored + failed + dropped holds. */
-  recordSpilled(count: number): void {
-    this.#metrics.eventsDropped.inc({ reason: 'spilled' }, count);
+  recordSpilled(count: number, reason: 'spilled' | 'left_in_wal' = 'spilled'): void {
+    this.#metrics.eventsDropped.inc({ reason }, count);
   }
 
   async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
@@ -163,6 +167,7 @@ export class IngestPipeline {
     const duplicates = batch.length - inserted - deadLettered.length;
     if (duplicates > 0) metrics.eventsDuplicate.inc(duplicates);
     if (deadLettered.length > 0) metrics.eventsDeadLettered.inc(deadLettered.length);
+    this.#onSettled?.(batch);
     return { rejected: deadLettered };
   }
 

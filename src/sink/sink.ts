@@ -5,6 +5,8 @@ export interface QueuedEvent {
   readonly row: string;
   /** UTF-8 bytes of `row`. */
   readonly bytes: number;
+  /** Its record's sequence number in the write-ahead log, when it has one. */
+  readonly walSeq?: number;
 }
 
 export interface WriteResult {

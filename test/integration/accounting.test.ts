@@ -63,9 +63,9 @@ describe('accounting', () => {
       if (i % 10 === 0) resend.push(event);
       if ((await post(event)).statusCode === 202) accepted += 1;
     }
-    await waitFor(() => service.pipeline.batcher.depth === 0, 20_000, 'the first wave to settle');
+    await waitFor(() => service.pipeline.batcher.depth === 0, 60_000, 'the first wave to settle');
     for (const event of resend) if ((await post(event)).statusCode === 202) accepted += 1;
-    await waitFor(() => service.pipeline.batcher.depth === 0, 20_000, 'the re-sends to settle');
+    await waitFor(() => service.pipeline.batcher.depth === 0, 60_000, 'the re-sends to settle');
 
     // A last wave meets a locked table and a short drain deadline: it is spilled.
     const locker = await db.pool.connect();

@@ -90,8 +90,9 @@ describe('the server process under SIGTERM', () => {
     assert.ok(server.logs.some((line) => line.includes('"msg":"shutdown complete"')));
   });
 
-  it('spills what the deadline leaves unstored, exits non-zero, and stores it on the next start', async () => {
+  it('with DURABILITY=memory, spills what the deadline leaves unstored, exits non-zero, and stores it on the next start', async () => {
     const server = await startServerProcess({
+      DURABILITY: 'memory',
       DATABASE_URL: db.url,
       DATA_DIR: dataDir,
       SHUTDOWN_TIMEOUT_MS: '1500',
@@ -113,7 +114,7 @@ describe('the server process under SIGTERM', () => {
       assert.equal(spilled.length, 300);
       await locker.query('ROLLBACK');
 
-      const restarted = await startServerProcess({ DATABASE_URL: db.url, DATA_DIR: dataDir });
+      const restarted = await startServerProcess({ DURABILITY: 'memory', DATABASE_URL: db.url, DATA_DIR: dataDir });
       await waitFor(async () => (await db.count("tenant = 'spill'")) === 300, 20_000, 'the spilled events to be stored');
       await waitFor(async () => (await readdir(path.join(dataDir, 'spill'))).length === 0, 5_000, 'the spill file to be removed');
       restarted.child.kill('SIGTERM');
@@ -121,6 +122,31 @@ describe('the server process under SIGTERM', () => {
       assertLedger(ledger, await storedIds(db, 'spill'));
     } finally {
       locker.release();
+    }
+  });
+
+  it('with the write-ahead log, leaves what the deadline leaves unstored in the log, and stores it on the next start', async () => {
+    const walDataDir = await mkdtemp(path.join(tmpdir(), 'ingest-process-wal-'));
+    const environment = { DATABASE_URL: db.url, DATA_DIR: walDataDir, SHUTDOWN_TIMEOUT_MS: '1500', DB_STATEMENT_TIMEOUT_MS: '60000', DB_COPY_TIMEOUT_MS: '60000' };
+    const server = await startServerProcess(environment);
+    const locker = await db.pool.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+      const ledger = await sendUntil(server.origin, 8, 200, () => false, 'wal-drain');
+      assert.equal(ledger.acknowledged.size, 200);
+      server.child.kill('SIGTERM');
+      assert.equal((await server.exited).code, 3);
+      assert.ok(server.logs.some((line) => line.includes('they stay in the write-ahead log')));
+      await locker.query('ROLLBACK');
+      const restarted = await startServerProcess(environment);
+      await waitFor(async () => (await db.count("tenant = 'wal-drain'")) === 200, 20_000, 'the logged events to be stored');
+      restarted.child.kill('SIGTERM');
+      assert.equal((await restarted.exited).code, 0);
+      assertLedger(ledger, await storedIds(db, 'wal-drain'));
+    } finally {
+      locker.release();
+      await rm(walDataDir, { recursive: true, force: true });
     }
   });
 
