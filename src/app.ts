@@ -1,4 +1,5 @@
 import fastifyCompress from '@fastify/compress';
+import { FastifyOtelInstrumentation } from '@fastify/otel';
 import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -31,6 +32,8 @@ const REQUEST_ENCODINGS: ('zstd' | 'br' | 'gzip' | 'deflate')[] = [
 function decompressionError(statusCode: number, code: string, message: string): Error {
   return Object.assign(new Error(message), { statusCode, code, message });
 }
+
+const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Refusals that protect the queue, as ingest_shed_total reasons. */
 const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
@@ -82,6 +85,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     connectionTimeout: config.http.requestTimeoutMs * 2,
   });
   app.server.maxConnections = config.http.maxConnections;
+  // Request spans (and the context handlers run in) come from @fastify/otel; they are no-ops
+  // unless an OpenTelemetry SDK is registered (OTEL_* configured, see telemetry/tracing.ts).
+  void app.register(new FastifyOtelInstrumentation({ ignorePaths: (options) => OPS_PATHS.has(options.url), instrumentHooks: false }).plugin());
   registerJsonBodyParser(app);
   registerNdjsonBodyParser(app);
   // Request bodies may be compressed; every limit applies to the decompressed bytes, enforced by

@@ -17,7 +17,9 @@ import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { openDurability } from './wal/open-durability.ts';
 import { replayRecovered } from './wal/replay.ts';
+import { LOG_REDACTIONS } from './telemetry/log-redaction.ts';
 import { createMetrics } from './telemetry/metrics.ts';
+import { startTracing, traceLogFields } from './telemetry/tracing.ts';
 
 const EXIT_CONFIG = 2;
 const EXIT_SPILLED = 3;
@@ -36,7 +38,8 @@ function readConfig(): Config {
 }
 
 const config = readConfig();
-const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization'] });
+const logger = pino({ level: config.logLevel, redact: LOG_REDACTIONS, mixin: traceLogFields });
+const stopTracing = await startTracing(process.env, logger);
 
 let embedded: EmbeddedDatabase | undefined;
 let databaseUrl = config.databaseUrl;
@@ -95,6 +98,7 @@ closeWithGrace(
     await pool.end();
     await metricsApp?.close();
     await embedded?.stop();
+    await stopTracing();
     logger.info({ durationMs: Date.now() - startedAtMs, spilled: unstored.length }, 'shutdown complete');
     if (unstored.length > 0) process.exit(EXIT_SPILLED);
   },

@@ -10,6 +10,7 @@ import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { bulkLines } from './bulk-body.ts';
 import { prepareEvent } from './prepare-event.ts';
+import { requestSpanOf } from './request-span.ts';
 
 export interface BulkRouteOptions {
   readonly pipeline: IngestPipeline;
@@ -49,6 +50,7 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${options.maxEvents} (BULK_MAX_EVENTS)`);
       }
       const receivedAtIso = new Date(clock.now()).toISOString();
+      const requestSpan = requestSpanOf(request);
       const accepted: { index: number; event: QueuedEvent; tenant: string }[] = [];
       const rejected: RejectedLine[] = [];
       const mismatched: number[] = [];
@@ -57,7 +59,7 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
           rejected.push({ index, errors: [{ path: '(line)', message: `not valid JSON: ${line.parseError}` }] });
           return;
         }
-        const prepared = prepareEvent(line.value, receivedAtIso, request.tenant);
+        const prepared = prepareEvent(line.value, receivedAtIso, request.tenant, requestSpan);
         if (prepared.ok) accepted.push({ index, event: prepared.event, tenant: prepared.tenant });
         else if (prepared.tenantMismatch) mismatched.push(index);
         else rejected.push({ index, errors: prepared.issues });

@@ -8,6 +8,7 @@ import { acceptEvents } from './accept-events.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { prepareEvent } from './prepare-event.ts';
+import { requestSpanOf } from './request-span.ts';
 
 export interface EventRouteOptions {
   readonly pipeline: IngestPipeline;
@@ -29,7 +30,7 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       bodyLimit: options.bodyLimitBytes,
     },
     async (request, reply) => {
-      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant);
+      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant, requestSpanOf(request));
       if (!prepared.ok) {
         if (prepared.tenantMismatch) throw new IngestError('INGEST_ERR_TENANT_MISMATCH', prepared.issues[0]!.message);
         throw new IngestError('INGEST_ERR_VALIDATION', `${prepared.issues.length} field(s) are invalid`, { issues: prepared.issues });

@@ -1,3 +1,4 @@
+import type { SpanContext } from '@opentelemetry/api';
 import type { FieldIssue } from '../errors.ts';
 import { encodeEventRow } from '../event/copy-row.ts';
 import { newEventId } from '../event/event-id.ts';
@@ -23,7 +24,7 @@ function applyKeyTenant(body: unknown, keyTenant: string | undefined): { body: u
  * Validate one event body and turn it into its queued form: the id settled (the client's, or a
  * new UUIDv7), received_at stamped, the COPY row encoded once. Pure apart from the id and time.
  */
-export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?: string): PreparedEvent {
+export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?: string, requestSpan?: SpanContext): PreparedEvent {
   const withTenant = applyKeyTenant(rawBody, keyTenant);
   if ('mismatch' in withTenant) {
     return { ok: false, tenantMismatch: true, issues: [{ path: 'tenant', message: `must be the API key's tenant "${keyTenant}"` }] };
@@ -38,5 +39,6 @@ export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?
   const event = parsed.data;
   const id = event.id ?? newEventId();
   const row = encodeEventRow(event, id, receivedAtIso);
-  return { ok: true, tenant: event.tenant, event: { id, row, bytes: Buffer.byteLength(row) } };
+  const queued: QueuedEvent = requestSpan ? { id, row, bytes: Buffer.byteLength(row), requestSpan } : { id, row, bytes: Buffer.byteLength(row) };
+  return { ok: true, tenant: event.tenant, event: queued };
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { Batcher, type EnqueueResult, type FlushReport, type FlushResult, type Waiter } from '../batcher/batcher.ts';
+import { SpanStatusCode, type Attributes } from '@opentelemetry/api';
+import { Batcher, type EnqueueResult, type FlushReason, type FlushReport, type FlushResult, type Waiter } from '../batcher/batcher.ts';
 import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
@@ -8,6 +9,7 @@ import { tenantOfRow } from '../event/copy-row.ts';
 import type { DeadLetterWriter } from '../sink/poison-splitting-sink.ts';
 import type { QueuedEvent, Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
+import { linksTo, tracer } from '../telemetry/tracing.ts';
 
 export interface PipelineOptions {
   readonly batch: Config['batch'];
@@ -33,6 +35,7 @@ export class IngestPipeline {
   readonly #sink: Sink;
   readonly #deadLetter: DeadLetterWriter | undefined;
   readonly #retryMaxAttempts: number;
+  readonly #partitioned: boolean;
   readonly #onSettled: ((batch: readonly QueuedEvent[]) => void) | undefined;
   readonly #metrics: IngestMetrics;
   readonly #logger: Logger;
@@ -46,6 +49,7 @@ export class IngestPipeline {
     this.#deadLetter = options.deadLetter;
     this.#retryMaxAttempts = options.retryMaxAttempts ?? 1;
     this.#onSettled = options.onSettled;
+    this.#partitioned = options.batch.partition === 'tenant';
     this.#metrics = options.metrics;
     this.#logger = options.logger;
     this.#clock = options.clock;
@@ -60,7 +64,7 @@ export class IngestPipeline {
       sizeOf: (event) => event.bytes,
       ...(options.batch.partition === 'tenant' ? { partitionOf: (event: QueuedEvent) => tenantOfRow(event.row) } : {}),
       maxOpenPartitions: options.batch.maxOpenPartitions,
-      flush: (batch, { signal }) => this.#write(batch, signal),
+      flush: (batch, { signal, reason }) => this.#write(batch, signal, reason),
       onFlushSettled: (report) => this.#record(report),
     });
     const { metrics } = options;
@@ -137,12 +141,32 @@ export class IngestPipeline {
     this.#metrics.eventsDropped.inc({ reason }, count);
   }
 
-  async #write(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
-    try {
-      return await this.#writeBatch(batch, signal);
-    } finally {
-      this.#release(batch);
-    }
+  /**
+   * One flush, in a `batch.flush` span linked to the request span of every event it holds (the
+   * fan-in, visible end to end); retries and poison splits are its child spans.
+   */
+  async #write(batch: readonly QueuedEvent[], signal: AbortSignal, reason: FlushReason): Promise<FlushResult> {
+    const attributes: Attributes = {
+      'batch.size': batch.length,
+      'batch.reason': reason,
+      'batch.bytes': batch.reduce((sum, event) => sum + event.bytes, 0),
+    };
+    if (this.#partitioned) attributes['batch.tenant'] = tenantOfRow(batch[0]!.row);
+    return tracer().startActiveSpan('batch.flush', { links: linksTo(batch.map((event) => event.requestSpan)), attributes }, async (span) => {
+      try {
+        const result = await this.#writeBatch(batch, signal);
+        span.setAttributes({ 'batch.outcome': 'stored', 'batch.dead_lettered': result.rejected?.length ?? 0 });
+        return result;
+      } catch (error) {
+        span.setAttribute('batch.outcome', 'failed');
+        span.recordException(error as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        throw error;
+      } finally {
+        span.end();
+        this.#release(batch);
+      }
+    });
   }
 
   async #writeBatch(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {

@@ -1,4 +1,5 @@
 import { isPermanentFailure } from '../db/failure-class.ts';
+import { tracer } from '../telemetry/tracing.ts';
 import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
 
 /** Where isolated events go. Resolves only once they are durably recorded. */
@@ -44,9 +45,16 @@ export class PoisonSplittingSink implements Sink {
       }
       this.#options.onSplit?.(events.length);
       const middle = Math.ceil(events.length / 2);
-      const left = await this.#write(events.slice(0, middle), offset, attempt + 1, signal);
-      const right = await this.#write(events.slice(middle), offset + middle, attempt + 1, signal);
-      return { inserted: left.inserted + right.inserted, deadLettered: [...left.deadLettered, ...right.deadLettered] };
+      return tracer().startActiveSpan('batch.split', { attributes: { 'batch.size': events.length, 'batch.offset': offset } }, async (span) => {
+        try {
+          const left = await this.#write(events.slice(0, middle), offset, attempt + 1, signal);
+          const right = await this.#write(events.slice(middle), offset + middle, attempt + 1, signal);
+          span.setAttribute('batch.dead_lettered', left.deadLettered.length + right.deadLettered.length);
+          return { inserted: left.inserted + right.inserted, deadLettered: [...left.deadLettered, ...right.deadLettered] };
+        } finally {
+          span.end();
+        }
+      });
     }
   }
 }

@@ -1,5 +1,7 @@
+import { SpanStatusCode } from '@opentelemetry/api';
 import type { RetryPolicy } from 'cockatiel';
 import { isTransientFailure } from '../db/failure-class.ts';
+import { tracer } from '../telemetry/tracing.ts';
 import { createRetryPolicy, executeUntilAborted, type RetryOptions } from './retry-policy.ts';
 import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
 
@@ -18,6 +20,22 @@ export class RetryingSink implements Sink {
   }
 
   write(batch: readonly QueuedEvent[], options: { signal: AbortSignal }): Promise<WriteResult> {
-    return executeUntilAborted(this.#policy, () => this.#inner.write(batch, options), options.signal);
+    let attempt = 0;
+    const tryOnce = () => {
+      attempt += 1;
+      // Each try is a child span of the flush: retries are visible in the trace.
+      return tracer().startActiveSpan('batch.write', { attributes: { 'batch.attempt': attempt, 'batch.size': batch.length } }, async (span) => {
+        try {
+          return await this.#inner.write(batch, options);
+        } catch (error) {
+          span.recordException(error as Error);
+          span.setStatus({ code: SpanStatusCode.ERROR });
+          throw error;
+        } finally {
+          span.end();
+        }
+      });
+    };
+    return executeUntilAborted(this.#policy, tryOnce, options.signal);
   }
 }

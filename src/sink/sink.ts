@@ -1,3 +1,5 @@
+import type { SpanContext } from '@opentelemetry/api';
+
 /** One accepted event on its way to storage: its id and its row, already encoded for COPY. */
 export interface QueuedEvent {
   readonly id: string;
@@ -7,6 +9,8 @@ export interface QueuedEvent {
   readonly bytes: number;
   /** Its record's sequence number in the write-ahead log, when it has one. */
   readonly walSeq?: number;
+  /** The span of the request that brought it, when that request was traced: the flush span links to it. */
+  readonly requestSpan?: SpanContext;
 }
 
 export interface WriteResult {

@@ -63,9 +63,18 @@ describe('accounting', () => {
       if (i % 10 === 0) resend.push(event);
       if ((await post(event)).statusCode === 202) accepted += 1;
     }
-    await waitFor(() => service.pipeline.batcher.depth === 0, 60_000, 'the first wave to settle');
+    const settledOrExplain = async (what: string) => {
+      try {
+        await waitFor(() => service.pipeline.batcher.depth === 0, 60_000, what);
+      } catch (error) {
+        const metrics = await service.metrics.registry.metrics();
+        const lines = metrics.split('\n').filter((line) => /^ingest_(retries|breaker_state|events_|queue_depth|flushes|poison|dlq)/.test(line));
+        throw new Error(`${(error as Error).message}; depth ${service.pipeline.batcher.depth}, breaker ${service.chain.breaker.state}, DLQ healthy ${service.deadLetterQueue.healthy}\n${lines.join('\n')}`);
+      }
+    };
+    await settledOrExplain('the first wave to settle');
     for (const event of resend) if ((await post(event)).statusCode === 202) accepted += 1;
-    await waitFor(() => service.pipeline.batcher.depth === 0, 60_000, 'the re-sends to settle');
+    await settledOrExplain('the re-sends to settle');
 
     // A last wave meets a locked table and a short drain deadline: it is spilled.
     const locker = await db.pool.connect();
