@@ -1,3 +1,4 @@
+import { fsyncDirectory } from '../fsync-directory.ts';
 import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseRecord, serialiseRecord, type DeadLetterRecord } from './dead-letter-record.ts';
@@ -32,14 +33,7 @@ export interface DeadLetterFile {
   readonly tornTail: string | null;
 }
 
-export async function fsyncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+export { fsyncDirectory };
 
 async function readNames(directory: string): Promise<string[]> {
   try {

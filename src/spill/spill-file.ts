@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDirectory } from '../fsync-directory.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 
 /**
@@ -28,12 +29,7 @@ export async function writeSpillFile(dataDir: string, events: readonly QueuedEve
     await handle.close();
   }
   await rename(temporaryPath, finalPath);
-  const directoryHandle = await open(directory, 'r');
-  try {
-    await directoryHandle.sync();
-  } finally {
-    await directoryHandle.close();
-  }
+  await fsyncDirectory(directory);
   return finalPath;
 }
 

@@ -1,4 +1,4 @@
-import { mkdir, open, readdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 
 /** A segment is named by the sequence number of its first record, zero-padded so names sort. */
@@ -17,11 +17,4 @@ export async function listSegments(directory: string): Promise<string[]> {
   return (await readdir(directory)).filter((name) => name.endsWith(SEGMENT_SUFFIX)).sort();
 }
 
-export async function fsyncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+export { fsyncDirectory } from '../fsync-directory.ts';
