@@ -44,7 +44,7 @@ const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
 };
 
 export interface AppDependencies {
-  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http'>;
+  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http' | 'tracing'>;
   readonly pipeline: IngestPipeline;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -85,9 +85,11 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     connectionTimeout: config.http.requestTimeoutMs * 2,
   });
   app.server.maxConnections = config.http.maxConnections;
-  // Request spans (and the context handlers run in) come from @fastify/otel; they are no-ops
-  // unless an OpenTelemetry SDK is registered (OTEL_* configured, see telemetry/tracing.ts).
-  void app.register(new FastifyOtelInstrumentation({ ignorePaths: (options) => OPS_PATHS.has(options.url), instrumentHooks: false }).plugin());
+  // Request spans (and the context handlers run in) come from @fastify/otel, registered only
+  // when OTEL_* configures tracing: otherwise its per-request hooks would cost for nothing.
+  if (config.tracing) {
+    void app.register(new FastifyOtelInstrumentation({ ignorePaths: (options) => OPS_PATHS.has(options.url), instrumentHooks: false }).plugin());
+  }
   registerJsonBodyParser(app);
   registerNdjsonBodyParser(app);
   // Request bodies may be compressed; every limit applies to the decompressed bytes, enforced by
@@ -137,8 +139,17 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     sendProblem(reply, new IngestError('INGEST_ERR_NOT_FOUND', `no route for ${request.method} ${request.url}`)),
   );
   app.decorateReply('problemCode', undefined);
+  // One labelled child per (route, status), looked up once: prom-client hashes labels on every inc.
+  const responseCounters = new Map<string, { inc(): void }>();
   app.addHook('onResponse', async (request, reply) => {
-    metrics.httpResponses.inc({ route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode });
+    const route = request.routeOptions.url ?? 'unmatched';
+    const key = `${route} ${reply.statusCode}`;
+    let counter = responseCounters.get(key);
+    if (!counter) {
+      counter = metrics.httpResponses.labels({ route, status: reply.statusCode });
+      responseCounters.set(key, counter);
+    }
+    counter.inc();
     const shedReason = reply.problemCode === undefined ? undefined : SHED_REASONS[reply.problemCode];
     if (shedReason) metrics.shed.inc({ reason: shedReason });
   });

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { deadLetterDirectory } from './dlq/dlq-files.ts';
+import { tracingConfigured } from './telemetry/tracing.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const fraction = z.coerce.number().gt(0).lte(1);
@@ -93,6 +94,8 @@ export interface Config {
     readonly cacheTtlMs: number;
     readonly maxFailuresPerMinute: number;
   };
+  /** OTEL_* asks for traces: request spans are then created (no per-request hooks otherwise). */
+  readonly tracing: boolean;
   /** When set, /metrics is served on this port only, not on the public listener. */
   readonly metricsPort: number | undefined;
   readonly batch: {
@@ -185,6 +188,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       maxFailuresPerMinute: env.AUTH_MAX_FAILURES_PER_MINUTE,
     },
     metricsPort: env.METRICS_PORT,
+    tracing: tracingConfigured(environment),
     batch: {
       maxSize: env.BATCH_MAX_SIZE,
       maxBytes: env.BATCH_MAX_BYTES,
