@@ -60,5 +60,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 # in front: `docker run --init`, or `init: true` in compose (as docker-compose.yml does); both put
 # tini at PID 1, which forwards SIGTERM to node and reaps zombies. (Alternative: apt-get install
 # tini here and use ENTRYPOINT ["tini", "--", "node", …].)
-# Give the orchestrator a stop grace period longer than SHUTDOWN_TIMEOUT_MS (compose: 40 s).
+# Give the orchestrator a stop grace period longer than SHUTDOWN_TIMEOUT_MS (compose: 45 s).
 ENTRYPOINT ["node", "--import", "tsx", "src/server.ts"]

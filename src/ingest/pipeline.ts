@@ -130,7 +130,7 @@ export class IngestPipeline {
       const remaining = error.remaining as readonly QueuedEvent[];
       this.#logger.error(
         { events: remaining.length, deadlineMs },
-        'shutdown deadline passed with events not yet stored; they are written to the spill file and re-ingested at the next start. Check why the database was slow or unreachable',
+        'shutdown deadline passed with events not yet stored; they are kept (write-ahead log or spill file) and stored at the next start. Check why the database was slow or unreachable',
       );
       return remaining;
     }

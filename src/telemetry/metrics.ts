@@ -15,6 +15,17 @@ export type IngestMetrics = ReturnType<typeof createMetrics>;
  * The names are a contract with dashboards and alerts.
  */
 export function createMetrics(registry = new Registry()) {
+  const metrics = createInstruments(registry);
+  // Labelled counters have no series until their first increment, which makes "is it still 0?"
+  // alerts awkward: start every known label value at 0.
+  for (const reason of ['size', 'bytes', 'time', 'shutdown', 'partitions']) metrics.flushes.labels({ reason });
+  for (const reason of ['spilled', 'left_in_wal']) metrics.eventsDropped.labels({ reason });
+  for (const reason of ['overloaded', 'queue_full', 'draining', 'tenant_over_share']) metrics.shed.labels({ reason });
+  for (const to of ['open', 'half_open', 'closed']) metrics.breakerTransitions.labels({ to });
+  return metrics;
+}
+
+function createInstruments(registry: Registry) {
   collectDefaultMetrics({ register: registry });
   let readQueueDepth: () => number = () => 0;
   let readTenantDepths: () => Iterable<[string, number]> = () => [];

@@ -142,12 +142,20 @@ export class WriteAheadLog {
     if (emptied) void this.#removeSettledSegments();
   }
 
-  /** Wait for pending appends, then close the current segment. */
+  /**
+   * Wait for pending appends, then close the current segment. When every record is settled (a
+   * clean drain), every segment goes, so the next start has nothing to replay.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#flushing;
     await this.#handle?.close();
     this.#handle = undefined;
+    if (this.#segments.every((segment) => segment.unsettled <= 0)) {
+      const names = this.#segments.splice(0).map((segment) => segment.name);
+      this.#totalBytes = 0;
+      await Promise.all(names.map((name) => rm(path.join(this.#options.directory, name), { force: true })));
+    }
   }
 
   async #flushLoop(): Promise<void> {
