@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { makeBodies } from './event-body.ts';
+import { makeVariantBodies, type BodyVariant } from './lib/bodies.ts';
 import { percentile, runPaced } from './lib/paced.ts';
 
 export interface LoadOptions {
@@ -27,6 +28,13 @@ export interface LoadOptions {
   readonly rateGenerator?: 'paced' | 'autocannon';
   /** Distinct bodies the connections cycle through. */
   readonly bodies?: number;
+  /**
+   * Tenants and poison events (lib/bodies.ts). With a variant, each autocannon connection starts
+   * at its own offset in the list, so the connections do not walk through the tenants in step.
+   */
+  readonly variant?: BodyVariant;
+  /** Open loop only: seconds sent at the same rate before the measured duration (default 2). */
+  readonly warmupSeconds?: number;
 }
 
 export interface LoadResult {
@@ -57,11 +65,13 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
 }
 
 async function runGenerator(options: LoadOptions): Promise<Omit<LoadResult, 'generatorCpuMs'>> {
-  const bodies = makeBodies(options.bodies ?? 256);
+  const bodies = options.variant ? makeVariantBodies(options.bodies ?? 256, options.variant) : makeBodies(options.bodies ?? 256);
   const bodyBytesMean = bodies.reduce((sum, body) => sum + Buffer.byteLength(body), 0) / bodies.length;
   if (options.overallRate !== undefined && options.rateGenerator !== 'autocannon') {
     return runSteady(options, options.overallRate, bodies, bodyBytesMean);
   }
+  const requests = bodies.map((body) => ({ method: 'POST' as const, body }));
+  let client = 0;
   const result = await autocannon({
     url: options.url,
     method: 'POST',
@@ -72,7 +82,15 @@ async function runGenerator(options: LoadOptions): Promise<Omit<LoadResult, 'gen
     ...(options.overallRate !== undefined ? { overallRate: options.overallRate } : {}),
     timeout: 10,
     // Each connection cycles through these pre-encoded requests: no per-request work in the generator.
-    requests: bodies.map((body) => ({ method: 'POST' as const, body })),
+    requests,
+    ...(options.variant
+      ? {
+          setupClient: (c: autocannon.Client) => {
+            const offset = Math.floor((client++ * requests.length) / options.connections) % requests.length;
+            c.setRequests([...requests.slice(offset), ...requests.slice(0, offset)]);
+          },
+        }
+      : {}),
   });
   const statusCodes: Record<string, number> = {};
   for (const [code, stat] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = stat.count ?? 0;
@@ -104,7 +122,7 @@ async function runSteady(
     connections: options.connections,
     bodies,
     timeoutMs: 10_000,
-    warmupSeconds: 2,
+    warmupSeconds: options.warmupSeconds ?? 2,
   });
   const sorted = result.latenciesMs.slice().sort();
   const answered = Object.values(result.statusCodes).reduce((sum, count) => sum + count, 0);
