@@ -131,6 +131,8 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     minShare: config.queue.tenantMinShare,
     activeWindowMs: config.queue.tenantActiveWindowMs,
     tenantDepth: (tenant) => pipeline.tenantDepth(tenant),
+    queueDepth: () => pipeline.batcher.depth,
+    contendedAbove: config.queue.capacity * config.queue.shedLowWater,
     retryAfterSeconds: () => admission.retryAfterSeconds(),
   });
 
@@ -158,7 +160,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   // Ingest routes go in a plugin registered after the decompression plugin, so its preParsing
   // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.
   void app.register((routes, _options, done) => {
-    routes.addHook('onRequest', createIngestGate({ admission, authenticator: dependencies.authenticator }));
+    routes.addHook('onRequest', createIngestGate({ admission, fairness, authenticator: dependencies.authenticator }));
     registerEventRoute(routes, {
       pipeline,
       admission,

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { IngestError } from '../errors.ts';
 import type { Admission } from './admission.ts';
+import type { TenantFairness } from './tenant-fairness.ts';
 import { sendProblem } from './problem.ts';
 
 declare module 'fastify' {
@@ -13,10 +14,11 @@ declare module 'fastify' {
 
 /**
  * The first thing an ingest request meets, before its body is read: who is it (401 / 429 on
- * repeated failures), and is there room (429 / 503)? Both answers cost no body parsing.
+ * repeated failures), is there room (429 / 503), and is its tenant within its share (429)? None
+ * of these answers costs body parsing.
  */
-export function createIngestGate(options: { admission: Admission; authenticator: Authenticator | undefined }) {
-  const { admission, authenticator } = options;
+export function createIngestGate(options: { admission: Admission; fairness: TenantFairness; authenticator: Authenticator | undefined }) {
+  const { admission, fairness, authenticator } = options;
   return async function ingestGate(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     if (authenticator) {
       const result = await authenticator.authenticate(request.headers.authorization, request.ip);
@@ -28,6 +30,12 @@ export function createIngestGate(options: { admission: Admission; authenticator:
     const decision = admission.decide();
     if (!decision.admit) {
       return sendProblem(reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
+    }
+    // With a key the tenant is known before the body is read: refuse a tenant over its share
+    // now, so a flood costs no parsing (the route checks again with the exact event count).
+    if (request.tenant !== undefined) {
+      const fair = fairness.decide(request.tenant, 1);
+      if (!fair.admit) return sendProblem(reply, new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds }));
     }
     return undefined;
   };

@@ -11,17 +11,22 @@ export interface TenantFairnessOptions {
   readonly activeWindowMs: number;
   /** Unsettled events of a tenant right now. */
   readonly tenantDepth: (tenant: string) => number;
+  /** Unsettled events of all tenants right now. */
+  readonly queueDepth: () => number;
+  /** Below this total depth the queue is not contended and shares are not enforced (work-conserving). */
+  readonly contendedAbove: number;
   readonly retryAfterSeconds: () => number;
 }
 
 const PRUNE_INTERVAL_MS = 1000;
 
 /**
- * Fair shares of the queue. The queue up to its high-water mark is split evenly between the
- * tenants active in the last activeWindowMs; a tenant holding more than its share (or
- * minShare, whichever is larger) gets 429 while quieter tenants keep being admitted. Because the
- * shares add up to the high-water mark, one flooding tenant cannot push the whole queue into
- * shedding for everyone. Holds in both batch-partition modes: it counts queued events, not batches.
+ * Fair shares of the queue. While the queue is contended (above the low-water mark), the queue up
+ * to its high-water mark is split evenly between the tenants active in the last activeWindowMs;
+ * a tenant holding more than its share (or minShare, whichever is larger) gets 429 while quieter
+ * tenants keep being admitted. Below the low-water mark nobody is refused for fairness (a lone
+ * busy tenant may use an idle queue). One flooding tenant therefore cannot push the whole queue
+ * into shedding for everyone. Holds in both batch-partition modes: it counts queued events.
  */
 export class TenantFairness {
   readonly #options: TenantFairnessOptions;
@@ -47,6 +52,7 @@ export class TenantFairness {
     this.#lastSeenMs.delete(tenant); // re-insert: the map stays ordered by last sight
     this.#lastSeenMs.set(tenant, nowMs);
     this.#prune(nowMs);
+    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return { admit: true };
     if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return { admit: true };
     return { admit: false, code: 'INGEST_ERR_TENANT_OVER_SHARE', retryAfterSeconds: this.#options.retryAfterSeconds() };
   }

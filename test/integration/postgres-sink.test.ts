@@ -78,11 +78,14 @@ describe('PostgresCopySink', () => {
   it('fails the whole batch on a bad row, stores none of it, and leaves the pool usable', async () => {
     const good = queued({ tenant: 'atomic' });
     const bad: QueuedEvent = { ...good, id: randomUUID(), row: good.row.replace(/^[^\t]+/, 'not-a-uuid') };
+    await sink.write([queued({ tenant: 'warm-up' })], { signal });
+    const connectionsBeforeRefusal = pool.totalCount;
     await assert.rejects(sink.write([queued({ tenant: 'atomic' }), bad], { signal }), (error: { code?: string }) => {
       assert.equal(error.code, '22P02'); // invalid_text_representation
       return true;
     });
     assert.equal(await db.count("tenant = 'atomic'"), 0);
+    assert.equal(pool.totalCount, connectionsBeforeRefusal, 'the connection was rolled back and kept, not destroyed');
     assert.deepEqual(await sink.write([good], { signal }), { inserted: 1, deadLettered: [] });
   });
 
