@@ -152,6 +152,13 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
       responseCounters.set(key, counter);
     }
     counter.inc();
+    // Request logs at debug: method, path, status, time, tenant. Never a body or a header.
+    if (request.log.level === 'debug' || request.log.level === 'trace') {
+      request.log.debug(
+        { method: request.method, path: request.routeOptions.url ?? 'unmatched', status: reply.statusCode, ms: reply.elapsedTime, tenant: request.tenant, code: reply.problemCode },
+        'request completed',
+      );
+    }
     const shedReason = reply.problemCode === undefined ? undefined : SHED_REASONS[reply.problemCode];
     if (shedReason) metrics.shed.inc({ reason: shedReason });
   });

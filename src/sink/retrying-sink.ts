@@ -10,13 +10,14 @@ export class RetryingSink implements Sink {
   readonly #inner: Sink;
   readonly #policy: RetryPolicy;
 
-  constructor(inner: Sink, options: RetryOptions & { onRetry?: (error: unknown, attempt: number) => void }) {
+  readonly #maxAttempts: number;
+  readonly #onRetry: ((error: unknown, attempt: number, batchSize: number) => void) | undefined;
+
+  constructor(inner: Sink, options: RetryOptions & { onRetry?: (error: unknown, attempt: number, batchSize: number) => void }) {
     this.#inner = inner;
     this.#policy = createRetryPolicy(options, isTransientFailure);
-    const onRetry = options.onRetry;
-    if (onRetry) {
-      this.#policy.onRetry((event) => onRetry('error' in event ? event.error : event.value, event.attempt));
-    }
+    this.#onRetry = options.onRetry;
+    this.#maxAttempts = options.maxAttempts;
   }
 
   write(batch: readonly QueuedEvent[], options: { signal: AbortSignal }): Promise<WriteResult> {
@@ -30,6 +31,8 @@ export class RetryingSink implements Sink {
         } catch (error) {
           span.recordException(error as Error);
           span.setStatus({ code: SpanStatusCode.ERROR });
+          const willRetry = isTransientFailure(error) && !options.signal.aborted && (this.#maxAttempts === 0 || attempt < this.#maxAttempts);
+          if (willRetry) this.#onRetry?.(error, attempt, batch.length);
           throw error;
         } finally {
           span.end();

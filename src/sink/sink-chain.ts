@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import type { Clock } from '../clock.ts';
+import { sqlstateOf } from '../db/failure-class.ts';
 import type { Config } from '../config.ts';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
@@ -56,9 +57,12 @@ export function createSinkChain(options: {
   });
   const retrying = new RetryingSink(breaker, {
     ...config.retry,
-    onRetry: (error, attempt) => {
+    onRetry: (error, attempt, batchSize) => {
       metrics.retries.inc();
-      logger.warn({ err: error, attempt }, 'a batch write failed for a transient reason and will be retried after a backoff');
+      logger.warn(
+        { err: error, sqlstate: sqlstateOf(error), attempt, batchSize },
+        'a batch write failed for a transient reason and will be retried after a backoff; if this repeats, check that the database is up and reachable',
+      );
     },
   });
   const deadLetter = new DurableDeadLetterWriter(options.deadLetterQueue, {
