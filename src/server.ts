@@ -61,6 +61,12 @@ if (!config.auth.enabled) {
 const wal = await openDurability(config, metrics, logger, (error) => {
   logger.fatal({ err: error }, 'the write-ahead log failed; exiting without acknowledging anything more. Check the disk; the next start recovers from the log');
   process.exit(EXIT_WAL_FAILED);
+}).catch((error: unknown) => {
+  logger.fatal(
+    { err: error, directory: config.durability.directory },
+    'cannot open the write-ahead log directory; nothing can be acknowledged without it. Make DATA_DIR/wal writable (or set DURABILITY=memory, accepting its loss window)',
+  );
+  return process.exit(EXIT_WAL_FAILED);
 });
 const { app, pipeline, deadLetterQueue } = createIngestService({ config, pool, clock: systemClock, logger, metrics, durability: wal.durability });
 // METRICS_PORT: /metrics on a listener of its own, so it need not be exposed with the public one.

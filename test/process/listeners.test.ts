@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startServerProcess } from '../helpers/server-process.ts';
@@ -41,6 +44,20 @@ describe('listeners and authentication defaults', () => {
     } finally {
       server.child.kill('SIGTERM');
       assert.equal((await server.exited).code, 0);
+    }
+  });
+
+  it('refuses to start, naming the directory, when the write-ahead log cannot be opened', async () => {
+    const notADirectory = path.join(tmpdir(), `ingest-not-a-dir-${process.pid}`);
+    await writeFile(notADirectory, 'x');
+    try {
+      await assert.rejects(startServerProcess({ DATABASE_URL: db.url, DATA_DIR: notADirectory }), (error: Error) => {
+        assert.match(error.message, /exited with 4 before listening/);
+        assert.match(error.message, /cannot open the write-ahead log directory/);
+        return true;
+      });
+    } finally {
+      await rm(notADirectory, { force: true });
     }
   });
 
