@@ -2,9 +2,9 @@
  * Child processes with bounded lifetimes. Every child is registered so killAll() (run on exit,
  * on error and on SIGINT/SIGTERM) leaves nothing behind.
  */
+import { findFreePort } from '../../src/free-port.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { createServer } from 'node:net';
 
 const live = new Set<ChildProcess>();
 
@@ -80,16 +80,8 @@ export function killAll(): void {
   live.clear();
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
+/** A free loopback port (the service's own helper). */
+export const freePort = findFreePort;
 
 /** Poll `url` until it answers 2xx; fail after `timeoutMs` or as soon as the child exits. */
 export async function waitUntilHealthy(url: string, child: Child, timeoutMs: number): Promise<void> {

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { findFreePort } from '../free-port.ts';
 
 export interface EmbeddedDatabase {
   readonly url: string;
@@ -127,13 +127,3 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function findFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}

@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { findFreePort } from '../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startServerProcess } from '../helpers/server-process.ts';
 import { sampleEvent } from '../helpers/service.ts';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe('listeners and authentication defaults', () => {
   let db: TestDatabase;
@@ -27,7 +19,7 @@ describe('listeners and authentication defaults', () => {
   });
 
   it('authenticates by default, and serves /metrics only on METRICS_PORT when it is set', async () => {
-    const metricsPort = await freePort();
+    const metricsPort = await findFreePort();
     const server = await startServerProcess({ DATABASE_URL: db.url, AUTH: '', METRICS_PORT: String(metricsPort) });
     try {
       const unauthenticated = await fetch(`${server.origin}/event`, {
