@@ -16,7 +16,7 @@ export interface Recovery {
   readonly nextSeq: number;
   /** Segments whose last record was cut short by a crash mid-append (truncated away). */
   readonly tornTails: number;
-  /** Corrupt byte ranges skipped and copied to the quarantine directory. */
+  /** Corrupt byte ranges skipped and newly copied to the quarantine directory (one already kept by an earlier start is not reported again). */
   readonly quarantined: { readonly file: string; readonly bytes: number }[];
 }
 
@@ -44,12 +44,17 @@ export async function recoverWal(directory: string): Promise<Recovery> {
     if (scan.tornTail) {
       // Only the newest segment can end in an interrupted append; a bad tail of an older one is
       // corruption, kept for inspection before it is cut off.
-      if (index < names.length - 1) quarantined.push(await quarantine(directory, name, buffer, scan.validBytes, buffer.length - scan.validBytes));
-      else tornTails += 1;
+      if (index < names.length - 1) {
+        const kept = await quarantine(directory, name, buffer, scan.validBytes, buffer.length - scan.validBytes);
+        if (kept) quarantined.push(kept);
+      } else {
+        tornTails += 1;
+      }
       await truncateFile(filePath, scan.validBytes);
     }
     for (const range of scan.corruptRanges) {
-      quarantined.push(await quarantine(directory, name, buffer, range.offset, range.bytes));
+      const kept = await quarantine(directory, name, buffer, range.offset, range.bytes);
+      if (kept) quarantined.push(kept);
     }
     const nameSeq = Number(name.slice(0, -SEGMENT_SUFFIX.length));
     if (Number.isSafeInteger(nameSeq)) nextSeq = Math.max(nextSeq, nameSeq);
@@ -82,11 +87,18 @@ async function truncateFile(filePath: string, bytes: number): Promise<void> {
   }
 }
 
-async function quarantine(directory: string, segment: string, buffer: Buffer, offset: number, bytes: number): Promise<{ file: string; bytes: number }> {
+/** Copy a corrupt range aside; undefined when an earlier start already did (the segment still holds it until it settles). */
+async function quarantine(directory: string, segment: string, buffer: Buffer, offset: number, bytes: number): Promise<{ file: string; bytes: number } | undefined> {
   const target = quarantineDirectory(directory);
   await mkdir(target, { recursive: true });
   const file = path.join(target, `${segment}.${offset}.bin`);
-  const handle = await open(file, 'w', 0o600);
+  let handle;
+  try {
+    handle = await open(file, 'wx', 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw error;
+  }
   try {
     await handle.writeFile(buffer.subarray(offset, offset + bytes));
     await handle.sync();

@@ -81,6 +81,7 @@ describe('WAL recovery', () => {
 
     const again = await recoverWal(directory);
     assert.equal(again.tornTails, 0, 'a second recovery finds a clean tail: no crash loop');
+    assert.equal(again.quarantined.length, 0, 'the corrupt range is not quarantined (or counted) twice');
     assert.deepEqual(again.records.map((r) => r.seq), [1, 2, 3, 4, 6, 7]);
   });
 
