@@ -168,25 +168,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.
   void app.register((routes, _options, done) => {
     routes.addHook('onRequest', createIngestGate({ admission, fairness, authenticator: dependencies.authenticator }));
-    registerEventRoute(routes, {
-      pipeline,
-      admission,
-      fairness,
-      durability: dependencies.durability,
-      clock: dependencies.clock,
-      ackMode: config.ackMode,
-      bodyLimitBytes: config.bodyLimitBytes,
-    });
-    registerBulkRoute(routes, {
-      pipeline,
-      admission,
-      fairness,
-      durability: dependencies.durability,
-      clock: dependencies.clock,
-      ackMode: config.ackMode,
-      maxEvents: config.bulk.maxEvents,
-      bodyLimitBytes: config.bulk.bodyLimitBytes,
-    });
+    const context = { pipeline, admission, fairness, durability: dependencies.durability, clock: dependencies.clock, ackMode: config.ackMode };
+    registerEventRoute(routes, context, { bodyLimitBytes: config.bodyLimitBytes });
+    registerBulkRoute(routes, context, { maxEvents: config.bulk.maxEvents, bodyLimitBytes: config.bulk.bodyLimitBytes });
     done();
   });
   registerOpsRoutes(app, {

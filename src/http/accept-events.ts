@@ -1,10 +1,8 @@
 import type { Waiter } from '../batcher/batcher.ts';
 import { IngestError } from '../errors.ts';
-import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
-import type { Durability } from '../wal/durability.ts';
 import { WalFatalError, WalFullError } from '../wal/errors.ts';
-import type { Admission } from './admission.ts';
+import type { IngestContext } from './ingest-context.ts';
 
 const WAL_RETRY_AFTER_SECONDS = 5;
 
@@ -14,7 +12,7 @@ const WAL_RETRY_AFTER_SECONDS = 5;
  * not queued are released from the log at once (they were not acknowledged).
  */
 export async function acceptEvents(
-  context: { pipeline: IngestPipeline; durability: Durability; admission: Admission },
+  context: Pick<IngestContext, 'pipeline' | 'durability' | 'admission'>,
   events: readonly QueuedEvent[],
   waiters?: readonly Waiter[],
 ): Promise<void> {
@@ -38,3 +36,4 @@ export async function acceptEvents(
   // Nothing runs between the room check and these enqueues, so none is refused.
   durable.forEach((event, index) => pipeline.enqueue(event, waiters?.[index]));
 }
+

@@ -32,10 +32,6 @@ export class Admission {
     this.#lowWater = options.lowWater;
   }
 
-  get shedding(): boolean {
-    return this.#shedding;
-  }
-
   decide(count = 1, bytes = 0): AdmissionDecision {
     const queue = this.#queue;
     if (queue.draining) return { admit: false, code: 'INGEST_ERR_DRAINING', retryAfterSeconds: 1 };

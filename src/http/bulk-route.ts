@@ -1,27 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import type { ItemOutcome } from '../batcher/batcher.ts';
-import type { Clock } from '../clock.ts';
 import { IngestError, type FieldIssue } from '../errors.ts';
-import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
-import type { Durability } from '../wal/durability.ts';
+import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
 import { acceptEvents } from './accept-events.ts';
-import type { Admission } from './admission.ts';
-import type { TenantFairness } from './tenant-fairness.ts';
 import { bulkLines } from './bulk-body.ts';
+import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
 import { requestSpanOf } from './request-span.ts';
 
-export interface BulkRouteOptions {
-  readonly pipeline: IngestPipeline;
-  readonly admission: Admission;
-  readonly fairness: TenantFairness;
-  readonly durability: Durability;
-  readonly clock: Clock;
-  readonly ackMode: 'queued' | 'committed';
-  readonly maxEvents: number;
-  readonly bodyLimitBytes: number;
-}
 
 interface RejectedLine {
   readonly index: number;
@@ -34,20 +20,18 @@ interface RejectedLine {
  * client asks `?atomic=true` (then one bad line refuses the whole request). Admission is
  * all-or-nothing: the valid events are queued together or not at all (429/503).
  */
-export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOptions): void {
-  const { pipeline, admission, fairness, durability, clock, ackMode } = options;
+export function registerBulkRoute(app: FastifyInstance, context: IngestContext, limits: { maxEvents: number; bodyLimitBytes: number }): void {
+  const { admission, fairness, clock, ackMode } = context;
 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
-    {
-      bodyLimit: options.bodyLimitBytes,
-    },
+    { bodyLimit: limits.bodyLimitBytes },
     async (request, reply) => {
       const lines = bulkLines(request.body);
       if (lines === undefined) throw new IngestError('INGEST_ERR_VALIDATION', 'the body must be a JSON array of events or NDJSON', { issues: [{ path: '(body)', message: 'must be an array of events' }] });
       if (lines.length === 0) throw new IngestError('INGEST_ERR_VALIDATION', 'the body holds no events', { issues: [{ path: '(body)', message: 'holds no events' }] });
-      if (lines.length > options.maxEvents) {
-        throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${options.maxEvents} (BULK_MAX_EVENTS)`);
+      if (lines.length > limits.maxEvents) {
+        throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${limits.maxEvents} (BULK_MAX_EVENTS)`);
       }
       const receivedAtIso = new Date(clock.now()).toISOString();
       const requestSpan = requestSpanOf(request);
@@ -84,22 +68,12 @@ export function registerBulkRoute(app: FastifyInstance, options: BulkRouteOption
       if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
 
       const events = accepted.map(({ event }) => event);
-      const context = { pipeline, durability, admission };
-      const outcomes: Promise<ItemOutcome>[] = [];
-      if (ackMode === 'committed') {
-        const waiters = events.map(() => {
-          let settle: (outcome: ItemOutcome) => void = () => {};
-          outcomes.push(new Promise<ItemOutcome>((resolve) => (settle = resolve)));
-          return settle;
-        });
-        await acceptEvents(context, events, waiters);
-      } else {
-        await acceptEvents(context, events);
-      }
+      const committed = ackMode === 'committed' ? outcomeWaiters(events.length) : undefined;
+      await acceptEvents(context, events, committed?.waiters);
       const acceptedIds = accepted.map(({ index, event }) => ({ index, id: event.id }));
-      if (ackMode === 'queued') return reply.code(202).send({ accepted: acceptedIds, rejected });
+      if (!committed) return reply.code(202).send({ accepted: acceptedIds, rejected });
 
-      const settled = await Promise.all(outcomes);
+      const settled = await committed.outcomes;
       const results = acceptedIds.map((item, i) => ({ ...item, outcome: settled[i] }));
       const allStored = settled.every((outcome) => outcome === 'stored');
       return reply.code(allStored && rejected.length === 0 ? 201 : 207).send({ accepted: results, rejected });

@@ -1,34 +1,18 @@
 import type { FastifyInstance } from 'fastify';
-import type { ItemOutcome } from '../batcher/batcher.ts';
-import type { Clock } from '../clock.ts';
 import { IngestError } from '../errors.ts';
-import type { IngestPipeline } from '../ingest/pipeline.ts';
-import type { Durability } from '../wal/durability.ts';
+import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
 import { acceptEvents } from './accept-events.ts';
-import type { Admission } from './admission.ts';
-import type { TenantFairness } from './tenant-fairness.ts';
+import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
 import { requestSpanOf } from './request-span.ts';
 
-export interface EventRouteOptions {
-  readonly pipeline: IngestPipeline;
-  readonly admission: Admission;
-  readonly fairness: TenantFairness;
-  readonly durability: Durability;
-  readonly clock: Clock;
-  readonly ackMode: 'queued' | 'committed';
-  readonly bodyLimitBytes: number;
-}
-
 /** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
-export function registerEventRoute(app: FastifyInstance, options: EventRouteOptions): void {
-  const { pipeline, admission, fairness, durability, clock, ackMode } = options;
+export function registerEventRoute(app: FastifyInstance, context: IngestContext, limits: { bodyLimitBytes: number }): void {
+  const { admission, fairness, clock, ackMode } = context;
 
   app.post(
     '/event',
-    {
-      bodyLimit: options.bodyLimitBytes,
-    },
+    { bodyLimit: limits.bodyLimitBytes },
     async (request, reply) => {
       const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant, requestSpanOf(request));
       if (!prepared.ok) {
@@ -40,15 +24,13 @@ export function registerEventRoute(app: FastifyInstance, options: EventRouteOpti
       const fair = fairness.decide(prepared.tenant, 1);
       if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
 
-      const context = { pipeline, durability, admission };
       if (ackMode === 'queued') {
         await acceptEvents(context, [queued]);
         return reply.code(202).send({ id });
       }
-      let settle: (outcome: ItemOutcome) => void = () => {};
-      const settled = new Promise<ItemOutcome>((resolve) => (settle = resolve));
-      await acceptEvents(context, [queued], [settle]);
-      const outcome = await settled;
+      const { waiters, outcomes } = outcomeWaiters(1);
+      await acceptEvents(context, [queued], waiters);
+      const [outcome] = await outcomes;
       if (outcome === 'rejected') {
         throw new IngestError(
           'INGEST_ERR_REJECTED_BY_DATABASE',

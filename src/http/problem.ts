@@ -3,13 +3,14 @@ import { errorCatalog, IngestError, type ErrorCode } from '../errors.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-/** Fastify's own error codes, mapped onto the registry so clients see one vocabulary. */
+/**
+ * Fastify's own error codes, mapped onto the registry so clients see one vocabulary. (JSON syntax
+ * errors never reach here: the body parsers in json-body.ts and bulk-body.ts raise our codes.)
+ */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'INGEST_ERR_UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_BODY_TOO_LARGE: 'INGEST_ERR_BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INGEST_ERR_BAD_REQUEST',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'INGEST_ERR_MALFORMED_JSON',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'INGEST_ERR_MALFORMED_JSON',
 };
 
 /** Send an RFC 9457 problem document. 5xx bodies say nothing internal. */
@@ -46,9 +47,6 @@ export function toIngestError(error: FastifyError | Error): IngestError {
   }
   const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
   if (mapped) return new IngestError(mapped, fastifyError.message, { cause: error });
-  if (error instanceof SyntaxError || fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
-    return new IngestError('INGEST_ERR_MALFORMED_JSON', error.message, { cause: error });
-  }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     if (status === 413) return new IngestError('INGEST_ERR_BODY_TOO_LARGE', error.message, { cause: error });
