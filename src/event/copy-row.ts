@@ -58,6 +58,11 @@ export function encodeEventRow(event: AuditEvent, id: string, receivedAtIso: str
   );
 }
 
+/** The id column of an encoded row (the first; a UUID, never escaped). */
+export function idOfRow(row: string): string {
+  return row.slice(0, row.indexOf('\t'));
+}
+
 /** The tenant column of an encoded row. Tenants are [A-Za-z0-9._-] only, so never escaped. */
 export function tenantOfRow(row: string): string {
   const start = row.indexOf('\t') + 1;

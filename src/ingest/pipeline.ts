@@ -11,6 +11,9 @@ import type { QueuedEvent, Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import { linksTo, tracer } from '../telemetry/tracing.ts';
 
+/** How often recovery looks for room in a full queue (start-up only, never the request path). */
+const RECOVERY_WAIT_FOR_ROOM_MS = 20;
+
 export interface PipelineOptions {
   readonly batch: Config['batch'];
   readonly queue: Pick<Config['queue'], 'capacity' | 'maxBytes'>;
@@ -92,6 +95,17 @@ export class IngestPipeline {
     return result;
   }
 
+  /**
+   * Queue an event that was already acknowledged by an earlier run (spill file, WAL replay),
+   * waiting for room rather than refusing it. Resolves once it is queued.
+   */
+  async enqueueWhenRoom(event: QueuedEvent, waiter?: Waiter): Promise<void> {
+    while (!this.enqueue(event, waiter).ok) {
+      if (this.batcher.state !== 'running') throw new Error('the pipeline stopped before a recovered event could be queued');
+      await new Promise((resolve) => setTimeout(resolve, RECOVERY_WAIT_FOR_ROOM_MS));
+    }
+  }
+
   /** Events accepted since start. */
   counters(): { accepted: number } {
     return { accepted: this.batcher.counters.enqueued };
@@ -100,11 +114,6 @@ export class IngestPipeline {
   /** Events of `tenant` accepted and not yet settled. */
   tenantDepth(tenant: string): number {
     return this.#tenantDepth.get(tenant) ?? 0;
-  }
-
-  /** Tenants with events in the queue right now. */
-  get tenantsQueued(): number {
-    return this.#tenantDepth.size;
   }
 
   #release(batch: readonly QueuedEvent[]): void {

@@ -1,9 +1,8 @@
 import type { Logger } from 'pino';
+import { idOfRow } from '../event/copy-row.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import type { RecoveredRecord } from './recover.ts';
-
-const WAIT_FOR_ROOM_MS = 20;
 
 /**
  * Put the previous run's log records back through the batcher, oldest first, waiting for room
@@ -15,10 +14,7 @@ export async function replayRecovered(records: readonly RecoveredRecord[], pipel
   logger.info({ events: records.length }, 'replaying the write-ahead log of the previous run before taking traffic');
   for (const record of records) {
     const row = record.payload.toString('utf8');
-    const event = { id: row.slice(0, row.indexOf('\t')), row, bytes: record.payload.length, walSeq: record.seq };
-    while (!pipeline.enqueue(event).ok) {
-      await new Promise((resolve) => setTimeout(resolve, WAIT_FOR_ROOM_MS));
-    }
+    await pipeline.enqueueWhenRoom({ id: idOfRow(row), row, bytes: record.payload.length, walSeq: record.seq });
   }
   metrics.walReplayed.inc(records.length);
   logger.info({ events: records.length }, 'write-ahead log replayed');
