@@ -38,7 +38,7 @@ export class WalDurability implements Durability {
   async persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]> {
     const appended: Appended[] = [];
     try {
-      for (const event of events) appended.push(this.#wal.append(Buffer.from(event.row)));
+      for (const event of events) appended.push(this.#wal.append(event.row));
       await Promise.all(appended.map(({ durable }) => durable));
     } catch (error) {
       // None of these events is acknowledged or queued: release what did reach the log.

@@ -9,12 +9,15 @@ export const HEADER_BYTES = 16;
 /** No payload is larger than this (events are ≤ 64 KiB of JSON; rows are smaller): a sanity bound for parsing. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 
-export function encodeRecord(seq: number, payload: Buffer): Buffer {
-  const record = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
-  record.writeUInt32LE(payload.length, 0);
+/** Encode one record. A string payload (an event's row) is written as UTF-8 straight into the record. */
+export function encodeRecord(seq: number, payload: Buffer | string): Buffer {
+  const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const record = Buffer.allocUnsafe(HEADER_BYTES + length);
+  record.writeUInt32LE(length, 0);
   record.writeBigUInt64LE(BigInt(seq), 8);
-  payload.copy(record, HEADER_BYTES);
-  record.writeUInt32LE(checksum(record, payload.length), 4);
+  if (typeof payload === 'string') record.write(payload, HEADER_BYTES, 'utf8');
+  else payload.copy(record, HEADER_BYTES);
+  record.writeUInt32LE(checksum(record, length), 4);
   return record;
 }
 

@@ -116,7 +116,7 @@ export class WriteAheadLog {
   }
 
   /** Append one event's payload; the returned promise resolves once it is on disk. */
-  append(payload: Buffer): Appended {
+  append(payload: Buffer | string): Appended {
     if (this.#failed) throw this.#failed;
     if (this.#closed) throw new WalFullError('the write-ahead log is closed');
     const refusing = this.refusing;

@@ -20,6 +20,14 @@ describe('WAL record format', () => {
     assert.equal(step.kind === 'record' && step.record.payload.toString(), 'hello');
   });
 
+  it('encodes a string payload as UTF-8 straight into the record, the same bytes as from a Buffer', () => {
+    const row = 'id\tZoë 👩‍💻 \\t\n';
+    const fromString = encodeRecord(9, row);
+    assert.deepEqual(fromString, encodeRecord(9, Buffer.from(row)));
+    const step = parseRecordAt(fromString, 0);
+    assert.equal(step.kind === 'record' && step.record.payload.toString('utf8'), row);
+  });
+
   it('detects a flipped bit anywhere in the record', () => {
     const record = encodeRecord(7, Buffer.from('payload'));
     for (let byte = 4; byte < record.length; byte += 1) {
