@@ -1,20 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { runScript } from '../helpers/run-script.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
 
-const run = promisify(execFile);
-const KEYS_SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/keys.ts');
 
 describe('API keys and tenant isolation', () => {
   let db: TestDatabase;
   let service: TestService;
   const keys = async (...args: string[]) => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', KEYS_SCRIPT, ...args], { env: { ...process.env, DATABASE_URL: db.url } });
+    const { code, stdout } = await runScript('keys', args, { DATABASE_URL: db.url });
+    assert.equal(code, 0, `npm run keys -- ${args.join(' ')}`);
     return stdout.trimEnd().split('\n');
   };
   before(async () => {

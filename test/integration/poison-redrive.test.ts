@@ -1,27 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { runScript } from '../helpers/run-script.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
-const run = promisify(execFile);
-const DLQ_SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/dlq.ts');
-
-async function dlq(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string }> {
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', DLQ_SCRIPT, ...args], { env: { ...process.env, ...env } });
-    return { code: 0, stdout };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string };
-    return { code: failed.code, stdout: failed.stdout };
-  }
-}
+const dlq = (args: string[], env: Record<string, string>) => runScript('dlq', args, env);
 
 describe('poison isolation, dead-lettering and re-drive, end to end', () => {
   let db: TestDatabase;
