@@ -24,6 +24,7 @@ import {
   measureServiceRun,
   type Batching,
   type ServiceRun,
+  type LoadFigures,
 } from './lib/scenario.ts';
 import { histogram, histogramDelta, quantile } from './lib/prometheus.ts';
 import { perEventText } from './lib/report.ts';
@@ -46,14 +47,7 @@ const PACED_CONNECTIONS = 128;
 /** Alternating full-load rounds of memory and wal. */
 const ROUNDS = 2;
 
-interface RunSummary {
-  readonly eventsPerSecond: number;
-  readonly ok2xx: number;
-  readonly non2xx: number;
-  readonly errors: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly stored: number;
+interface RunSummary extends LoadFigures {
   readonly fsyncs: number;
   readonly fsyncSeconds: number;
   readonly grouped: number;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { startBenchServer } from './lib/database.ts';
 import { RESULTS_DIR, ROOT, progress, type BenchOptions, type Context } from './lib/harness.ts';
 import { describeMachine, psqlVersion } from './lib/machine.ts';
-import { killAll } from './lib/processes.ts';
+import { exitOnSignal, killAll } from './lib/processes.ts';
 import { perEventText, renderReport, type Integrity, type Measurement, type Report, type Target } from './lib/report.ts';
 import { runBare } from './modes/bare.ts';
 import { runCopy } from './modes/copy.ts';
@@ -95,13 +95,7 @@ async function main(): Promise<void> {
   progress(process.env.DATABASE_URL ? 'using DATABASE_URL' : 'starting embedded PostgreSQL (fsync on), restarting once to preload pg_stat_statements');
   const server = await startBenchServer();
   const stopServer = once(() => server.stop());
-  const onSignal = (signal: NodeJS.Signals) => {
-    progress(`${signal}: stopping every child process`);
-    killAll();
-    void stopServer().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  exitOnSignal(stopServer, progress);
   const ctx: Context = { options, server, runDir };
   try {
     const naive = await runNaive(ctx);

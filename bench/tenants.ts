@@ -28,6 +28,7 @@ import {
   startIngestService,
   waitForDrain,
   type Batching,
+  type LoadFigures,
 } from './lib/scenario.ts';
 import type { StreamOptions, StreamResult, StreamsOptions, StreamsResult } from './load-streams.ts';
 
@@ -40,16 +41,9 @@ const NOISE_FACTOR = 10;
 const OVERLOAD = 1.25;
 const MIN_QUIET_RATE = 300;
 
-interface SpreadResult {
+interface SpreadResult extends LoadFigures {
   readonly partition: Partition;
   readonly tenants: number;
-  readonly eventsPerSecond: number;
-  readonly ok2xx: number;
-  readonly non2xx: number;
-  readonly errors: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly stored: number;
   readonly commitsPerEvent: number;
   readonly batching: Batching;
   readonly shed: string;

@@ -105,3 +105,21 @@ export async function waitUntilHealthy(url: string, child: Child, timeoutMs: num
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * On SIGINT or SIGTERM: kill every child, run `stop`, exit 130. Returns a function that removes
+ * the handlers again.
+ */
+export function exitOnSignal(stop: () => Promise<unknown>, log: (line: string) => void): () => void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`${signal}: stopping every child process`);
+    killAll();
+    void stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}

@@ -23,7 +23,7 @@ import {
   type HttpServer,
 } from './harness.ts';
 import { describeMachine, psqlVersion, type Machine } from './machine.ts';
-import { killAll, sleep } from './processes.ts';
+import { exitOnSignal, killAll, sleep } from './processes.ts';
 import { byLabel, histogram, histogramDelta, quantile, scrape, value, type Scrape } from './prometheus.ts';
 import type { CpuUse, PerEvent } from './report.ts';
 
@@ -61,13 +61,7 @@ export async function runScenario(name: string, options: BenchOptions, setup: st
   let server: BenchServer | undefined;
   let stopping: Promise<void> | undefined;
   const stopServer = () => (stopping ??= server?.stop() ?? Promise.resolve());
-  const onSignal = (signal: NodeJS.Signals) => {
-    progress(`${signal}: stopping every child process`);
-    killAll();
-    void stopServer().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const removeSignalHandlers = exitOnSignal(stopServer, progress);
   try {
     await mkdir(runDir, { recursive: true });
     progress(`results and logs in ${path.relative(ROOT, runDir)}`);
@@ -86,9 +80,19 @@ export async function runScenario(name: string, options: BenchOptions, setup: st
   } finally {
     killAll();
     await stopServer().catch((error: unknown) => progress(`stopping PostgreSQL failed: ${String(error)}`));
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    removeSignalHandlers();
   }
+}
+
+/** What every scenario reports of one load run. */
+export interface LoadFigures {
+  readonly eventsPerSecond: number;
+  readonly ok2xx: number;
+  readonly non2xx: number;
+  readonly errors: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly stored: number;
 }
 
 /** The same machine lines as run-bench's report. */
