@@ -6,7 +6,25 @@ const TOP_TENANTS = 20;
 const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 200, 300, 400, 500, 1000, 2000];
 const BATCH_BYTES_BUCKETS = [1024, 8192, 32768, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608];
 const FLUSH_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-const LATENCY_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10, 30];
+/** Accept-to-commit: fine around the 1 s SLO, then out to 10 min, the age a backlog reaches in an outage. */
+const LATENCY_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+/** HTTP request duration: a 202 takes a WAL group commit (~1 ms), a 201 a batch commit (~0.2 s). */
+const HTTP_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Label values known in advance, started at 0 so a fresh scrape already has their series. */
+const FLUSH_REASONS = ['size', 'bytes', 'time', 'shutdown', 'partitions'] as const;
+const DROP_REASONS = ['spilled', 'left_in_wal'] as const;
+const SHED_REASONS = ['overloaded', 'queue_full', 'draining', 'tenant_over_share'] as const;
+const BREAKER_STATES = ['open', 'half_open', 'closed'] as const;
+const INGEST_ROUTES = ['/event', '/events'] as const;
+/** The answers of the ingest routes a dashboard or alert divides by (accepted, refused, shed). */
+const INGEST_STATUSES = [201, 202, 400, 401, 413, 429, 503] as const;
+const STATUS_CLASSES = ['2xx', '4xx', '5xx'] as const;
+
+/** "2xx" for 202: the request-duration histogram's label (bounded: five values). */
+export function statusClass(statusCode: number): string {
+  return `${Math.floor(statusCode / 100)}xx`;
+}
 
 export type IngestMetrics = ReturnType<typeof createMetrics>;
 
@@ -16,12 +34,18 @@ export type IngestMetrics = ReturnType<typeof createMetrics>;
  */
 export function createMetrics(registry = new Registry()) {
   const metrics = createInstruments(registry);
-  // Labelled counters have no series until their first increment, which makes "is it still 0?"
-  // alerts awkward: start every known label value at 0.
-  for (const reason of ['size', 'bytes', 'time', 'shutdown', 'partitions']) metrics.flushes.labels({ reason });
-  for (const reason of ['spilled', 'left_in_wal']) metrics.eventsDropped.labels({ reason });
-  for (const reason of ['overloaded', 'queue_full', 'draining', 'tenant_over_share']) metrics.shed.labels({ reason });
-  for (const to of ['open', 'half_open', 'closed']) metrics.breakerTransitions.labels({ to });
+  // Labelled counters have no series until their first increment (prom-client's labels() only
+  // binds a label set; inc(labels, 0) and Histogram.zero() create the series), so a panel shows
+  // "No data" after a restart and rate() misses the first increment: start every known label
+  // value at 0. test/unit/metrics.test.ts scrapes a fresh registry for each of them.
+  for (const reason of FLUSH_REASONS) metrics.flushes.inc({ reason }, 0);
+  for (const reason of DROP_REASONS) metrics.eventsDropped.inc({ reason }, 0);
+  for (const reason of SHED_REASONS) metrics.shed.inc({ reason }, 0);
+  for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
+  for (const route of INGEST_ROUTES) {
+    for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
+    for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
+  }
   return metrics;
 }
 
@@ -31,6 +55,7 @@ function createInstruments(registry: Registry) {
   let readTenantDepths: () => Iterable<[string, number]> = () => [];
   let readWal: () => { bytes: number; segments: number } = () => ({ bytes: 0, segments: 0 });
   let readPool: () => { total: number; idle: number; waiting: number } = () => ({ total: 0, idle: 0, waiting: 0 });
+  let readOldestAgeSeconds: () => number = () => 0;
   return {
     registry,
     /** The queue depth gauge reads this at scrape time, so the hot path never updates it. */
@@ -46,6 +71,24 @@ function createInstruments(registry: Registry) {
     setWalSource(source: () => { bytes: number; segments: number }): void {
       readWal = source;
     },
+    /**
+     * The oldest-unsettled-event gauge reads `oldestEnqueuedAtMs()` (an enqueue time on `clock`,
+     * or undefined when nothing is unsettled: Batcher.oldestEnqueuedAtMs) at scrape time.
+     */
+    setOldestUnsettledSource(oldestEnqueuedAtMs: () => number | undefined, clock: { now(): number }): void {
+      readOldestAgeSeconds = () => {
+        const oldest = oldestEnqueuedAtMs();
+        return oldest === undefined ? 0 : Math.max(0, clock.now() - oldest) / 1000;
+      };
+    },
+    oldestUnsettledAge: new Gauge({
+      name: 'ingest_oldest_unsettled_event_age_seconds',
+      help: 'Age of the oldest accepted event not yet settled (stored, dead-lettered or dropped); 0 when none waits. Grows without bound while nothing is stored, whatever the traffic.',
+      registers: [registry],
+      collect() {
+        this.set(readOldestAgeSeconds());
+      },
+    }),
     tenantQueueDepth: new Gauge({
       name: 'ingest_tenant_queue_depth',
       help: `Unsettled events per tenant, for the ${TOP_TENANTS} tenants holding most; the rest summed as tenant="other" (bounded cardinality).`,
@@ -239,6 +282,13 @@ function createInstruments(registry: Registry) {
       name: 'ingest_events_dropped_total',
       help: 'Accepted events left unstored at the shutdown deadline, by reason: spilled (written to DATA_DIR/spill, DURABILITY=memory) or left_in_wal (replayed from the write-ahead log at the next start).',
       labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    httpRequestDuration: new Histogram({
+      name: 'ingest_http_request_duration_seconds',
+      help: 'Time from a request arriving to its response being sent (Fastify reply.elapsedTime), by route and status class (2xx, 4xx, 5xx).',
+      labelNames: ['route', 'status_class'] as const,
+      buckets: HTTP_SECONDS_BUCKETS,
       registers: [registry],
     }),
     httpResponses: new Counter({
