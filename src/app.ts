@@ -18,7 +18,7 @@ import { registerJsonBodyParser } from './http/json-body.ts';
 import { handleError, sendProblem } from './http/problem.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { Durability } from './wal/durability.ts';
-import type { IngestMetrics } from './telemetry/metrics.ts';
+import { statusClass, type IngestMetrics } from './telemetry/metrics.ts';
 
 /** zstd where this Node has it (22.15+), then the classics. */
 const REQUEST_ENCODINGS: ('zstd' | 'br' | 'gzip' | 'deflate')[] = [
@@ -142,16 +142,19 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   );
   app.decorateReply('problemCode', undefined);
   // One labelled child per (route, status), looked up once: prom-client hashes labels on every inc.
-  const responseCounters = new Map<string, { inc(): void }>();
+  const responseCounters = new Map<string, { inc(): void; observe(seconds: number): void }>();
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     const key = `${route} ${reply.statusCode}`;
     let counter = responseCounters.get(key);
     if (!counter) {
-      counter = metrics.httpResponses.labels({ route, status: reply.statusCode });
+      const responses = metrics.httpResponses.labels({ route, status: reply.statusCode });
+      const duration = metrics.httpRequestDuration.labels({ route, status_class: statusClass(reply.statusCode) });
+      counter = { inc: () => responses.inc(), observe: (seconds) => duration.observe(seconds) };
       responseCounters.set(key, counter);
     }
     counter.inc();
+    counter.observe(reply.elapsedTime / 1000);
     // Request logs at debug: method, path, status, time, tenant. Never a body or a header.
     if (request.log.level === 'debug' || request.log.level === 'trace') {
       request.log.debug(
