@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { onCheckedOutClientError } from '../db/pool.ts';
 import { generateKey } from './api-key.ts';
 
 export interface StoredKey {
@@ -75,6 +76,12 @@ export class ApiKeyStore {
    */
   async rotate(id: string, overlapMs: number): Promise<{ key: string; stored: StoredKey } | undefined> {
     const client = await this.#pool.connect();
+    // A connection that dies mid-transaction fails the query in flight; the listener keeps its
+    // 'error' from being uncaught, and the dead client is discarded rather than pooled again.
+    let broken: Error | undefined;
+    const stopListening = onCheckedOutClientError(client, (error) => {
+      broken ??= error;
+    });
     try {
       await client.query('BEGIN');
       const { rows } = await client.query<{ tenant: string; label: string | null }>(
@@ -95,10 +102,11 @@ export class ApiKeyStore {
       await client.query('COMMIT');
       return { key, stored: toStoredKey(inserted.rows[0]!) };
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
+      if (broken === undefined) await client.query('ROLLBACK').catch(() => {});
       throw error;
     } finally {
-      client.release();
+      stopListening();
+      client.release(broken);
     }
   }
 }

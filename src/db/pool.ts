@@ -24,6 +24,21 @@ export function createPool(databaseUrl: string, db: Config['db'], logger: Logger
   return pool;
 }
 
+/**
+ * Listen for a checked-out client's 'error' for as long as it is checked out, and hand it to
+ * `onError` (which should discard the client). pg-pool listens only while a client is idle: a
+ * socket that dies during a checkout (a backend terminated or killed, PostgreSQL restarting every
+ * backend after a crash, a network reset) emits 'error' with no listener, which is an uncaught
+ * exception that takes the process down. The query in flight, if any, is rejected all the same;
+ * the caller sees the failure there, or on its next query (the client is no longer queryable).
+ * Returns the function that removes the listener: call it when the client is released.
+ */
+export function onCheckedOutClientError(client: pg.PoolClient, onError: (error: Error) => void): () => void {
+  const listener = (error: Error) => onError(error);
+  client.on('error', listener);
+  return () => client.off('error', listener);
+}
+
 /** True when the database answers a trivial query within `timeoutMs`. */
 export async function isDatabaseReachable(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

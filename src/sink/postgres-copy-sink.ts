@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { isPermanentFailure } from '../db/failure-class.ts';
+import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import { NOTHING_DEAD_LETTERED, type QueuedEvent, type Sink, type WriteResult } from './sink.ts';
 
@@ -57,6 +58,13 @@ export class PostgresCopySink implements Sink {
       released = true;
       client.release(reason instanceof Error ? reason : new Error(String(reason)));
     };
+    // The connection dying under us (backend killed, server restarting) rejects the query in
+    // flight; without this listener it would also be an uncaught 'error' on the client.
+    let broken: Error | undefined;
+    const stopListening = onCheckedOutClientError(client, (error) => {
+      broken ??= error;
+      discard(error);
+    });
     const timeout = AbortSignal.timeout(this.#copyTimeoutMs);
     const deadline = AbortSignal.any([signal, timeout]);
     const onDeadline = () => discard(deadline.reason);
@@ -77,7 +85,7 @@ export class PostgresCopySink implements Sink {
       // transaction just needs rolling back. Poison isolation splits such batches many times, and
       // a new backend per failed half cost ~4x a good write. Any other failure leaves the
       // connection in an unknown state (mid-COPY, timed out, broken): destroy it.
-      if (!deadline.aborted && isPermanentFailure(error) && (await rollback(client))) {
+      if (broken === undefined && !deadline.aborted && isPermanentFailure(error) && (await rollback(client))) {
         released = true;
         client.release();
       } else {
@@ -91,6 +99,7 @@ export class PostgresCopySink implements Sink {
       throw error;
     } finally {
       deadline.removeEventListener('abort', onDeadline);
+      stopListening();
       if (!released) {
         released = true;
         client.release();
