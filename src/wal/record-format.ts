@@ -1,15 +1,28 @@
 import CRC32C from 'crc-32/crc32c';
 
 /**
- * One WAL record: a 16-byte header then the payload (an event's COPY row, UTF-8).
- *   u32 payload length | u32 CRC32C over (seq, payload) | u64 sequence number | payload
- * Little-endian. The CRC covers the sequence number so a record moved or spliced is detected.
+ * One WAL record: a 16-byte header then the payload. Little-endian.
+ *   u32 type<<24 | payload length | u32 CRC32C | u64 sequence number | payload
+ *
+ * Type 0 (format 1, every record before cancellations existed): an event, its payload the
+ * event's COPY row (UTF-8); the CRC covers (seq, payload), so a record moved or spliced is
+ * detected. Type 1 (format 2): a cancellation, its payload (u64 first seq, u32 count) ranges of
+ * event records that were refused after they were written and must never be replayed; the CRC
+ * covers the type/length word as well, so a flipped type bit cannot turn one kind into the other.
+ * A segment written before format 2 holds only type-0 records and reads as before.
  */
 export const HEADER_BYTES = 16;
 /** No payload is larger than this (events are ≤ 64 KiB of JSON; rows are smaller): a sanity bound for parsing. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 
-/** Encode one record. A string payload (an event's row) is written as UTF-8 straight into the record. */
+const LENGTH_MASK = 0x00ff_ffff;
+const TYPE_SHIFT = 24;
+const TYPE_EVENT = 0;
+const TYPE_CANCEL = 1;
+/** A cancellation payload: ranges of (u64 first seq, u32 count). */
+const RANGE_BYTES = 12;
+
+/** Encode one event record. A string payload (an event's row) is written as UTF-8 straight into the record. */
 export function encodeRecord(seq: number, payload: Buffer | string): Buffer {
   const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   const record = Buffer.allocUnsafe(HEADER_BYTES + length);
@@ -17,15 +30,51 @@ export function encodeRecord(seq: number, payload: Buffer | string): Buffer {
   record.writeBigUInt64LE(BigInt(seq), 8);
   if (typeof payload === 'string') record.write(payload, HEADER_BYTES, 'utf8');
   else payload.copy(record, HEADER_BYTES);
-  record.writeUInt32LE(checksum(record, length), 4);
+  record.writeUInt32LE(checksum(record, TYPE_EVENT, length), 4);
   return record;
 }
 
-function checksum(record: Buffer, payloadLength: number): number {
-  return CRC32C.buf(record.subarray(8, HEADER_BYTES + payloadLength)) >>> 0;
+/** Encode a cancellation record (its own sequence number `seq`) for the event records `cancelled`. */
+export function encodeCancellation(seq: number, cancelled: Iterable<number>): Buffer {
+  const ranges = toRanges(cancelled);
+  const length = ranges.length * RANGE_BYTES;
+  const record = Buffer.allocUnsafe(HEADER_BYTES + length);
+  record.writeUInt32LE(((TYPE_CANCEL << TYPE_SHIFT) | length) >>> 0, 0);
+  record.writeBigUInt64LE(BigInt(seq), 8);
+  for (const [index, [first, count]] of ranges.entries()) {
+    record.writeBigUInt64LE(BigInt(first), HEADER_BYTES + index * RANGE_BYTES);
+    record.writeUInt32LE(count, HEADER_BYTES + index * RANGE_BYTES + 8);
+  }
+  record.writeUInt32LE(checksum(record, TYPE_CANCEL, length), 4);
+  return record;
 }
 
-export type ParsedRecord = { readonly seq: number; readonly payload: Buffer; readonly offset: number; readonly bytes: number };
+function toRanges(seqs: Iterable<number>): [number, number][] {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const ranges: [number, number][] = [];
+  for (const seq of sorted) {
+    const last = ranges.at(-1);
+    if (last && last[0] + last[1] === seq && last[1] < 0xffff_ffff) last[1] += 1;
+    else ranges.push([seq, 1]);
+  }
+  return ranges;
+}
+
+function checksum(record: Buffer, type: number, payloadLength: number): number {
+  const body = record.subarray(8, HEADER_BYTES + payloadLength);
+  if (type === TYPE_EVENT) return CRC32C.buf(body) >>> 0;
+  return CRC32C.buf(body, CRC32C.buf(record.subarray(0, 4))) >>> 0;
+}
+
+export type ParsedRecord = {
+  readonly seq: number;
+  /** An event's row, or (for a cancellation) the encoded ranges. */
+  readonly payload: Buffer;
+  readonly offset: number;
+  readonly bytes: number;
+  /** For a cancellation record: the sequence numbers of the event records it cancels. */
+  readonly cancels?: readonly number[];
+};
 
 export type ParseStep =
   | { readonly kind: 'record'; readonly record: ParsedRecord }
@@ -37,20 +86,32 @@ export type ParseStep =
 /** Parse the record at `offset` of `buffer`. */
 export function parseRecordAt(buffer: Buffer, offset: number): ParseStep {
   if (buffer.length - offset < HEADER_BYTES) return { kind: 'truncated' };
-  const length = buffer.readUInt32LE(offset);
-  if (length > MAX_PAYLOAD_BYTES) return { kind: 'corrupt' };
+  const word = buffer.readUInt32LE(offset);
+  const type = word >>> TYPE_SHIFT;
+  const length = word & LENGTH_MASK;
+  if ((type !== TYPE_EVENT && type !== TYPE_CANCEL) || length > MAX_PAYLOAD_BYTES) return { kind: 'corrupt' };
   if (buffer.length - offset < HEADER_BYTES + length) return { kind: 'truncated' };
   const record = buffer.subarray(offset, offset + HEADER_BYTES + length);
-  if (record.readUInt32LE(4) !== checksum(record, length)) return { kind: 'corrupt' };
+  if (record.readUInt32LE(4) !== checksum(record, type, length)) return { kind: 'corrupt' };
   const seq = Number(record.readBigUInt64LE(8));
-  return { kind: 'record', record: { seq, payload: record.subarray(HEADER_BYTES), offset, bytes: HEADER_BYTES + length } };
+  const payload = record.subarray(HEADER_BYTES);
+  if (type === TYPE_EVENT) return { kind: 'record', record: { seq, payload, offset, bytes: HEADER_BYTES + length } };
+  if (length === 0 || length % RANGE_BYTES !== 0) return { kind: 'corrupt' };
+  const cancels: number[] = [];
+  for (let at = 0; at < length; at += RANGE_BYTES) {
+    const first = Number(payload.readBigUInt64LE(at));
+    const count = payload.readUInt32LE(at + 8);
+    for (let index = 0; index < count; index += 1) cancels.push(first + index);
+  }
+  return { kind: 'record', record: { seq, payload, offset, bytes: HEADER_BYTES + length, cancels } };
 }
 
 export interface SegmentScan {
+  /** Every valid record, events and cancellations, in file order. */
   readonly records: ParsedRecord[];
   /** Where the valid data ends: a torn tail after it is truncated away. */
   readonly validBytes: number;
-  /** Byte ranges that are not records but are followed by valid ones: quarantined, skipped. */
+  /** Byte ranges that are not records (damaged ones, including a damaged final record): quarantined, skipped. */
   readonly corruptRanges: { readonly offset: number; readonly bytes: number }[];
   /** A torn final record (a crash mid-append) was found after validBytes. */
   readonly tornTail: boolean;
@@ -58,8 +119,13 @@ export interface SegmentScan {
 
 /**
  * Read every record of a segment. A bad spot is resynchronised by looking for the next offset
- * where a record with a valid CRC starts: if one exists the bad bytes are a corrupt range (skipped
- * and reported); if none does, they are the torn tail of an interrupted append.
+ * where a record with a valid CRC starts: if one exists the bad bytes are a corrupt range
+ * (skipped and reported). If none does, the bad bytes are the torn tail of an interrupted append
+ * only when they are cut short by the end of the file (a header or payload shorter than its
+ * length says) or are all zeros (space allocated for an append that never reached the disk; an
+ * acknowledged record is never all zeros, its sequence number is at least 1). A complete final
+ * record that fails its checksum was written whole and damaged later: it is corruption, like
+ * any other.
  */
 export function scanSegment(buffer: Buffer): SegmentScan {
   const records: ParsedRecord[] = [];
@@ -73,11 +139,20 @@ export function scanSegment(buffer: Buffer): SegmentScan {
       continue;
     }
     const next = findNextRecord(buffer, offset + 1);
-    if (next === undefined) return { records, validBytes: offset, corruptRanges, tornTail: true };
+    if (next === undefined) {
+      if (step.kind === 'truncated' || isAllZero(buffer, offset)) return { records, validBytes: offset, corruptRanges, tornTail: true };
+      corruptRanges.push({ offset, bytes: buffer.length - offset });
+      return { records, validBytes: buffer.length, corruptRanges, tornTail: false };
+    }
     corruptRanges.push({ offset, bytes: next - offset });
     offset = next;
   }
   return { records, validBytes: offset, corruptRanges, tornTail: false };
+}
+
+function isAllZero(buffer: Buffer, from: number): boolean {
+  for (let index = from; index < buffer.length; index += 1) if (buffer[index] !== 0) return false;
+  return true;
 }
 
 function findNextRecord(buffer: Buffer, from: number): number | undefined {

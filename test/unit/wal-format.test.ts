@@ -46,6 +46,34 @@ describe('WAL record format', () => {
     assert.equal(scan.validBytes, whole.length - encodeRecord(5, rows(5, 1)[0]!).length);
   });
 
+  it('a complete final record that fails its checksum is corruption, not a torn write', () => {
+    const payloads = rows(1, 3);
+    const whole = Buffer.from(segment(1, payloads));
+    const lastOffset = whole.length - encodeRecord(3, payloads[2]!).length;
+    whole[whole.length - 2]! ^= 0xff; // the whole record is there; its payload is damaged
+    const scan = scanSegment(whole);
+    assert.deepEqual(scan.records.map((r) => r.seq), [1, 2]);
+    assert.equal(scan.tornTail, false, 'a full-length record was written whole: a bad checksum is damage, not an interrupted append');
+    assert.deepEqual(scan.corruptRanges, [{ offset: lastOffset, bytes: whole.length - lastOffset }]);
+    assert.equal(scan.validBytes, whole.length, 'nothing is cut off: the damaged bytes stay for inspection');
+  });
+
+  it('a final record whose header claims more bytes than the file holds is torn', () => {
+    const whole = segment(1, rows(1, 2));
+    const scan = scanSegment(Buffer.concat([whole, encodeRecord(3, Buffer.from('cut')).subarray(0, HEADER_BYTES + 1)]));
+    assert.equal(scan.tornTail, true);
+    assert.equal(scan.validBytes, whole.length);
+    assert.deepEqual(scan.corruptRanges, []);
+  });
+
+  it('a zero-filled tail (space the file system allocated for an append that never finished) is torn, not corrupt', () => {
+    const whole = segment(1, rows(1, 2));
+    const scan = scanSegment(Buffer.concat([whole, Buffer.alloc(64)]));
+    assert.equal(scan.tornTail, true);
+    assert.equal(scan.validBytes, whole.length);
+    assert.deepEqual(scan.corruptRanges, []);
+  });
+
   it('skips a corrupt record in the middle and resynchronises on the next one', () => {
     const payloads = rows(1, 5);
     const whole = segment(1, payloads);
@@ -91,6 +119,20 @@ describe('WAL recovery', () => {
     assert.equal(again.tornTails, 0, 'a second recovery finds a clean tail: no crash loop');
     assert.equal(again.quarantined.length, 0, 'the corrupt range is not quarantined (or counted) twice');
     assert.deepEqual(again.records.map((r) => r.seq), [1, 2, 3, 4, 6, 7]);
+  });
+
+  it('quarantines and reports a complete final record that fails its checksum instead of truncating it away', async () => {
+    const payloads = rows(1, 3);
+    const damaged = Buffer.from(segment(1, payloads));
+    damaged[damaged.length - 1]! ^= 0x01;
+    await writeFile(path.join(directory, segmentName(1)), damaged);
+    const recovery = await recoverWal(directory);
+    assert.deepEqual(recovery.records.map((r) => r.seq), [1, 2]);
+    assert.equal(recovery.tornTails, 0, 'not reported as a harmless torn write');
+    assert.equal(recovery.quarantined.length, 1, 'reported as corruption');
+    assert.equal(recovery.quarantined[0]!.bytes, encodeRecord(3, payloads[2]!).length);
+    assert.equal((await readFile(path.join(directory, segmentName(1)))).length, damaged.length, 'the segment is not truncated');
+    assert.equal((await readdir(quarantineDirectory(directory))).length, 1);
   });
 
   it('recovers nothing from an empty directory and starts at sequence 1', async () => {
