@@ -10,10 +10,11 @@ import { NOTHING_DEAD_LETTERED, type QueuedEvent, type Sink, type WriteResult } 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
 const COPY_INTO_STAGE = `COPY events_stage (${COLUMN_LIST}) FROM STDIN`;
-// DISTINCT ON drops a repeated id within one batch; ON CONFLICT skips ids stored earlier.
+// An event's key is (tenant, id) (migration 0003): an id is one tenant's, never checked against
+// another's. DISTINCT ON drops a key repeated within one batch; ON CONFLICT skips keys stored earlier.
 const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
-  SELECT DISTINCT ON (id) ${COLUMN_LIST} FROM events_stage
-  ON CONFLICT (id) DO NOTHING`;
+  SELECT DISTINCT ON (tenant, id) ${COLUMN_LIST} FROM events_stage
+  ON CONFLICT (tenant, id) DO NOTHING`;
 
 /** Roll back a refused batch; false when even that fails (then the connection is discarded). */
 async function rollback(client: pg.PoolClient): Promise<boolean> {
@@ -32,7 +33,7 @@ export class CopyTimeoutError extends Error {
 /**
  * Writes a batch in one transaction: COPY into a per-connection temporary staging table, then one
  * INSERT … ON CONFLICT DO NOTHING into `events`. Plain COPY into `events` would fail the whole
- * batch on a single duplicate id; staging makes retries and client re-sends idempotent.
+ * batch on a single duplicate (tenant, id); staging makes retries and client re-sends idempotent.
  * Round trips per batch: BEGIN, COPY, INSERT+COMMIT (plus one CREATE on a new connection).
  * A connection that failed for any reason but refused data, or timed out, is destroyed, never returned
  * to the pool; after a refusal (class 22/23/42) the transaction is rolled back and the connection kept.
