@@ -105,22 +105,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
       decompressionError(400, 'INGEST_ERR_BAD_ENCODING', `the ${encoding} body is truncated or corrupt: ${error.message}`),
   });
 
+  // The pipeline is the one view of the queue: admission reads depth, room and drain rate from it.
   const admission = new Admission(
-    {
-      get depth() {
-        return pipeline.batcher.depth;
-      },
-      get capacity() {
-        return pipeline.batcher.capacity;
-      },
-      get drainRatePerSecond() {
-        return pipeline.batcher.drainRatePerSecond;
-      },
-      get draining() {
-        return pipeline.draining;
-      },
-      hasRoomFor: (count, bytes) => pipeline.batcher.hasRoomFor(count, bytes),
-    },
+    pipeline,
     { highWater: config.queue.shedHighWater, lowWater: config.queue.shedLowWater },
   );
 
@@ -131,7 +118,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     minShare: config.queue.tenantMinShare,
     activeWindowMs: config.queue.tenantActiveWindowMs,
     tenantDepth: (tenant) => pipeline.tenantDepth(tenant),
-    queueDepth: () => pipeline.batcher.depth,
+    queueDepth: () => pipeline.depth,
     contendedAbove: config.queue.capacity * config.queue.shedLowWater,
     retryAfterSeconds: () => admission.retryAfterSeconds(),
   });

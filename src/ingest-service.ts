@@ -13,7 +13,7 @@ import { IngestPipeline } from './ingest/pipeline.ts';
 import { createSinkChain, type SinkChain } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
-import { memoryDurability, type Durability } from './wal/durability.ts';
+import type { Durability } from './wal/durability.ts';
 
 export interface IngestService {
   readonly app: FastifyInstance;
@@ -24,8 +24,9 @@ export interface IngestService {
 }
 
 /**
- * Wire the parts into one service: dead-letter queue, sink chain, pipeline, HTTP app. Shared by
- * server.ts (the process) and the tests, so both run the same thing.
+ * Wire the parts into one service: dead-letter queue, sink chain, pipeline, HTTP app. No I/O:
+ * src/runtime.ts owns starting and stopping them (and is what server.ts, the tests and the bench
+ * build).
  */
 export function createIngestService(options: {
   config: Config;
@@ -35,11 +36,13 @@ export function createIngestService(options: {
   metrics: IngestMetrics;
   /** Tests wrap the COPY sink to inject faults. */
   wrapBaseSink?: (sink: Sink) => Sink;
-  /** DURABILITY=wal passes the opened write-ahead log's; memory otherwise. */
-  durability?: Durability;
+  /** What acknowledgement waits for: the opened write-ahead log (DURABILITY=wal) or memory. */
+  durability: Durability;
 }): IngestService {
-  const durability = options.durability ?? memoryDurability;
-  const { config, pool, clock, logger, metrics } = options;
+  const { config, pool, clock, logger, metrics, durability } = options;
+  if (durability.mode !== config.durability.mode) {
+    throw new Error(`DURABILITY=${config.durability.mode} but the service was given ${durability.mode} durability`);
+  }
   metrics.setPoolSource(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
   const deadLetterQueue = new DeadLetterQueue({
     directory: config.deadLetter.directory,
@@ -59,8 +62,6 @@ export function createIngestService(options: {
     batch: config.batch,
     queue: config.queue,
     sink: chain.sink,
-    deadLetter: chain.deadLetter,
-    retryMaxAttempts: config.retry.maxAttempts,
     onSettled: (batch) => durability.settle(batch),
     clock,
     metrics,

@@ -63,6 +63,11 @@ export interface BatcherOptions<T> {
   readonly partitionOf?: (item: T) => string;
   /** Most open batches at once; a new partition past it seals the oldest open one. Default 1024. */
   readonly maxOpenPartitions?: number;
+  /**
+   * Count unsettled items by group (e.g. tenant) whether or not batches are partitioned: the
+   * batcher settles these counts at the same moments as its depth, so they can never drift.
+   */
+  readonly groupOf?: (item: T) => string;
 }
 
 export type Waiter = (outcome: ItemOutcome) => void;
@@ -104,6 +109,8 @@ export class Batcher<T> {
   readonly #sealed: Batch<T>[] = [];
   readonly #inFlight = new Set<Batch<T>>();
   #pendingItems = 0;
+  /** Unsettled items per group (groupOf); a group with none has no entry. */
+  readonly #groupDepth = new Map<string, number>();
   #pendingBytes = 0;
   #state: State = 'running';
   #shutdownPromise: Promise<void> | undefined;
@@ -134,6 +141,29 @@ export class Batcher<T> {
   /** Items accepted and not yet settled. */
   get depth(): number {
     return this.#pendingItems;
+  }
+
+  /** Unsettled items of one group (groupOf). */
+  depthOf(group: string): number {
+    return this.#groupDepth.get(group) ?? 0;
+  }
+
+  /** Every group with unsettled items, and how many. */
+  groupDepths(): IterableIterator<[string, number]> {
+    return this.#groupDepth.entries();
+  }
+
+  /** When the oldest unsettled item was accepted (clock ms), or undefined when none is. */
+  get oldestEnqueuedAtMs(): number | undefined {
+    let oldest: number | undefined;
+    const consider = (batch: Batch<T>) => {
+      const first = batch.enqueuedAtMs[0];
+      if (first !== undefined && (oldest === undefined || first < oldest)) oldest = first;
+    };
+    for (const batch of this.#inFlight) consider(batch);
+    for (const batch of this.#sealed) consider(batch);
+    for (const { batch } of this.#open.values()) consider(batch);
+    return oldest;
   }
 
   get depthBytes(): number {
@@ -188,6 +218,10 @@ export class Batcher<T> {
     batch.bytes += bytes;
     this.#pendingItems += 1;
     this.#pendingBytes += bytes;
+    if (this.#options.groupOf) {
+      const group = this.#options.groupOf(item);
+      this.#groupDepth.set(group, (this.#groupDepth.get(group) ?? 0) + 1);
+    }
     this.#counters.enqueued += 1;
 
     if (batch.items.length >= this.#options.maxBatchSize) this.#seal(partition, 'size');
@@ -247,6 +281,7 @@ export class Batcher<T> {
     const size = batch.items.length;
     this.#pendingItems -= size;
     this.#pendingBytes -= batch.bytes;
+    this.#settleGroups(batch.items);
     if (failed) this.#counters.flushedFail += size;
     else {
       this.#counters.flushedOk += size - rejected.length;
@@ -267,6 +302,17 @@ export class Batcher<T> {
     Batcher.#notify(batch, failed ? 'failed' : 'stored', rejected);
     this.#pump();
     this.#checkIdle();
+  }
+
+  #settleGroups(items: readonly T[]): void {
+    const groupOf = this.#options.groupOf;
+    if (!groupOf) return;
+    for (const item of items) {
+      const group = groupOf(item);
+      const left = (this.#groupDepth.get(group) ?? 1) - 1;
+      if (left > 0) this.#groupDepth.set(group, left);
+      else this.#groupDepth.delete(group);
+    }
   }
 
   #updateDrainRate(size: number, settledAtMs: number): void {
@@ -334,6 +380,7 @@ export class Batcher<T> {
     this.#counters.dropped += items.length;
     this.#pendingItems = 0;
     this.#pendingBytes = 0;
+    this.#groupDepth.clear();
     this.#state = 'stopped';
     this.#abort.abort(new BatcherClosedError('shutdown deadline passed'));
     throw new BatcherDrainTimeoutError(deadlineMs, items);

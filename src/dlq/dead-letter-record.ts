@@ -52,7 +52,7 @@ export function toDeadLetterRecord(event: QueuedEvent, error: unknown, attempts:
 export function toQueuedEvent(record: DeadLetterRecord): QueuedEvent {
   let row = record.row ?? encodeCopyColumns(record.event);
   if (!row.endsWith('\n')) row += '\n';
-  return { id: record.event.id ?? '', row, bytes: Buffer.byteLength(row) };
+  return { id: record.event.id ?? '', tenant: record.event.tenant ?? '', row, bytes: Buffer.byteLength(row) };
 }
 
 export function serialiseRecord(record: DeadLetterRecord): string {

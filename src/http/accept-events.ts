@@ -28,7 +28,7 @@ export async function acceptEvents(
     throw error;
   }
   const bytes = durable.reduce((sum, event) => sum + event.bytes, 0);
-  if (pipeline.draining || !pipeline.batcher.hasRoomFor(durable.length, bytes)) {
+  if (pipeline.draining || !pipeline.hasRoomFor(durable.length, bytes)) {
     durability.settle(durable);
     const code = pipeline.draining ? 'INGEST_ERR_DRAINING' : 'INGEST_ERR_QUEUE_FULL';
     throw new IngestError(code, undefined, { retryAfterSeconds: admission.retryAfterSeconds() });

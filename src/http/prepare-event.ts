@@ -3,7 +3,7 @@ import type { FieldIssue } from '../errors.ts';
 import { encodeEventRow } from '../event/copy-row.ts';
 import { newEventId } from '../event/event-id.ts';
 import { auditEventSchema } from '../event/schema.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 
 export type PreparedEvent =
   | { readonly ok: true; readonly event: QueuedEvent; readonly tenant: string }
@@ -39,6 +39,7 @@ export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?
   const event = parsed.data;
   const id = event.id ?? newEventId();
   const row = encodeEventRow(event, id, receivedAtIso);
-  const queued: QueuedEvent = requestSpan ? { id, row, bytes: Buffer.byteLength(row), requestSpan } : { id, row, bytes: Buffer.byteLength(row) };
+  const base = { id, tenant: event.tenant, row, bytes: Buffer.byteLength(row) };
+  const queued: QueuedEvent = requestSpan ? { ...base, requestSpan } : base;
   return { ok: true, tenant: event.tenant, event: queued };
 }

@@ -4,10 +4,8 @@ import { Batcher, type EnqueueResult, type FlushReason, type FlushReport, type F
 import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import { sqlstateOf } from '../db/failure-class.ts';
-import { tenantOfRow } from '../event/copy-row.ts';
-import type { DeadLetterWriter } from '../sink/poison-splitting-sink.ts';
-import type { QueuedEvent, Sink } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import type { Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import { linksTo, tracer } from '../telemetry/tracing.ts';
 
@@ -17,46 +15,40 @@ const RECOVERY_WAIT_FOR_ROOM_MS = 20;
 export interface PipelineOptions {
   readonly batch: Config['batch'];
   readonly queue: Pick<Config['queue'], 'capacity' | 'maxBytes'>;
+  /** The whole write path (sink-chain.ts): it stores, dead-letters, or throws only when aborted. */
   readonly sink: Sink;
-  /** Where a batch goes when the sink gives up on it for a transient reason (finite retries). */
-  readonly deadLetter?: DeadLetterWriter;
   /** Called with every batch once its events are settled (stored, duplicate, dead-lettered). */
   readonly onSettled?: (batch: readonly QueuedEvent[]) => void;
-  /** The number of tries after which the sink gives up (RETRY_MAX_ATTEMPTS), for the dead-letter record. */
-  readonly retryMaxAttempts?: number;
   readonly clock: Clock;
   readonly metrics: IngestMetrics;
   readonly logger: Logger;
 }
 
 /**
- * The batcher wired to a sink, with per-batch metrics and logs. The HTTP layer enqueues here;
- * server.ts drains it at shutdown.
+ * The batcher wired to a sink, with per-batch metrics and logs: the only view of the queue (depth,
+ * room, drain rate, tenant depths, draining). The HTTP layer enqueues here; the runtime drains it.
+ *
+ * Modes: accepting → (beginDrain) draining → (shutdown settles) stopped. While draining, intake
+ * answers 503 and only events of requests already in flight may still be queued.
  */
 export class IngestPipeline {
-  readonly batcher: Batcher<QueuedEvent>;
+  readonly #batcher: Batcher<QueuedEvent>;
   readonly #sink: Sink;
-  readonly #deadLetter: DeadLetterWriter | undefined;
-  readonly #retryMaxAttempts: number;
   readonly #partitioned: boolean;
   readonly #onSettled: ((batch: readonly QueuedEvent[]) => void) | undefined;
   readonly #metrics: IngestMetrics;
   readonly #logger: Logger;
   readonly #clock: Clock;
   #draining = false;
-  /** Unsettled events per tenant, for fair admission. Updated per event on enqueue, per batch on settle. */
-  readonly #tenantDepth = new Map<string, number>();
 
   constructor(options: PipelineOptions) {
     this.#sink = options.sink;
-    this.#deadLetter = options.deadLetter;
-    this.#retryMaxAttempts = options.retryMaxAttempts ?? 1;
     this.#onSettled = options.onSettled;
     this.#partitioned = options.batch.partition === 'tenant';
     this.#metrics = options.metrics;
     this.#logger = options.logger;
     this.#clock = options.clock;
-    this.batcher = new Batcher<QueuedEvent>({
+    this.#batcher = new Batcher<QueuedEvent>({
       maxBatchSize: options.batch.maxSize,
       maxBatchBytes: options.batch.maxBytes,
       maxWaitMs: options.batch.maxWaitMs,
@@ -65,15 +57,40 @@ export class IngestPipeline {
       capacityBytes: options.queue.maxBytes,
       clock: options.clock,
       sizeOf: (event) => event.bytes,
-      ...(options.batch.partition === 'tenant' ? { partitionOf: (event: QueuedEvent) => tenantOfRow(event.row) } : {}),
+      ...(options.batch.partition === 'tenant' ? { partitionOf: tenantOf } : {}),
+      groupOf: tenantOf,
       maxOpenPartitions: options.batch.maxOpenPartitions,
       flush: (batch, { signal, reason }) => this.#write(batch, signal, reason),
       onFlushSettled: (report) => this.#record(report),
     });
     const { metrics } = options;
     metrics.queueCapacity.set(options.queue.capacity);
-    metrics.setQueueDepthSource(() => this.batcher.depth);
-    metrics.setTenantDepthSource(() => this.#tenantDepth.entries());
+    metrics.setQueueDepthSource(() => this.#batcher.depth);
+    metrics.setTenantDepthSource(() => this.#batcher.groupDepths());
+  }
+
+  /** Events accepted and not yet settled. */
+  get depth(): number {
+    return this.#batcher.depth;
+  }
+
+  get capacity(): number {
+    return this.#batcher.capacity;
+  }
+
+  /** Events settled per second, smoothed (for Retry-After). */
+  get drainRatePerSecond(): number {
+    return this.#batcher.drainRatePerSecond;
+  }
+
+  /** When the oldest unsettled event was accepted (clock ms), or undefined when none is. */
+  get oldestEnqueuedAtMs(): number | undefined {
+    return this.#batcher.oldestEnqueuedAtMs;
+  }
+
+  /** Room for `count` more events of `bytes` in total, right now? */
+  hasRoomFor(count: number, bytes: number): boolean {
+    return this.#batcher.hasRoomFor(count, bytes);
   }
 
   /** True once shutdown has begun: intake answers 503 from then on. */
@@ -86,12 +103,8 @@ export class IngestPipeline {
   }
 
   enqueue(event: QueuedEvent, waiter?: Waiter): EnqueueResult {
-    const result = this.batcher.enqueue(event, waiter);
-    if (result.ok) {
-      this.#metrics.eventsAccepted.inc();
-      const tenant = tenantOfRow(event.row);
-      this.#tenantDepth.set(tenant, (this.#tenantDepth.get(tenant) ?? 0) + 1);
-    }
+    const result = this.#batcher.enqueue(event, waiter);
+    if (result.ok) this.#metrics.eventsAccepted.inc();
     return result;
   }
 
@@ -101,28 +114,19 @@ export class IngestPipeline {
    */
   async enqueueWhenRoom(event: QueuedEvent, waiter?: Waiter): Promise<void> {
     while (!this.enqueue(event, waiter).ok) {
-      if (this.batcher.state !== 'running') throw new Error('the pipeline stopped before a recovered event could be queued');
+      if (this.#batcher.state !== 'running') throw new Error('the pipeline stopped before a recovered event could be queued');
       await new Promise((resolve) => setTimeout(resolve, RECOVERY_WAIT_FOR_ROOM_MS));
     }
   }
 
   /** Events accepted since start. */
   counters(): { accepted: number } {
-    return { accepted: this.batcher.counters.enqueued };
+    return { accepted: this.#batcher.counters.enqueued };
   }
 
   /** Events of `tenant` accepted and not yet settled. */
   tenantDepth(tenant: string): number {
-    return this.#tenantDepth.get(tenant) ?? 0;
-  }
-
-  #release(batch: readonly QueuedEvent[]): void {
-    for (const event of batch) {
-      const tenant = tenantOfRow(event.row);
-      const left = (this.#tenantDepth.get(tenant) ?? 1) - 1;
-      if (left > 0) this.#tenantDepth.set(tenant, left);
-      else this.#tenantDepth.delete(tenant);
-    }
+    return this.#batcher.depthOf(tenant);
   }
 
   /**
@@ -132,7 +136,7 @@ export class IngestPipeline {
   async shutdown(deadlineMs: number): Promise<readonly QueuedEvent[]> {
     this.#draining = true;
     try {
-      await this.batcher.shutdown(deadlineMs);
+      await this.#batcher.shutdown(deadlineMs);
       return [];
     } catch (error) {
       if (!(error instanceof BatcherDrainTimeoutError)) throw error;
@@ -160,7 +164,7 @@ export class IngestPipeline {
       'batch.reason': reason,
       'batch.bytes': batch.reduce((sum, event) => sum + event.bytes, 0),
     };
-    if (this.#partitioned) attributes['batch.tenant'] = tenantOfRow(batch[0]!.row);
+    if (this.#partitioned) attributes['batch.tenant'] = batch[0]!.tenant;
     return tracer().startActiveSpan('batch.flush', { links: linksTo(batch.map((event) => event.requestSpan)), attributes }, async (span) => {
       try {
         const result = await this.#writeBatch(batch, signal);
@@ -173,28 +177,12 @@ export class IngestPipeline {
         throw error;
       } finally {
         span.end();
-        this.#release(batch);
       }
     });
   }
 
   async #writeBatch(batch: readonly QueuedEvent[], signal: AbortSignal): Promise<FlushResult> {
-    let inserted: number;
-    let deadLettered: readonly number[];
-    try {
-      ({ inserted, deadLettered } = await this.#sink.write(batch, { signal }));
-    } catch (error) {
-      // The sink gave up (retries exhausted). Unless the drain deadline cut it short (then the
-      // batcher spills the batch), dead-letter the batch rather than lose it.
-      if (signal.aborted || !this.#deadLetter) throw error;
-      this.#logger.error(
-        { err: error, sqlstate: sqlstateOf(error), batchSize: batch.length },
-        'a batch still failed after every retry (RETRY_MAX_ATTEMPTS); it is dead-lettered for re-drive. Fix the database, then run `npm run dlq -- redrive`',
-      );
-      await this.#deadLetter.write(batch, error, this.#retryMaxAttempts, signal);
-      inserted = 0;
-      deadLettered = batch.map((_, index) => index);
-    }
+    const { inserted, deadLettered } = await this.#sink.write(batch, { signal });
     const metrics = this.#metrics;
     metrics.eventsStored.inc(inserted);
     const duplicates = batch.length - inserted - deadLettered.length;
@@ -213,7 +201,7 @@ export class IngestPipeline {
     if (report.error !== undefined) {
       metrics.eventsFailed.inc(report.size);
       this.#logger.error(
-        { err: report.error, sqlstate: sqlstateOf(report.error), batchSize: report.size, batchBytes: report.bytes, reason: report.reason },
+        { err: report.error, batchSize: report.size, batchBytes: report.bytes, reason: report.reason },
         'a batch failed to commit and could not be dead-lettered; its events are counted in ingest_events_failed_total. Check the database and the dead-letter directory',
       );
       return;
@@ -226,4 +214,8 @@ export class IngestPipeline {
       'batch settled',
     );
   }
+}
+
+function tenantOf(event: QueuedEvent): string {
+  return event.tenant;
 }

@@ -7,6 +7,7 @@ import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import { BreakerSink, type BreakerState } from './breaker-sink.ts';
 import { DurableDeadLetterWriter } from './dead-letter-writer.ts';
+import { GiveUpDeadLetterSink } from './give-up-dead-letter-sink.ts';
 import { PoisonSplittingSink } from './poison-splitting-sink.ts';
 import { PostgresCopySink } from './postgres-copy-sink.ts';
 import { RetryingSink } from './retrying-sink.ts';
@@ -21,7 +22,8 @@ export interface SinkChain {
 }
 
 /**
- * The write path, outermost first: poison isolation → retry → circuit breaker → COPY.
+ * The write path, outermost first: give-up dead-lettering → poison isolation → retry → circuit
+ * breaker → COPY. Dead-letter policy lives here, in the chain, not in the pipeline.
  * Splitting sits outside retry so each half is retried on its own (a transient failure while
  * isolating poison does not re-send halves already stored); the breaker sits inside retry so
  * that every attempt is seen by it and, while it is open, attempts are refused without touching
@@ -72,6 +74,7 @@ export function createSinkChain(options: {
     onWritten: () => {},
     onWriteError: () => metrics.deadLetterWriteErrors.inc(),
   });
-  const sink = new PoisonSplittingSink(retrying, { deadLetter, onSplit: () => metrics.poisonSplits.inc() });
+  const isolating = new PoisonSplittingSink(retrying, { deadLetter, onSplit: () => metrics.poisonSplits.inc() });
+  const sink = new GiveUpDeadLetterSink(isolating, { deadLetter, retryMaxAttempts: config.retry.maxAttempts, logger });
   return { sink, breaker, deadLetter };
 }

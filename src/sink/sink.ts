@@ -1,17 +1,6 @@
-import type { SpanContext } from '@opentelemetry/api';
+import type { QueuedEvent } from '../event/queued-event.ts';
 
-/** One accepted event on its way to storage: its id and its row, already encoded for COPY. */
-export interface QueuedEvent {
-  readonly id: string;
-  /** One COPY text line, newline-terminated. */
-  readonly row: string;
-  /** UTF-8 bytes of `row`. */
-  readonly bytes: number;
-  /** Its record's sequence number in the write-ahead log, when it has one. */
-  readonly walSeq?: number;
-  /** The span of the request that brought it, when that request was traced: the flush span links to it. */
-  readonly requestSpan?: SpanContext;
-}
+export type { QueuedEvent } from '../event/queued-event.ts';
 
 export interface WriteResult {
   /** Rows newly inserted. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { idOfRow } from '../event/copy-row.ts';
+import { queuedEventFromRow } from '../event/queued-event.ts';
 import { fsyncDirectory } from '../fsync-directory.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 
@@ -58,7 +58,7 @@ export async function readSpillFiles(dataDir: string): Promise<SpillFile[]> {
       .filter((line) => line.length > 0)
       .map((line) => {
         const row = `${line}\n`;
-        return { id: idOfRow(row), row, bytes: Buffer.byteLength(row) };
+        return queuedEventFromRow(row);
       });
     files.push({ path: filePath, events });
   }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { idOfRow } from '../event/copy-row.ts';
+import { queuedEventFromRow } from '../event/queued-event.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import type { RecoveredRecord } from './recover.ts';
@@ -14,7 +14,7 @@ export async function replayRecovered(records: readonly RecoveredRecord[], pipel
   logger.info({ events: records.length }, 'replaying the write-ahead log of the previous run before taking traffic');
   for (const record of records) {
     const row = record.payload.toString('utf8');
-    await pipeline.enqueueWhenRoom({ id: idOfRow(row), row, bytes: record.payload.length, walSeq: record.seq });
+    await pipeline.enqueueWhenRoom(queuedEventFromRow(row, { bytes: record.payload.length, walSeq: record.seq }));
   }
   metrics.walReplayed.inc(records.length);
   logger.info({ events: records.length }, 'write-ahead log replayed');

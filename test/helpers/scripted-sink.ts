@@ -19,6 +19,6 @@ export function fakeEvents(count: number, poison: ReadonlySet<number> = new Set(
   return Array.from({ length: count }, (_, i) => {
     const id = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
     const row = `${id}\t${poison.has(i) ? 'poison' : 'good'}\n`;
-    return { id, row, bytes: row.length };
+    return { id, tenant: 'fake', row, bytes: row.length };
   });
 }

@@ -3,59 +3,50 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { systemClock, type Clock } from '../../src/clock.ts';
-import { loadConfig, type Config } from '../../src/config.ts';
-import { createPool } from '../../src/db/pool.ts';
-import { createIngestService, type IngestService } from '../../src/ingest-service.ts';
-import type { QueuedEvent, Sink } from '../../src/sink/sink.ts';
-import { createMetrics, type IngestMetrics } from '../../src/telemetry/metrics.ts';
+import type { Clock } from '../../src/clock.ts';
+import { loadConfig } from '../../src/config.ts';
+import { IngestRuntime, type CloseReport, type RuntimeOptions } from '../../src/runtime.ts';
+import type { Sink } from '../../src/sink/sink.ts';
 
-export interface TestService extends IngestService {
-  readonly metrics: IngestMetrics;
-  readonly config: Config;
-  /** Drain and close everything; resolves with the events that could not be stored in time. */
-  close(deadlineMs?: number): Promise<readonly QueuedEvent[]>;
+/** The real runtime, plus a close that also removes the scratch DATA_DIR it made. */
+export interface TestService extends IngestRuntime {
+  /** Drain and close everything within `deadlineMs` (default 10 s); reports what was left unstored. */
+  close(deadlineMs?: number): Promise<CloseReport>;
 }
 
-/** The real app on a real database, in this process, configured through the same env schema. */
-export function buildTestService(
+/**
+ * The real service on a real database, in this process: the same runtime server.ts starts
+ * (so WAL mode by default, with DATA_DIR a fresh scratch directory unless one is given), configured
+ * through the same environment schema. Not listening: tests drive it with app.inject or listen().
+ */
+export async function buildTestService(
   databaseUrl: string,
   environment: Record<string, string> = {},
-  options: { clock?: Clock; wrapBaseSink?: (sink: Sink) => Sink; dataDir?: string } = {},
-): TestService {
+  options: { clock?: Clock; wrapBaseSink?: (sink: Sink) => Sink; dataDir?: string; onFatal?: RuntimeOptions['onFatal'] } = {},
+): Promise<TestService> {
   const config = loadConfig({
     BATCH_MAX_WAIT_MS: '20',
     LOG_LEVEL: 'silent',
     AUTH: 'off',
     DATA_DIR: options.dataDir ?? path.join(tmpdir(), `ingest-test-${randomUUID()}`),
     ...environment,
+    DATABASE_URL: databaseUrl,
   });
-  const logger = pino({ level: config.logLevel });
-  const clock = options.clock ?? systemClock;
-  const pool = createPool(databaseUrl, config.db, logger);
-  const metrics = createMetrics();
-  const service = createIngestService({
+  const runtime = await IngestRuntime.start({
     config,
-    pool,
-    clock,
-    logger,
-    metrics,
+    logger: pino({ level: config.logLevel }),
+    ...(options.clock ? { clock: options.clock } : {}),
     ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
+    ...(options.onFatal ? { onFatal: options.onFatal } : {}),
   });
-  return {
-    ...service,
-    metrics,
-    config,
-    async close(deadlineMs = 10_000) {
-      service.pipeline.beginDrain();
-      await service.app.close();
-      const unstored = await service.pipeline.shutdown(deadlineMs);
-      await service.deadLetterQueue.close();
-      await pool.end();
+  const close = runtime.close.bind(runtime);
+  return Object.assign(runtime, {
+    async close(deadlineMs = 10_000): Promise<CloseReport> {
+      const report = await close(deadlineMs);
       if (!options.dataDir) await rm(config.dataDir, { recursive: true, force: true });
-      return unstored;
+      return report;
     },
-  };
+  });
 }
 
 /** Wait until `condition` holds, polling; fails after `timeoutMs`. A condition wait, not a sleep. */

@@ -15,7 +15,7 @@ describe('API keys and tenant isolation', () => {
   };
   before(async () => {
     db = await createTestDatabase();
-    service = buildTestService(db.url, { AUTH: 'on', AUTH_CACHE_TTL_MS: '200', AUTH_MAX_FAILURES_PER_MINUTE: '1000' });
+    service = await buildTestService(db.url, { AUTH: 'on', AUTH_CACHE_TTL_MS: '200', AUTH_MAX_FAILURES_PER_MINUTE: '1000' });
   });
   after(async () => {
     await service.close();

@@ -6,22 +6,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { encodeEventRow } from '../../src/event/copy-row.ts';
-import { auditEventSchema } from '../../src/event/schema.ts';
 import { DeadLetterQueue, DeadLetterWriteError, toDeadLetterRecord } from '../../src/dlq/dead-letter-queue.ts';
 import { toQueuedEvent, type DeadLetterRecord } from '../../src/dlq/dead-letter-record.ts';
 import { claimDeadLetterFile, listDeadLetterFiles, readDeadLetterFiles } from '../../src/dlq/dlq-files.ts';
 import type { QueuedEvent } from '../../src/sink/sink.ts';
-import { sampleEvent } from '../helpers/service.ts';
+import { queuedEvent } from '../helpers/events.ts';
 
 const run = promisify(execFile);
 const clock = { now: () => Date.parse('2026-11-22T05:00:00.000Z') };
 
-function queued(fields: Record<string, unknown> = {}): QueuedEvent {
-  const id = randomUUID();
-  const row = encodeEventRow(auditEventSchema.parse(sampleEvent(fields)), id, '2026-11-22T05:00:01.000Z');
-  return { id, row, bytes: Buffer.byteLength(row) };
-}
+const queued = (fields: Record<string, unknown> = {}): QueuedEvent => queuedEvent(fields);
 
 function record(fields: Record<string, unknown> = {}, attempts = 3): DeadLetterRecord {
   return toDeadLetterRecord(queued(fields), Object.assign(new Error('new row violates check constraint'), { code: '23514' }), attempts, clock.now());
@@ -240,9 +234,9 @@ describe('toDeadLetterRecord', () => {
   it('keeps an undecodable row verbatim rather than dropping the event', () => {
     const id = randomUUID();
     const row = `${id}\tonly\tthree fields\n`;
-    const dead = toDeadLetterRecord({ id, row, bytes: Buffer.byteLength(row) }, new Error('x'), 1, clock.now());
+    const dead = toDeadLetterRecord({ id, tenant: 'only', row, bytes: Buffer.byteLength(row) }, new Error('x'), 1, clock.now());
     assert.equal(dead.event.id, id);
     assert.equal(dead.row, row);
-    assert.deepEqual(toQueuedEvent(dead), { id, row, bytes: Buffer.byteLength(row) });
+    assert.deepEqual(toQueuedEvent(dead), { id, tenant: 'only', row, bytes: Buffer.byteLength(row) });
   });
 });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,23 +19,17 @@ import {
 } from '../../src/dlq/dlq-files.ts';
 import { REDRIVE_LOCK_NAME } from '../../src/dlq/redrive-lock.ts';
 import { redrive, RedriveInterruptedError } from '../../src/dlq/redrive.ts';
-import { encodeEventRow } from '../../src/event/copy-row.ts';
-import { auditEventSchema } from '../../src/event/schema.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import type { QueuedEvent } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
-import { sampleEvent } from '../helpers/service.ts';
+import { queuedEvent } from '../helpers/events.ts';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/dlq.ts');
 const AWKWARD = 'tab\there, newline\nthere, cr\rback\\slash \\N \\. Zoë 👩‍💻';
 const signal = new AbortController().signal;
 const clock = { now: () => Date.now() };
 
-function queued(fields: Record<string, unknown>): QueuedEvent {
-  const id = randomUUID();
-  const row = encodeEventRow(auditEventSchema.parse(sampleEvent({ tenant: 'dlq', ...fields })), id, '2026-11-22T05:00:01.000Z');
-  return { id, row, bytes: Buffer.byteLength(row) };
-}
+const queued = (fields: Record<string, unknown>): QueuedEvent => queuedEvent({ tenant: 'dlq', ...fields });
 
 interface CliResult {
   code: number | null;

@@ -16,7 +16,7 @@ describe('compressed request bodies', () => {
   });
 
   it('accepts gzip, deflate and br; refuses an unknown encoding with 415 and a corrupt stream with 400', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       const post = (payload: Buffer | string, encoding: string) =>
         service.app.inject({ method: 'POST', url: '/event', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, payload });
@@ -57,7 +57,7 @@ describe('POST /events (bulk)', () => {
   });
 
   it('validates each NDJSON line on its own: valid lines are queued, bad ones reported by index', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       const lines = [json(sampleEvent({ tenant: 'bulk' })), json({ tenant: 'bulk' }), '{not json', '', json(sampleEvent({ tenant: 'bulk' }))];
       const response = await service.app.inject({
@@ -79,7 +79,7 @@ describe('POST /events (bulk)', () => {
   });
 
   it('refuses the whole request with ?atomic=true when one line is bad, and accepts a JSON array', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       const atomic = await service.app.inject({
         method: 'POST',
@@ -98,7 +98,7 @@ describe('POST /events (bulk)', () => {
   });
 
   it('refuses more than BULK_MAX_EVENTS with 413, and a bulk that does not fit below the high-water mark whole, with 429', async () => {
-    const service = buildTestService(db.url, { BULK_MAX_EVENTS: '50', QUEUE_CAPACITY: '100', BATCH_MAX_SIZE: '100', BATCH_MAX_WAIT_MS: '60000' });
+    const service = await buildTestService(db.url, { BULK_MAX_EVENTS: '50', QUEUE_CAPACITY: '100', BATCH_MAX_SIZE: '100', BATCH_MAX_WAIT_MS: '60000' });
     try {
       const many = Array.from({ length: 51 }, () => sampleEvent({ tenant: 'toomany' }));
       const tooMany = await service.app.inject({ method: 'POST', url: '/events', payload: many });
@@ -107,11 +107,11 @@ describe('POST /events (bulk)', () => {
 
       const first = await service.app.inject({ method: 'POST', url: '/events', payload: many.slice(0, 50) });
       assert.equal(first.statusCode, 202);
-      assert.equal(service.pipeline.batcher.depth, 50, 'buffered: the 60 s linger holds them');
+      assert.equal(service.pipeline.depth, 50, 'buffered: the 60 s linger holds them');
       const second = await service.app.inject({ method: 'POST', url: '/events', payload: many.slice(0, 40) });
       assert.equal(second.statusCode, 429, '50 + 40 would pass 80 of 100');
       assert.ok(second.headers['retry-after']);
-      assert.equal(service.pipeline.batcher.depth, 50, 'nothing of the refused request was queued');
+      assert.equal(service.pipeline.depth, 50, 'nothing of the refused request was queued');
       const single = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'single' }) });
       assert.equal(single.statusCode, 202, 'a refused bulk does not turn shedding on for others');
     } finally {
@@ -122,7 +122,7 @@ describe('POST /events (bulk)', () => {
   it('fires the byte-size trigger with bulk events of widely varied sizes, never exceeding BATCH_MAX_BYTES', async () => {
     const maxBytes = 32 * 1024;
     const sizes: number[] = [];
-    const service = buildTestService(
+    const service = await buildTestService(
       db.url,
       { BATCH_MAX_BYTES: String(maxBytes), BATCH_MAX_SIZE: '500' },
       {

@@ -31,7 +31,7 @@ describe('hostile input', () => {
   let service: TestService;
   before(async () => {
     db = await createTestDatabase();
-    service = buildTestService(db.url, { HTTP_HEADERS_TIMEOUT_MS: '500', HTTP_REQUEST_TIMEOUT_MS: '1000' });
+    service = await buildTestService(db.url, { HTTP_HEADERS_TIMEOUT_MS: '500', HTTP_REQUEST_TIMEOUT_MS: '1000' });
   });
   after(async () => {
     await service.close();

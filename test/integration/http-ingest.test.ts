@@ -52,7 +52,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('answers every bad input with its 4xx problem document and stores none of them', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     const origin = await listen(service);
     const json = (value: unknown) => JSON.stringify(value);
     const cases: { name: string; body: string; contentType?: string; status: number; code: string }[] = [
@@ -139,7 +139,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('reports every field that is wrong, by path', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       const response = await service.app.inject({
         method: 'POST',
@@ -155,7 +155,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('stores exactly 50,000 events sent over 64 concurrent connections', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     const origin = await listen(service);
     try {
       const answers = await sendConcurrently(origin, 50_000, 64, (i) => JSON.stringify(sampleEvent({ tenant: 'load', metadata: { i } })));
@@ -172,7 +172,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('stores a re-sent event once, and answers 202 both times', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       const event = sampleEvent({ id: randomUUID(), tenant: 'resend' });
       for (let i = 0; i < 3; i += 1) {
@@ -180,7 +180,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
         assert.equal(response.statusCode, 202);
         assert.deepEqual(response.json(), { id: event.id });
       }
-      await waitFor(() => service.pipeline.batcher.depth === 0, 5000, 'the queue to drain');
+      await waitFor(() => service.pipeline.depth === 0, 5000, 'the queue to drain');
       assert.equal(await db.count("tenant = 'resend'"), 1);
       const metrics = await service.metrics.registry.getSingleMetricAsString('ingest_events_duplicate_total');
       assert.match(metrics, /ingest_events_duplicate_total 2/);
@@ -190,7 +190,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('with ACK_MODE=committed, answers 201 only once the row is committed', async () => {
-    const service = buildTestService(db.url, { ACK_MODE: 'committed' });
+    const service = await buildTestService(db.url, { ACK_MODE: 'committed' });
     try {
       const event = sampleEvent({ id: randomUUID(), tenant: 'committed' });
       const response = await service.app.inject({ method: 'POST', url: '/event', payload: event });
@@ -202,12 +202,12 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('sheds with 429 and Retry-After while the table is locked, stays bounded, then stores every accepted event', async () => {
-    const service = buildTestService(db.url, { QUEUE_CAPACITY: '200', BATCH_MAX_SIZE: '50', FLUSH_CONCURRENCY: '2' });
+    const service = await buildTestService(db.url, { QUEUE_CAPACITY: '200', BATCH_MAX_SIZE: '50', FLUSH_CONCURRENCY: '2' });
     const origin = await listen(service);
     const locker = await db.pool.connect();
     let maxDepth = 0;
     const depthProbe = setInterval(() => {
-      maxDepth = Math.max(maxDepth, service.pipeline.batcher.depth);
+      maxDepth = Math.max(maxDepth, service.pipeline.depth);
     }, 5);
     try {
       await locker.query('BEGIN');
@@ -236,7 +236,7 @@ describe('POST /event over HTTP, on a real PostgreSQL', () => {
   });
 
   it('serves /healthz, /readyz and /metrics with help text for every ingest metric', async () => {
-    const service = buildTestService(db.url);
+    const service = await buildTestService(db.url);
     try {
       assert.equal((await service.app.inject('/healthz')).statusCode, 200);
       const ready = await service.app.inject('/readyz');

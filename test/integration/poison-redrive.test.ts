@@ -24,7 +24,7 @@ describe('poison isolation, dead-lettering and re-drive, end to end', () => {
 
   it('stores the good events, dead-letters the refused ones, and stores those once after the fix and a re-drive', async () => {
     await db.pool.query("ALTER TABLE events ADD CONSTRAINT schema_bug CHECK (action NOT LIKE 'legacy.%')");
-    const service = buildTestService(db.url, { BATCH_MAX_SIZE: '100' }, { dataDir });
+    const service = await buildTestService(db.url, { BATCH_MAX_SIZE: '100' }, { dataDir });
     const sent: { id: string; bad: boolean }[] = [];
     try {
       for (let i = 0; i < 300; i += 1) {
@@ -38,7 +38,7 @@ describe('poison isolation, dead-lettering and re-drive, end to end', () => {
         });
         assert.equal(response.statusCode, 202);
       }
-      await waitFor(() => service.pipeline.batcher.depth === 0, 10_000, 'every batch to settle');
+      await waitFor(() => service.pipeline.depth === 0, 10_000, 'every batch to settle');
     } finally {
       await service.close();
     }
@@ -70,7 +70,7 @@ describe('poison isolation, dead-lettering and re-drive, end to end', () => {
 
   it('answers 422 in ACK_MODE=committed for an event the database refuses, and 201 for the rest of its batch', async () => {
     await db.pool.query("ALTER TABLE events ADD CONSTRAINT schema_bug_2 CHECK (action <> 'refused')");
-    const service = buildTestService(db.url, { ACK_MODE: 'committed', BATCH_MAX_WAIT_MS: '50' }, { dataDir });
+    const service = await buildTestService(db.url, { ACK_MODE: 'committed', BATCH_MAX_WAIT_MS: '50' }, { dataDir });
     try {
       const [good, bad] = await Promise.all([
         service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'ack', action: 'fine' }) }),

@@ -4,18 +4,12 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.ts';
 import { createPool } from '../../src/db/pool.ts';
-import { encodeEventRow } from '../../src/event/copy-row.ts';
-import { auditEventSchema } from '../../src/event/schema.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import type { QueuedEvent } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
-import { sampleEvent } from '../helpers/service.ts';
+import { queuedEvent } from '../helpers/events.ts';
 
-function queued(fields: Record<string, unknown> = {}, id: string = randomUUID()): QueuedEvent {
-  const event = auditEventSchema.parse(sampleEvent(fields));
-  const row = encodeEventRow(event, id, '2026-11-22T05:00:01.000Z');
-  return { id, row, bytes: Buffer.byteLength(row) };
-}
+const queued = (fields: Record<string, unknown> = {}, id: string = randomUUID()): QueuedEvent => queuedEvent(fields, id);
 
 const signal = new AbortController().signal;
 

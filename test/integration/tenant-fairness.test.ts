@@ -13,7 +13,7 @@ interface Tally {
  * locked) so the queue fills. Returns what each tenant was answered.
  */
 async function floodWhileStalled(db: TestDatabase, environment: Record<string, string>): Promise<Record<string, Tally>> {
-  const service = buildTestService(db.url, { QUEUE_CAPACITY: '300', BATCH_MAX_SIZE: '50', ...environment });
+  const service = await buildTestService(db.url, { QUEUE_CAPACITY: '300', BATCH_MAX_SIZE: '50', ...environment });
   const tallies: Record<string, Tally> = {};
   const tally = (tenant: string) => (tallies[tenant] ??= { accepted: 0, refused: new Map() });
   const locker = await db.pool.connect();
@@ -31,7 +31,7 @@ async function floodWhileStalled(db: TestDatabase, environment: Record<string, s
     }
     await locker.query('ROLLBACK');
     const accepted = Object.values(tallies).reduce((sum, t) => sum + t.accepted, 0);
-    await waitFor(() => service.pipeline.batcher.depth === 0, 10_000, 'the queue to drain');
+    await waitFor(() => service.pipeline.depth === 0, 10_000, 'the queue to drain');
     assert.equal(service.pipeline.counters().accepted, accepted);
   } finally {
     locker.release();

@@ -28,7 +28,7 @@ describe('tracing across the batch', () => {
   it('gives every request a span, and each flush a span linked to exactly the request spans of its events', async () => {
     exporter.reset();
     // OTEL_TRACES_EXPORTER turns request spans on; the in-memory provider above receives them.
-    const service = buildTestService(db.url, { BATCH_MAX_SIZE: '5', BATCH_MAX_WAIT_MS: '60000', OTEL_TRACES_EXPORTER: 'otlp' });
+    const service = await buildTestService(db.url, { BATCH_MAX_SIZE: '5', BATCH_MAX_WAIT_MS: '60000', OTEL_TRACES_EXPORTER: 'otlp' });
     try {
       for (let i = 0; i < 10; i += 1) {
         const response = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'traced' }) });

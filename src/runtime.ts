@@ -1,0 +1,255 @@
+/**
+ * The one owner of everything with a start and a stop. `start()` brings the service up in this
+ * order, and `close(deadline)` takes it down in the reverse one:
+ *
+ *   tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
+ *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
+ *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
+ *
+ *   close: intake answers 503 (draining) → listeners stop, in-flight requests finish → the
+ *   pipeline drains within what is left of the deadline → what could not be stored stays in the
+ *   log (WAL mode) or goes to a spill file (memory mode) → log, DLQ, pool, metrics listener,
+ *   embedded database, tracing close.
+ *
+ * server.ts, the tests and the bench all build this same object, so the tests exercise the
+ * default configuration (WAL mode) rather than a copy of the wiring. It never exits the process:
+ * it reports a failed log through `onFatal` and a failed start by throwing a RuntimeStartError.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type pg from 'pg';
+import { systemClock, type Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool } from './db/pool.ts';
+import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
+import { IngestInternalError } from './internal-errors.ts';
+import type { Admission } from './http/admission.ts';
+import { createMetricsApp } from './http/metrics-app.ts';
+import type { IngestPipeline } from './ingest/pipeline.ts';
+import { createIngestService } from './ingest-service.ts';
+import type { SinkChain } from './sink/sink-chain.ts';
+import type { QueuedEvent, Sink } from './sink/sink.ts';
+import { recoverSpill } from './spill/recover-spill.ts';
+import { writeSpillFile } from './spill/spill-file.ts';
+import { createMetrics, type IngestMetrics } from './telemetry/metrics.ts';
+import { startTracing } from './telemetry/tracing.ts';
+import type { Durability } from './wal/durability.ts';
+import type { WalFatalError } from './wal/errors.ts';
+import { openDurability, type OpenedDurability } from './wal/open-durability.ts';
+import { replayRecovered } from './wal/replay.ts';
+
+export interface RuntimeOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly clock?: Clock;
+  /** OTEL_* variables; tracing starts only when they ask for it. Omitted: no tracing (tests). */
+  readonly tracingEnvironment?: Record<string, string | undefined>;
+  /** Tests and the bench wrap the COPY sink to inject faults or replace it. */
+  readonly wrapBaseSink?: (sink: Sink) => Sink;
+  /** The write-ahead log failed: nothing more may be acknowledged; the owner of the process exits. */
+  readonly onFatal?: (error: WalFatalError) => void;
+}
+
+/** What close() left behind. */
+export interface CloseReport {
+  /** Events accepted but not stored by the deadline. */
+  readonly unstored: number;
+  /** Where they are: still in the write-ahead log (WAL mode), or in this spill file (memory mode). */
+  readonly keptIn: 'nothing' | 'wal' | 'spill';
+  readonly spillFile?: string;
+  readonly durationMs: number;
+}
+
+/** Start-up could not complete; `code` says which step (server.ts maps it to an exit code). */
+export class RuntimeStartError extends IngestInternalError {
+  constructor(code: 'RUNTIME_ERR_WAL_UNAVAILABLE' | 'RUNTIME_ERR_DATABASE_UNAVAILABLE', message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
+  }
+}
+
+export class IngestRuntime {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly metrics: IngestMetrics;
+  readonly app: FastifyInstance;
+  /** The /metrics listener of METRICS_PORT, when set. */
+  readonly metricsApp: FastifyInstance | undefined;
+  readonly pipeline: IngestPipeline;
+  readonly admission: Admission;
+  readonly chain: SinkChain;
+  readonly deadLetterQueue: DeadLetterQueue;
+  readonly durability: Durability;
+  readonly pool: pg.Pool;
+  /** The database URL in use (the embedded server's when DATABASE_URL is unset). */
+  readonly databaseUrl: string;
+  readonly #embedded: EmbeddedDatabase | undefined;
+  readonly #opened: OpenedDurability;
+  readonly #stopTracing: () => Promise<void>;
+  #closing: Promise<CloseReport> | undefined;
+
+  private constructor(parts: {
+    options: RuntimeOptions;
+    clock: Clock;
+    metrics: IngestMetrics;
+    embedded: EmbeddedDatabase | undefined;
+    databaseUrl: string;
+    pool: pg.Pool;
+    opened: OpenedDurability;
+    stopTracing: () => Promise<void>;
+  }) {
+    const { options } = parts;
+    this.config = options.config;
+    this.logger = options.logger;
+    this.clock = parts.clock;
+    this.metrics = parts.metrics;
+    this.#embedded = parts.embedded;
+    this.databaseUrl = parts.databaseUrl;
+    this.pool = parts.pool;
+    this.#opened = parts.opened;
+    this.durability = parts.opened.durability;
+    this.#stopTracing = parts.stopTracing;
+    const service = createIngestService({
+      config: this.config,
+      pool: this.pool,
+      clock: this.clock,
+      logger: this.logger,
+      metrics: this.metrics,
+      durability: this.durability,
+      ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
+    });
+    this.app = service.app;
+    this.admission = service.admission;
+    this.pipeline = service.pipeline;
+    this.chain = service.chain;
+    this.deadLetterQueue = service.deadLetterQueue;
+    // METRICS_PORT: /metrics on a listener of its own, so it need not be exposed with the public one.
+    this.metricsApp = this.config.metricsPort === undefined ? undefined : createMetricsApp(this.metrics.registry, this.logger);
+  }
+
+  /**
+   * Bring everything up, recover what an earlier run left (spill files, WAL records) into the
+   * queue, and resolve once the service may listen. A step that fails undoes the ones before it.
+   */
+  static async start(options: RuntimeOptions): Promise<IngestRuntime> {
+    const { config, logger } = options;
+    const clock = options.clock ?? systemClock;
+    const undo: (() => Promise<unknown>)[] = [];
+    try {
+      const stopTracing = options.tracingEnvironment ? await startTracing(options.tracingEnvironment, logger) : async () => {};
+      undo.push(stopTracing);
+      let embedded: EmbeddedDatabase | undefined;
+      let databaseUrl = config.databaseUrl;
+      if (databaseUrl === undefined) {
+        embedded = await startEmbeddedPostgres({ dataDir: path.join(config.dataDir, 'postgres'), logger });
+        undo.push(() => embedded!.stop());
+        databaseUrl = embedded.url;
+      }
+      await migrate(databaseUrl, logger);
+      const pool = createPool(databaseUrl, config.db, logger);
+      undo.push(() => pool.end());
+      const metrics = createMetrics();
+      metrics.buildInfo.set({ version: packageVersion(), node: process.version }, 1);
+      if (!config.auth.enabled) {
+        logger.warn(
+          'AUTH=off: POST /event and /events accept events for any tenant from anyone who can reach this port. Use it for local development only; in production leave AUTH on and create keys with `npm run keys -- create --tenant <tenant>`',
+        );
+      }
+      const onFatal = options.onFatal ?? ((error: WalFatalError) => logger.fatal({ err: error }, 'the write-ahead log failed; nothing more is acknowledged'));
+      const opened = await openDurability(config, metrics, logger, onFatal).catch((error: unknown) => {
+        throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
+      });
+      undo.push(() => opened.close());
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, opened, stopTracing });
+      undo.push(() => runtime.deadLetterQueue.close());
+      await runtime.#recover();
+      return runtime;
+    } catch (error) {
+      for (const step of undo.reverse()) await step().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Open the public listener (and METRICS_PORT's). */
+  async listen(): Promise<void> {
+    await this.app.listen({ host: this.config.host, port: this.config.port });
+    if (this.metricsApp) await this.metricsApp.listen({ host: this.config.host, port: this.config.metricsPort ?? 0 });
+  }
+
+  /**
+   * The close sequence, bounded by `deadlineMs` for the listener and the drain together.
+   * Idempotent: a second call returns the first one's report.
+   */
+  close(deadlineMs: number = this.config.shutdownTimeoutMs): Promise<CloseReport> {
+    this.#closing ??= this.#close(deadlineMs);
+    return this.#closing;
+  }
+
+  async #recover(): Promise<void> {
+    // Find out now, not at the first dead letter, whether DATA_DIR/dlq is writable (/readyz reports it).
+    await this.deadLetterQueue.probe().catch((error: unknown) =>
+      this.logger.error(
+        { err: error, directory: this.deadLetterQueue.directory },
+        'the dead-letter directory is not writable; /readyz fails until it is. Fix its permissions or free disk space',
+      ),
+    );
+    await recoverSpill(this.config.dataDir, this.pipeline, this.logger);
+    await replayRecovered(this.#opened.recovered, this.pipeline, this.metrics, this.logger);
+  }
+
+  async #close(deadlineMs: number): Promise<CloseReport> {
+    const startedAtMs = Date.now();
+    const logger = this.logger;
+    logger.info({ queued: this.pipeline.depth }, 'shutting down: intake closed, draining the queue');
+    // 1. readiness turns 503 and new events get 503; 2. stop listening, let in-flight requests finish.
+    this.pipeline.beginDrain();
+    await raceDeadline(this.app.close(), deadlineMs);
+    // 3. drain the pipeline within what is left of the deadline.
+    const remainingMs = Math.max(deadlineMs - (Date.now() - startedAtMs), 0);
+    const unstored = await this.pipeline.shutdown(remainingMs);
+    const report = await this.#keepUnstored(unstored);
+    // 4. close the log, the dead-letter file and the pool, then the embedded database.
+    await this.#opened.close();
+    await this.deadLetterQueue.close();
+    await this.pool.end();
+    await this.metricsApp?.close();
+    await this.#embedded?.stop();
+    await this.#stopTracing();
+    const durationMs = Date.now() - startedAtMs;
+    logger.info({ durationMs, unstored: unstored.length, keptIn: report.keptIn }, 'shutdown complete');
+    return { ...report, durationMs };
+  }
+
+  async #keepUnstored(unstored: readonly QueuedEvent[]): Promise<Omit<CloseReport, 'durationMs'>> {
+    if (unstored.length === 0) return { unstored: 0, keptIn: 'nothing' };
+    if (this.durability.mode === 'wal') {
+      this.pipeline.recordSpilled(unstored.length, 'left_in_wal');
+      this.logger.error(
+        { events: unstored.length },
+        'shutdown deadline passed with events unstored; they stay in the write-ahead log and are replayed at the next start',
+      );
+      return { unstored: unstored.length, keptIn: 'wal' };
+    }
+    const spillFile = await writeSpillFile(this.config.dataDir, unstored, Date.now());
+    this.pipeline.recordSpilled(unstored.length);
+    this.logger.error({ file: spillFile, events: unstored.length }, 'unstored events written to the spill file; they are re-ingested at the next start');
+    return { unstored: unstored.length, keptIn: 'spill', spillFile };
+  }
+}
+
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return manifest.version ?? 'unknown';
+}
+
+function raceDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise((resolve) => {
+    timer = setTimeout(resolve, deadlineMs);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
