@@ -48,7 +48,21 @@ const REQUIRED_ALERTS: Record<string, string> = {
   IngestEventsFailed: 'ingest_events_failed_total',
   IngestNoFlushesWhileEventsArrive: 'ingest_flushes_total',
   IngestEventsSpilledAtShutdown: 'ingest_events_dropped_total',
+  IngestApiLatencyHigh: 'ingest_http_request_duration_seconds_bucket',
+  IngestBacklogTooOld: 'ingest_oldest_unsettled_event_age_seconds',
 };
+
+/** The text of each "## " section of a markdown file, by its heading's anchor. */
+function sectionsByAnchor(markdown: string): Map<string, string> {
+  const sections = new Map<string, string>();
+  const parts = markdown.split(/^(?=## )/m);
+  for (const part of parts) {
+    if (!part.startsWith('## ')) continue;
+    const [anchor] = headingAnchors(part);
+    if (anchor !== undefined) sections.set(anchor, part);
+  }
+  return sections;
+}
 
 /** Metric names an expression reads, following recording rules to what they read. */
 function metricsRead(expression: string, recorded: ReadonlyMap<string, string>, seen = new Set<string>()): Set<string> {
@@ -130,17 +144,35 @@ describe('ops/prometheus/alerts.yml', () => {
     }
   });
 
-  it('every runbook_url points at a "## " heading of runbook.md', async () => {
-    const anchors = headingAnchors(await readFile(path.join(root, 'runbook.md'), 'utf8'));
+  it('every runbook_url is <runbook_base external label>/runbook.md#<a "## " heading that names the alert>', async () => {
+    const runbook = await readFile(path.join(root, 'runbook.md'), 'utf8');
+    const anchors = headingAnchors(runbook);
     assert.ok(anchors.has('database-down--breaker-open'), 'anchor rules: "/" dropped, spaces kept as "-"');
+    const sections = sectionsByAnchor(runbook);
     const broken: string[] = [];
     for (const rule of (await loadRules()).filter((candidate) => candidate.alert !== undefined)) {
       const url = rule.annotations?.runbook_url ?? '';
-      const match = /^(?:https:\/\/github\.com\/[^#]+\/)?runbook\.md#([a-z0-9_-]+)$/.exec(url);
-      if (match === null) broken.push(`${rule.alert}: ${url} is not a link to runbook.md#<anchor>`);
+      // One place sets where the runbook lives: the runbook_base external label (prometheus.yml).
+      const match = /^\{\{ \$externalLabels\.runbook_base \}\}\/runbook\.md#([a-z0-9_-]+)$/.exec(url);
+      if (match === null) broken.push(`${rule.alert}: ${url} is not {{ $externalLabels.runbook_base }}/runbook.md#<anchor>`);
       else if (!anchors.has(match[1]!)) broken.push(`${rule.alert}: runbook.md has no heading with anchor #${match[1]!}`);
+      else if (!sections.get(match[1]!)!.includes(`\`${rule.alert!}\``)) broken.push(`${rule.alert}: section #${match[1]!} does not name the alert`);
     }
     assert.deepEqual(broken, [], `headings: ${[...anchors].join(', ')}`);
+  });
+
+  it('prometheus.yml sets the runbook_base external label, and the compose stack lets RUNBOOK_BASE set it', async () => {
+    const config = z
+      .object({ global: z.object({ external_labels: z.record(z.string(), z.string()) }).passthrough() })
+      .passthrough()
+      .parse(parse(await readFile(path.join(prometheusDirectory, 'prometheus.yml'), 'utf8')) as unknown);
+    const base = config.global.external_labels.runbook_base;
+    assert.equal(base, '${RUNBOOK_BASE}');
+    const compose = z
+      .object({ services: z.object({ prometheus: z.object({ command: z.array(z.string()), environment: z.record(z.string(), z.string()) }).passthrough() }).passthrough() })
+      .parse(parse(await readFile(path.join(root, 'docker-compose.yml'), 'utf8')) as unknown);
+    assert.ok(compose.services.prometheus.command.includes('--enable-feature=expand-external-labels'), 'Prometheus expands ${RUNBOOK_BASE}');
+    assert.match(compose.services.prometheus.environment.RUNBOOK_BASE ?? '', /^\$\{RUNBOOK_BASE:-https?:\/\/\S+\}$/);
   });
 
   it('prometheus.yml scrapes the service as job "audit-ingest" and loads alerts.yml', async () => {
@@ -185,6 +217,8 @@ describe('ops/prometheus/alerts.yml', () => {
     const firing = new Set(
       tests.tests.flatMap((test) => (test.alert_rule_test ?? []).filter((check) => check.exp_alerts.length > 0).map((check) => check.alertname)),
     );
-    for (const name of ['IngestBreakerOpen', 'IngestEventsFailed']) assert.ok(firing.has(name), `${name} is tested to fire`);
+    for (const name of ['IngestBreakerOpen', 'IngestEventsFailed', 'IngestApiLatencyHigh', 'IngestBacklogTooOld']) {
+      assert.ok(firing.has(name), `${name} is tested to fire`);
+    }
   });
 });

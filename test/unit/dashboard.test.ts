@@ -179,6 +179,8 @@ describe('ops/grafana dashboards', () => {
       'event-loop lag': ['nodejs_eventloop_lag_p99_seconds'],
       pool: ['ingest_db_pool_connections', 'ingest_db_pool_waiting'],
       'per-tenant queue depth': ['ingest_tenant_queue_depth'],
+      'API latency': ['ingest_http_request_duration_seconds_bucket'],
+      'backlog age': ['ingest_oldest_unsettled_event_age_seconds'],
     };
     const missing = Object.entries(required).filter(([, metrics]) => panelReading(...metrics) === undefined);
     assert.deepEqual(missing, []);
@@ -205,6 +207,12 @@ describe('ops/grafana dashboards', () => {
       .parse(latency.fieldConfig);
     assert.ok(fieldConfig.defaults.thresholds.steps.some((step) => step.value === 1), 'the SLO (1 s) as a threshold');
     assert.notEqual(fieldConfig.defaults.custom.thresholdsStyle.mode, 'off', 'drawn as a line');
+
+    const api = panelReading('ingest_http_request_duration_seconds_bucket')!;
+    assert.ok(
+      api.targets!.some((target) => /histogram_quantile\(0\.99,.*by \(le, route\)/.test(target.expr)),
+      'API latency p99 per route',
+    );
 
     const heatmap = panels.find((panel) => panel.type === 'heatmap' && metricsOf(panel).has('ingest_batch_size_bucket'));
     assert.ok(heatmap, 'the batch size distribution is a heatmap');
