@@ -36,6 +36,8 @@ export function createIngestService(options: {
   metrics: IngestMetrics;
   /** Tests wrap the COPY sink to inject faults. */
   wrapBaseSink?: (sink: Sink) => Sink;
+  /** The bench's baseline replaces the whole write path (see createSinkChain). */
+  replaceWritePath?: (base: Sink) => Sink;
   /** What acknowledgement waits for: the opened write-ahead log (DURABILITY=wal) or memory. */
   durability: Durability;
 }): IngestService {
@@ -57,6 +59,7 @@ export function createIngestService(options: {
     metrics,
     logger,
     ...(options.wrapBaseSink ? { wrapBase: options.wrapBaseSink } : {}),
+    ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
   });
   const pipeline = new IngestPipeline({
     batch: config.batch,

@@ -50,6 +50,8 @@ export interface RuntimeOptions {
   readonly tracingEnvironment?: Record<string, string | undefined>;
   /** Tests and the bench wrap the COPY sink to inject faults or replace it. */
   readonly wrapBaseSink?: (sink: Sink) => Sink;
+  /** The bench's whole-batch-retry baseline replaces the decorated write path (createSinkChain). */
+  readonly replaceWritePath?: (base: Sink) => Sink;
   /** The write-ahead log failed: nothing more may be acknowledged; the owner of the process exits. */
   readonly onFatal?: (error: WalFatalError) => void;
 }
@@ -121,6 +123,7 @@ export class IngestRuntime {
       metrics: this.metrics,
       durability: this.durability,
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
+      ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
     });
     this.app = service.app;
     this.admission = service.admission;

@@ -38,6 +38,11 @@ export function createSinkChain(options: {
   logger: Logger;
   /** Tests wrap the base sink to inject faults. */
   wrapBase?: (sink: Sink) => Sink;
+  /**
+   * Replace the decorated write path with one of the caller's, built on the (wrapped) COPY sink:
+   * only the bench's whole-batch-retry baseline does this, to compare against the real chain.
+   */
+  replaceWritePath?: (base: Sink) => Sink;
 }): SinkChain {
   const { config, metrics, logger } = options;
   const copy = new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
@@ -75,6 +80,8 @@ export function createSinkChain(options: {
     onWriteError: () => metrics.deadLetterWriteErrors.inc(),
   });
   const isolating = new PoisonSplittingSink(retrying, { deadLetter, onSplit: () => metrics.poisonSplits.inc() });
-  const sink = new GiveUpDeadLetterSink(isolating, { deadLetter, retryMaxAttempts: config.retry.maxAttempts, logger });
+  const sink = options.replaceWritePath
+    ? options.replaceWritePath(base)
+    : new GiveUpDeadLetterSink(isolating, { deadLetter, retryMaxAttempts: config.retry.maxAttempts, logger });
   return { sink, breaker, deadLetter };
 }
