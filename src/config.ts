@@ -18,6 +18,8 @@ const environmentSchema = z
     AUTH_CACHE_TTL_MS: integer(0, 3_600_000).default(30_000),
     AUTH_MAX_FAILURES_PER_MINUTE: integer(1, 1_000_000).default(30),
     METRICS_PORT: integer(0, 65535).optional(),
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    METRICS_ON_PUBLIC_LISTENER: z.enum(['true', 'false']).default('false'),
     DURABILITY: z.enum(['wal', 'memory']).default('wal'),
     WAL_MAX_BYTES: integer(1024 * 1024, 1024 ** 4).default(256 * 1024 * 1024),
     WAL_SEGMENT_BYTES: integer(64 * 1024, 1024 ** 3).default(16 * 1024 * 1024),
@@ -73,6 +75,9 @@ const environmentSchema = z
 
 type Environment = z.output<typeof environmentSchema>;
 
+/** /metrics names tenants: by default it has a listener of its own on 127.0.0.1, here. */
+const DEFAULT_METRICS_PORT = 9464;
+
 export interface Config {
   readonly host: string;
   readonly port: number;
@@ -96,8 +101,15 @@ export interface Config {
   };
   /** OTEL_* asks for traces: request spans are then created (no per-request hooks otherwise). */
   readonly tracing: boolean;
-  /** When set, /metrics is served on this port only, not on the public listener. */
+  /**
+   * The port of the /metrics listener of its own (METRICS_PORT, default 9464); undefined (only
+   * with METRICS_ON_PUBLIC_LISTENER=true and no METRICS_PORT): no such listener.
+   */
   readonly metricsPort: number | undefined;
+  /** Where that listener binds: 127.0.0.1 unless METRICS_HOST says otherwise (metrics name tenants). */
+  readonly metricsHost: string;
+  /** METRICS_ON_PUBLIC_LISTENER=true: /metrics on the public, unauthenticated listener too. */
+  readonly metricsOnPublicListener: boolean;
   readonly batch: {
     readonly maxSize: number;
     readonly maxBytes: number;
@@ -187,7 +199,9 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,
       maxFailuresPerMinute: env.AUTH_MAX_FAILURES_PER_MINUTE,
     },
-    metricsPort: env.METRICS_PORT,
+    metricsPort: env.METRICS_PORT ?? (env.METRICS_ON_PUBLIC_LISTENER === 'true' ? undefined : DEFAULT_METRICS_PORT),
+    metricsHost: env.METRICS_HOST,
+    metricsOnPublicListener: env.METRICS_ON_PUBLIC_LISTENER === 'true',
     tracing: tracingConfigured(environment),
     batch: {
       maxSize: env.BATCH_MAX_SIZE,

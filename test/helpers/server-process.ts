@@ -12,10 +12,14 @@ export interface ServerProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Spawn the real server (`src/server.ts`) and wait until it listens. */
+/**
+ * Spawn the real server (`src/server.ts`) and wait until it listens. METRICS_PORT defaults to 0
+ * (a free port) so that servers running side by side do not fight over 9464; pass '' for the
+ * service's own default.
+ */
 export async function startServerProcess(environment: Record<string, string>, startTimeoutMs = 30_000): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', SERVER_ENTRY], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];

@@ -3,11 +3,19 @@ import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createServer } from 'node:net';
 import { findFreePort } from '../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startServerProcess } from '../helpers/server-process.ts';
 import { sampleEvent } from '../helpers/service.ts';
 
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
 
 describe('listeners and authentication defaults', () => {
   let db: TestDatabase;
@@ -33,6 +41,32 @@ describe('listeners and authentication defaults', () => {
       assert.equal(metrics.status, 200);
       assert.match(await metrics.text(), /ingest_http_responses_total\{route="\/event",status="401"\} 1/);
       assert.ok(!server.logs.some((line) => line.includes('AUTH=off')));
+    } finally {
+      server.child.kill('SIGTERM');
+      assert.equal((await server.exited).code, 0);
+    }
+  });
+
+  it('keeps /metrics (which names tenants) off the public listener when METRICS_PORT is unset: 127.0.0.1:9464', async (t) => {
+    if (!(await portIsFree(9464))) return t.skip('port 9464 is in use on this machine');
+    const server = await startServerProcess({ DATABASE_URL: db.url, METRICS_PORT: '' });
+    try {
+      assert.equal((await fetch(`${server.origin}/metrics`)).status, 404, '/metrics is not on the public listener');
+      const metrics = await fetch('http://127.0.0.1:9464/metrics');
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /ingest_http_responses_total/);
+    } finally {
+      server.child.kill('SIGTERM');
+      assert.equal((await server.exited).code, 0);
+    }
+  });
+
+  it('serves /metrics on the public listener only when METRICS_ON_PUBLIC_LISTENER=true', async () => {
+    const server = await startServerProcess({ DATABASE_URL: db.url, METRICS_PORT: '', METRICS_ON_PUBLIC_LISTENER: 'true' });
+    try {
+      const metrics = await fetch(`${server.origin}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /ingest_http_responses_total/);
     } finally {
       server.child.kill('SIGTERM');
       assert.equal((await server.exited).code, 0);
