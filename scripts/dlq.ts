@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from '../src/config.ts';
+import { openCliDatabase } from '../src/db/cli-database.ts';
 import { createPool } from '../src/db/pool.ts';
 import { deadLetterDirectory, readDeadLetterFiles, type DeadLetterFile } from '../src/dlq/dlq-files.ts';
 import { RedriveBusyError } from '../src/dlq/redrive-lock.ts';
@@ -20,10 +21,12 @@ const USAGE = `usage: npm run dlq -- <command> [options]
   list [--limit N] [--json]        one line per dead-lettered event: time, id, tenant, SQLSTATE, attempts, error
   stats [--json]                   files, records, bytes, and records by SQLSTATE
   redrive [--batch-size N] [--json]
-                                   replay every record into DATABASE_URL (never migrates); records that
+                                   replay every record into the service's database; records that
                                    still fail stay in the DLQ; running it twice stores nothing twice
 
-Reads DATA_DIR (default ./.data) like the service. Exit codes: 0 ok, 1 records still failing or the
+Reads DATA_DIR (default ./.data) and finds the database like the service: DATABASE_URL, else the
+embedded PostgreSQL of the service running on DATA_DIR (else it starts that one itself, for the
+re-drive only). It never migrates a database a service runs on. Exit codes: 0 ok, 1 records still failing or the
 re-drive stopped, 2 usage or configuration error.`;
 
 class UsageError extends Error {}
@@ -109,16 +112,10 @@ function printResult(result: RedriveResult): void {
 }
 
 async function redriveCommand(config: Config, directory: string, batchSize: number, json: boolean): Promise<number> {
-  if (config.databaseUrl === undefined) {
-    err(
-      'DATABASE_URL is not set: set it to the database the service writes to. The re-drive neither starts the embedded ' +
-        'PostgreSQL nor migrates. For the embedded one, while the service runs: DATABASE_URL=postgres://postgres:ingest-embedded@127.0.0.1:<port>/postgres, ' +
-        'with <port> from the 4th line of DATA_DIR/postgres/postmaster.pid',
-    );
-    return EXIT_USAGE;
-  }
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const pool = createPool(config.databaseUrl, config.db, logger);
+  // DATABASE_URL, else the embedded server under DATA_DIR: the same lookup as `npm run keys`.
+  const database = await openCliDatabase(config, logger);
+  const pool = createPool(database.url, config.db, logger);
   const abort = new AbortController();
   const onSignal = () => abort.abort(new Error('interrupted by a signal'));
   process.once('SIGINT', onSignal);
@@ -156,6 +153,7 @@ async function redriveCommand(config: Config, directory: string, batchSize: numb
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await pool.end();
+    await database.close();
   }
 }
 

@@ -18,11 +18,22 @@ import { ConfigError, loadConfig, type Config } from '../src/config.ts';
 import { openCliDatabase } from '../src/db/cli-database.ts';
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const USAGE = `usage: npm run keys -- <command> [options]
+
+  create --tenant <t> [--label <text>]   a new key; printed alone on the last line of stdout, shown once
+  list [--tenant <t>]                    one line per key: id, tenant, state, created, expires, label
+  revoke <key-id>                        the key stops working within AUTH_CACHE_TTL_MS
+  rotate <key-id> [--overlap-hours N]    a new key for the same tenant; the old one keeps working for
+                                         N hours (default 24), then expires
+
+Finds the database as the service does: DATABASE_URL, else the embedded PostgreSQL under DATA_DIR
+(default ./.data). Exit codes: 0 ok, 1 no such key, 2 usage or configuration error.`;
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const fail = (line: string, code: number): never => {
   process.stderr.write(`${line}\n`);
   process.exit(code);
 };
+const usageError = (line: string): never => fail(`${line}\n\n${USAGE}`, 2);
 
 function describe(key: StoredKey, nowMs: number): string {
   const state = key.revokedAt
@@ -35,14 +46,31 @@ function describe(key: StoredKey, nowMs: number): string {
   return [key.id, key.tenant, state, key.createdAt.toISOString(), key.expiresAt?.toISOString() ?? '-', key.label ?? ''].join('\t');
 }
 
-const { positionals, values } = parseArgs({
-  allowPositionals: true,
-  options: { tenant: { type: 'string' }, label: { type: 'string' }, 'overlap-hours': { type: 'string' } },
-});
-const [command, argument] = positionals;
-if (!command || !['create', 'list', 'revoke', 'rotate'].includes(command)) {
-  fail('usage: npm run keys -- create --tenant <t> [--label <text>] | list [--tenant <t>] | revoke <key-id> | rotate <key-id> [--overlap-hours N]', 2);
+function parseCommandLine() {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        tenant: { type: 'string' },
+        label: { type: 'string' },
+        'overlap-hours': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    // ERR_PARSE_ARGS_UNKNOWN_OPTION and friends: a usage error, not a crash.
+    return usageError((error as Error).message);
+  }
 }
+const { positionals, values } = parseCommandLine();
+if (values.help) {
+  out(USAGE);
+  process.exit(0);
+}
+const [command, argument, ...extra] = positionals;
+if (!command) usageError('no command given');
+if (!['create', 'list', 'revoke', 'rotate'].includes(command!)) usageError(`unknown command "${command!}"`);
+if (extra.length > 0) usageError(`unexpected arguments: ${extra.join(' ')}`);
 
 function readConfig(): Config {
   try {
@@ -53,7 +81,12 @@ function readConfig(): Config {
 }
 const config = readConfig();
 const logger = pino({ level: 'warn' }, pino.destination(2));
-const database = await openCliDatabase(config, logger);
+/** What an operator needs of an unexpected error: its message and code, not a stack. */
+const describeError = (error: unknown) =>
+  error instanceof Error ? `${error.message}${'code' in error && typeof error.code === 'string' ? ` (${error.code})` : ''}` : String(error);
+const database = await openCliDatabase(config, logger).catch((error: unknown) =>
+  fail(`keys: cannot open the database (DATABASE_URL, else the embedded one under DATA_DIR): ${describeError(error)}`, 1),
+);
 const pool = new pg.Pool({ connectionString: database.url, max: 1 });
 const store = new ApiKeyStore(pool);
 let exitCode = 0;
@@ -97,6 +130,9 @@ try {
       break;
     }
   }
+} catch (error) {
+  process.stderr.write(`keys: ${command!} failed: ${describeError(error)}\n`);
+  exitCode = 1;
 } finally {
   await pool.end();
   await database.close();
