@@ -84,6 +84,7 @@ function startVariant(ctx: Context, db: ModeDatabase, variant: Variant): Promise
     LOG_LEVEL: 'warn',
     DATA_DIR: path.join(ctx.runDir, 'whole-batch-retry-data'),
     METRICS_PORT: '',
+    METRICS_ON_PUBLIC_LISTENER: 'true',
     RETRY_FIXED_DELAY_MS: String(RETRY_FIXED_DELAY_MS),
   });
 }

@@ -84,7 +84,7 @@ export function createIngestService(options: {
     config,
     durability,
     authenticator,
-    serveMetricsOnMainListener: config.metricsPort === undefined,
+    serveMetricsOnMainListener: config.metricsOnPublicListener,
     pipeline,
     clock,
     logger,

@@ -130,7 +130,8 @@ export class IngestRuntime {
     this.pipeline = service.pipeline;
     this.chain = service.chain;
     this.deadLetterQueue = service.deadLetterQueue;
-    // METRICS_PORT: /metrics on a listener of its own, so it need not be exposed with the public one.
+    // /metrics names tenants: it has a listener of its own (METRICS_PORT on METRICS_HOST, 127.0.0.1
+    // by default); the public listener serves it only with METRICS_ON_PUBLIC_LISTENER=true.
     this.metricsApp = this.config.metricsPort === undefined ? undefined : createMetricsApp(this.metrics.registry, this.logger);
   }
 
@@ -180,7 +181,7 @@ export class IngestRuntime {
   /** Open the public listener (and METRICS_PORT's). */
   async listen(): Promise<void> {
     await this.app.listen({ host: this.config.host, port: this.config.port });
-    if (this.metricsApp) await this.metricsApp.listen({ host: this.config.host, port: this.config.metricsPort ?? 0 });
+    if (this.metricsApp) await this.metricsApp.listen({ host: this.config.metricsHost, port: this.config.metricsPort ?? 0 });
   }
 
   /**

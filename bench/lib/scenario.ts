@@ -119,6 +119,7 @@ export function startIngestService(ctx: Context, db: ModeDatabase, name: string,
     DATA_DIR: path.join(ctx.runDir, `${name}-data`),
     AUTH: 'off',
     METRICS_PORT: '',
+    METRICS_ON_PUBLIC_LISTENER: 'true',
     ...env,
   });
 }

@@ -51,6 +51,7 @@ async function startService(ctx: Context, db: ModeDatabase, name: string, cpuPro
     AUTH: 'off',
     // /metrics on the main listener (the bench scrapes it there).
     METRICS_PORT: '',
+    METRICS_ON_PUBLIC_LISTENER: 'true',
   });
 }
 

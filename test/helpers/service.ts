@@ -28,6 +28,8 @@ export async function buildTestService(
     BATCH_MAX_WAIT_MS: '20',
     LOG_LEVEL: 'silent',
     AUTH: 'off',
+    // In-process tests read /metrics through app.inject on the one app.
+    METRICS_ON_PUBLIC_LISTENER: 'true',
     DATA_DIR: options.dataDir ?? path.join(tmpdir(), `ingest-test-${randomUUID()}`),
     ...environment,
     DATABASE_URL: databaseUrl,

@@ -21,6 +21,8 @@ describe('when the database goes away', () => {
 
   it('keeps accepted events queued, sheds, opens the breaker, and drains the backlog in order once it returns', async () => {
     const service = await buildTestService(throughProxy(db.url, proxy), {
+      // One flush slot, so "in order" is a property of the service, not of which slot won.
+      FLUSH_CONCURRENCY: '1',
       QUEUE_CAPACITY: '300',
       BATCH_MAX_SIZE: '50',
       BREAKER_FAILURE_THRESHOLD: '3',
@@ -59,9 +61,19 @@ describe('when the database goes away', () => {
       await proxy.restore();
       await waitFor(() => service.pipeline.depth === 0, 20_000, 'the backlog to drain');
       assert.equal(service.chain.breaker.state, 'closed');
-      const { rows } = await db.pool.query<{ id: string }>("SELECT id FROM events WHERE tenant = 'outage' ORDER BY received_at, id");
+      const { rows } = await db.pool.query<{ id: string; txid: string }>("SELECT id, xmin::text AS txid FROM events WHERE tenant = 'outage'");
       assert.equal(rows.length, acknowledged.length, 'every acknowledged event stored once');
       assert.deepEqual(new Set(rows.map((r) => r.id)), new Set(acknowledged));
+      // In order: each batch commits in its own transaction; every event of an earlier
+      // transaction was acknowledged before every event of a later one.
+      const position = new Map(acknowledged.map((id, index) => [id, index]));
+      const byTransaction = new Map<number, number[]>();
+      for (const row of rows) byTransaction.set(Number(row.txid), [...(byTransaction.get(Number(row.txid)) ?? []), position.get(row.id)!]);
+      const batches = [...byTransaction.entries()].sort(([a], [b]) => a - b).map(([, positions]) => positions);
+      assert.ok(batches.length >= 240 / 50, `the backlog went in ${batches.length} batches`);
+      for (let i = 1; i < batches.length; i += 1) {
+        assert.ok(Math.max(...batches[i - 1]!) < Math.min(...batches[i]!), `batch ${i} holds an event acknowledged before one of batch ${i - 1}`);
+      }
       const failed = await service.metrics.registry.getSingleMetricAsString('ingest_events_failed_total');
       assert.match(failed, /ingest_events_failed_total 0/);
       assert.equal((await service.app.inject('/readyz')).statusCode, 200);
