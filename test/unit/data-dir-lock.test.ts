@@ -1,27 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { acquireDataDirLock, DataDirLockedError, DataDirLockError, inspectDataDirLock } from '../../src/data-dir-lock.ts';
-
-const MODULE = path.resolve(import.meta.dirname, '../../src/data-dir-lock.ts');
-
-/** A child node process that takes the lock on `directory`, says "locked", and waits to be killed. */
-function holdInChild(directory: string) {
-  const script = `import { acquireDataDirLock } from ${JSON.stringify(MODULE)};
-await acquireDataDirLock(${JSON.stringify(directory)});
-process.stdout.write('locked\\n');
-setInterval(() => {}, 60_000);`;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  const locked = new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('locked') && resolve());
-    void exited.then(() => reject(new Error('the child exited before it took the lock')));
-  });
-  return { child, locked, exited };
-}
+import { holdLockInChild } from '../helpers/lock-holder.ts';
 
 describe('the DATA_DIR lock', () => {
   let root: string;
@@ -57,7 +40,7 @@ describe('the DATA_DIR lock', () => {
 
   it('is held across processes and freed by the kernel when the holder is SIGKILLed', async () => {
     const directory = path.join(root, 'killed');
-    const holder = holdInChild(directory);
+    const holder = holdLockInChild(directory);
     await holder.locked;
     const seen = inspectDataDirLock(directory);
     assert.ok(typeof seen === 'object' && seen.pid === holder.child.pid, `the child is named as the holder: ${JSON.stringify(seen)}`);
