@@ -3,7 +3,6 @@ import { spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
 import { pino } from 'pino';
@@ -23,28 +22,15 @@ import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import type { QueuedEvent } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
+import { runScript } from '../helpers/run-script.ts';
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/dlq.ts');
 const AWKWARD = 'tab\there, newline\nthere, cr\rback\\slash \\N \\. Zoë 👩‍💻';
 const signal = new AbortController().signal;
 const clock = { now: () => Date.now() };
 
 const queued = (fields: Record<string, unknown>): QueuedEvent => queuedEvent({ tenant: 'dlq', ...fields });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], env: Record<string, string>): Promise<CliResult> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
+const runCli = (args: string[], env: Record<string, string>) => runScript('dlq', args, env);
 
 describe('dead-letter re-drive', () => {
   let db: TestDatabase;
