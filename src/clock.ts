@@ -1,6 +1,16 @@
 /**
- * The one seam for time. Everything that measures or waits takes a Clock, so tests can swap in
- * a fake one (@sinonjs/fake-timers' `createClock()` satisfies this interface) and advance it.
+ * The seam for the time the service's own rules depend on, so tests can swap in a fake one
+ * (@sinonjs/fake-timers' `createClock()` satisfies this interface) and advance it:
+ *  - the batcher: the linger timer (BATCH_MAX_WAIT_MS), enqueue times, the drain rate, the
+ *    shutdown deadline;
+ *  - the edge: received_at, the API-key cache and failed-login window, tenant activity for fair
+ *    shares;
+ *  - dead-letter records' timestamps.
+ * Deliberately NOT on it: timeouts that bound real I/O and are tested against real I/O — the COPY
+ * timeout (AbortSignal.timeout), the readiness probe, the pool's connect timeout, retry backoff and
+ * the breaker's open period (cockatiel's own timers), the WAL's fsync timing and its disk-full
+ * retry (performance.now), and the spill/replay wait for room. A fake clock cannot make a socket or
+ * a disk faster, so these tests use short real timeouts instead.
  */
 /** Whatever the clock's setTimeout returns; only ever handed back to its clearTimeout. */
 export type TimerHandle = object | number;
