@@ -44,7 +44,7 @@ const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
 };
 
 export interface AppDependencies {
-  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http' | 'tracing'>;
+  readonly config: Pick<Config, 'ackMode' | 'bodyLimitBytes' | 'bulk' | 'queue' | 'http' | 'tracing' | 'trustProxy'>;
   readonly pipeline: IngestPipeline;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -83,6 +83,15 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     connectionTimeout: config.http.requestTimeoutMs * 2,
+    // TRUST_PROXY: behind a load balancer request.ip (the failed-authentication limiter's key) is
+    // the client's, not the balancer's.
+    // A hop count as the function fastify itself builds from one (its types take no number).
+    trustProxy:
+      typeof config.trustProxy === 'number'
+        ? ((hops) => (_address: string, hop: number) => hop < hops)(config.trustProxy)
+        : typeof config.trustProxy === 'object'
+          ? [...config.trustProxy]
+          : config.trustProxy,
   });
   app.server.maxConnections = config.http.maxConnections;
   // Request spans (and the context handlers run in) come from @fastify/otel, registered only

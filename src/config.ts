@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { deadLetterDirectory } from './dlq/dlq-files.ts';
@@ -5,6 +6,39 @@ import { tracingConfigured } from './telemetry/tracing.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const fraction = z.coerce.number().gt(0).lte(1);
+
+/** proxy-addr's names for address ranges, which Fastify's trustProxy accepts too. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isProxyAddressOrRange(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
+/**
+ * TRUST_PROXY, as Fastify's trustProxy option takes it: `false` (default: the peer address is the
+ * client), `true` (the first X-Forwarded-For address), a hop count, or the comma-separated
+ * addresses / CIDRs (or loopback, linklocal, uniquelocal) of the proxies to trust.
+ */
+const trustProxy = z
+  .string()
+  .trim()
+  .default('false')
+  .transform((value, context): boolean | number | string[] => {
+    if (value === 'true' || value === 'false') return value === 'true';
+    if (/^\d+$/.test(value)) return Number(value);
+    const entries = value.split(',').map((entry) => entry.trim());
+    const bad = entries.filter((entry) => !isProxyAddressOrRange(entry));
+    if (bad.length === 0) return entries;
+    context.addIssue({
+      code: 'custom',
+      message: `must be true, false, a hop count, or comma-separated IP addresses / CIDRs (or loopback, linklocal, uniquelocal); not ${bad.join(', ')}`,
+    });
+    return z.NEVER;
+  });
 
 /** Every environment variable the service reads, with its default. Units are in the names. */
 const environmentSchema = z
@@ -17,6 +51,7 @@ const environmentSchema = z
     AUTH: z.enum(['on', 'off']).default('on'),
     AUTH_CACHE_TTL_MS: integer(0, 3_600_000).default(30_000),
     AUTH_MAX_FAILURES_PER_MINUTE: integer(1, 1_000_000).default(30),
+    TRUST_PROXY: trustProxy,
     METRICS_PORT: integer(0, 65535).optional(),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     METRICS_ON_PUBLIC_LISTENER: z.enum(['true', 'false']).default('false'),
@@ -95,7 +130,7 @@ export interface Config {
   };
   readonly auth: {
     readonly enabled: boolean;
-    /** How long a key lookup is trusted: a revoked key stops working within this. */
+    /** How long a key lookup is trusted: a revoked key stops working within this. 0: no cache. */
     readonly cacheTtlMs: number;
     readonly maxFailuresPerMinute: number;
   };
@@ -130,6 +165,8 @@ export interface Config {
     readonly tenantActiveWindowMs: number;
   };
   readonly shutdownTimeoutMs: number;
+  /** Fastify's trustProxy: which X-Forwarded-* hops to believe for the client address (request.ip). */
+  readonly trustProxy: boolean | number | readonly string[];
   /** Limits that keep slow or greedy clients from holding the listener. */
   readonly http: {
     readonly headersTimeoutMs: number;
@@ -220,6 +257,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       tenantActiveWindowMs: env.TENANT_ACTIVE_WINDOW_MS,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    trustProxy: env.TRUST_PROXY,
     http: {
       headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,

@@ -37,9 +37,16 @@ const COLUMNS = 'id, tenant, secret_hash, label, created_at, expires_at, revoked
 /** The api_keys table. */
 export class ApiKeyStore {
   readonly #pool: pg.Pool;
+  readonly #lookupTimeoutMs: number;
 
-  constructor(pool: pg.Pool) {
+  /**
+   * `lookupTimeoutMs` bounds `find` once it has a connection (the pool's connect timeout bounds the
+   * wait for one): a lookup on a connection the database no longer answers fails, and that
+   * connection is discarded, instead of holding a pool slot until TCP gives up.
+   */
+  constructor(pool: pg.Pool, options: { lookupTimeoutMs?: number } = {}) {
     this.#pool = pool;
+    this.#lookupTimeoutMs = options.lookupTimeoutMs ?? 5_000;
   }
 
   /** Create a key for `tenant`; the plain key is returned once and never stored. */
@@ -53,7 +60,13 @@ export class ApiKeyStore {
   }
 
   async find(id: string): Promise<StoredKey | undefined> {
-    const { rows } = await this.#pool.query<KeyRow>(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1`, [id]);
+    // pg reads query_timeout from a query's config; its type definitions do not list it.
+    const query: pg.QueryConfig & { query_timeout: number } = {
+      text: `SELECT ${COLUMNS} FROM api_keys WHERE id = $1`,
+      values: [id],
+      query_timeout: this.#lookupTimeoutMs,
+    };
+    const { rows } = await this.#pool.query<KeyRow>(query);
     return rows[0] ? toStoredKey(rows[0]) : undefined;
   }
 
