@@ -103,6 +103,11 @@ const environmentSchema = z
     message: 'must not exceed RETRY_MAX_DELAY_MS',
     path: ['RETRY_BASE_DELAY_MS'],
   })
+  // A log smaller than one segment fills before its first segment rolls: refuse it at start.
+  .refine((env) => env.WAL_SEGMENT_BYTES <= env.WAL_MAX_BYTES, {
+    message: 'must not be below WAL_SEGMENT_BYTES',
+    path: ['WAL_MAX_BYTES'],
+  })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
     path: ['BATCH_MAX_SIZE'],

@@ -1,15 +1,30 @@
 import type { Waiter } from '../batcher/batcher.ts';
 import { IngestError } from '../errors.ts';
+import type { IngestPipeline } from '../ingest/pipeline.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
+import type { Durability } from '../wal/durability.ts';
 import { WalFatalError, WalFullError } from '../wal/errors.ts';
 import type { IngestContext } from './ingest-context.ts';
 
 const WAL_RETRY_AFTER_SECONDS = 5;
 
 /**
+ * Queue room taken by requests that passed the room check and are waiting for their log fsync:
+ * a request behind them sees the queue as already holding them, so once a request's events are
+ * durable, the queue still has room for all of them.
+ */
+const reserved = new WeakMap<IngestPipeline, { events: number; bytes: number }>();
+
+/**
  * Make validated events durable (per DURABILITY), then queue all of them or none. Resolves once
- * they may be acknowledged; throws the IngestError to answer otherwise. Events made durable but
- * not queued are released from the log at once (they were not acknowledged).
+ * they may be acknowledged; throws the IngestError to answer otherwise.
+ *
+ * A refused event must never be stored later, so everything that can refuse is checked before
+ * anything is written: draining, the log's state, queue room for the whole request (reserved
+ * until its fsync returns), and log room for the whole request (persist writes all or none).
+ * The one refusal left after the write, the queue closing while the fsync ran (a shutdown whose
+ * deadline did not wait for this request), withdraws the records with a durable cancellation
+ * record before answering, so recovery never replays them.
  */
 export async function acceptEvents(
   context: Pick<IngestContext, 'pipeline' | 'durability' | 'admission'>,
@@ -17,8 +32,18 @@ export async function acceptEvents(
   waiters?: readonly Waiter[],
 ): Promise<void> {
   const { pipeline, durability, admission } = context;
+  if (pipeline.draining) throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: admission.retryAfterSeconds() });
+  if (durability.failed) throw new IngestError('INGEST_ERR_WAL_FAILED', undefined, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS });
   const refusing = durability.refusing;
   if (refusing) throw new IngestError('INGEST_ERR_WAL_FULL', `the write-ahead log refuses new events (${refusing}); nothing was acknowledged`, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS });
+  const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
+  let reservation = reserved.get(pipeline);
+  if (!reservation) reserved.set(pipeline, (reservation = { events: 0, bytes: 0 }));
+  if (!pipeline.hasRoomFor(reservation.events + events.length, reservation.bytes + bytes)) {
+    throw new IngestError('INGEST_ERR_QUEUE_FULL', undefined, { retryAfterSeconds: admission.retryAfterSeconds() });
+  }
+  reservation.events += events.length;
+  reservation.bytes += bytes;
   let durable: readonly QueuedEvent[];
   try {
     durable = await durability.persist(events);
@@ -26,14 +51,33 @@ export async function acceptEvents(
     if (error instanceof WalFullError) throw new IngestError('INGEST_ERR_WAL_FULL', error.message, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error });
     if (error instanceof WalFatalError) throw new IngestError('INGEST_ERR_WAL_FAILED', undefined, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error });
     throw error;
+  } finally {
+    reservation.events -= events.length;
+    reservation.bytes -= bytes;
   }
-  const bytes = durable.reduce((sum, event) => sum + event.bytes, 0);
-  if (pipeline.draining || !pipeline.hasRoomFor(durable.length, bytes)) {
-    durability.settle(durable);
-    const code = pipeline.draining ? 'INGEST_ERR_DRAINING' : 'INGEST_ERR_QUEUE_FULL';
-    throw new IngestError(code, undefined, { retryAfterSeconds: admission.retryAfterSeconds() });
+  // Nothing runs between here and the enqueues: the room checked (and reserved) above is still
+  // there, and the queue is either open for all of them or closed for all of them. A drain that
+  // began during the fsync still takes this request (the drain waits for requests in flight).
+  if (!pipeline.hasRoomFor(durable.length, bytes)) await refuseWritten(durability, durable, 'INGEST_ERR_QUEUE_FULL', admission.retryAfterSeconds());
+  const first = durable.length > 0 ? pipeline.enqueue(durable[0]!, waiters?.[0]) : { ok: true as const };
+  if (!first.ok) {
+    const code = first.reason === 'closed' ? 'INGEST_ERR_DRAINING' : 'INGEST_ERR_QUEUE_FULL';
+    await refuseWritten(durability, durable, code, admission.retryAfterSeconds());
   }
-  // Nothing runs between the room check and these enqueues, so none is refused.
-  durable.forEach((event, index) => pipeline.enqueue(event, waiters?.[index]));
+  for (let index = 1; index < durable.length; index += 1) pipeline.enqueue(durable[index]!, waiters?.[index]);
 }
 
+/** Refuse events already in the log: withdraw them durably first, so the 503 is true. */
+async function refuseWritten(durability: Durability, durable: readonly QueuedEvent[], code: 'INGEST_ERR_DRAINING' | 'INGEST_ERR_QUEUE_FULL', retryAfterSeconds: number): Promise<never> {
+  try {
+    await durability.cancel(durable);
+  } catch (error) {
+    // The records stay in the log and a later start may store them: do not claim otherwise.
+    throw new IngestError(
+      'INGEST_ERR_WAL_FAILED',
+      'the events reached the write-ahead log but could not be withdrawn, so they may still be stored; retry with the same ids (a retried id is not stored twice)',
+      { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error },
+    );
+  }
+  throw new IngestError(code, undefined, { retryAfterSeconds });
+}

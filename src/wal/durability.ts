@@ -1,5 +1,5 @@
 import type { QueuedEvent } from '../sink/sink.ts';
-import type { Appended, WriteAheadLog } from './write-ahead-log.ts';
+import type { WriteAheadLog } from './write-ahead-log.ts';
 
 /**
  * What "accepted" means before the event is acknowledged. `memory`: nothing more (a crash loses
@@ -8,19 +8,31 @@ import type { Appended, WriteAheadLog } from './write-ahead-log.ts';
  */
 export interface Durability {
   readonly mode: 'memory' | 'wal';
-  /** Resolves with the events as they must be queued (with their log positions) once durable. */
+  /**
+   * Resolves with the events as they must be queued (with their log positions) once durable. All
+   * or none: when it throws, none of the events will be replayed by a later start.
+   */
   persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]>;
-  /** These events are settled (stored, duplicate or dead-lettered), or were never queued. */
+  /** These events are settled (stored, duplicate or dead-lettered). */
   settle(events: readonly QueuedEvent[]): void;
+  /**
+   * These persisted events were refused after all (not acknowledged, not queued): withdraw them
+   * so no later start replays them. Resolves once that is durable.
+   */
+  cancel(events: readonly QueuedEvent[]): Promise<void>;
   /** Why new events cannot be made durable right now (→ 503), or undefined. */
   readonly refusing: string | undefined;
+  /** The log failed for good (→ 503 INGEST_ERR_WAL_FAILED until the process restarts). */
+  readonly failed: boolean;
 }
 
 export const memoryDurability: Durability = {
   mode: 'memory',
   persist: (events) => Promise.resolve(events),
   settle: () => {},
+  cancel: () => Promise.resolve(),
   refusing: undefined,
+  failed: false,
 };
 
 export class WalDurability implements Durability {
@@ -35,21 +47,61 @@ export class WalDurability implements Durability {
     return this.#wal.refusing;
   }
 
+  get failed(): boolean {
+    return this.#wal.failed;
+  }
+
   async persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]> {
-    const appended: Appended[] = [];
-    try {
-      for (const event of events) appended.push(this.#wal.append(event.row));
-      await Promise.all(appended.map(({ durable }) => durable));
-    } catch (error) {
-      // None of these events is acknowledged or queued: release what did reach the log.
-      void Promise.allSettled(appended.map(({ durable }) => durable)).then(() => this.#wal.settle(appended.map(({ seq }) => seq)));
-      throw error;
+    // All or none: refused whole (nothing written) when the log has no room for every record.
+    const appended = this.#wal.appendAll(events.map((event) => event.row));
+    const outcomes = await Promise.allSettled(appended.map(({ durable }) => durable));
+    const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failure) {
+      // None of these events is acknowledged or queued. The records of one request are written
+      // in one group, so they fail together (a full disk: never written, released here); should
+      // any have become durable, they are withdrawn.
+      this.#wal.settle(appended.filter((_, index) => outcomes[index]!.status === 'rejected').map(({ seq }) => seq));
+      const written = appended.filter((_, index) => outcomes[index]!.status === 'fulfilled').map(({ seq }) => seq);
+      if (written.length > 0) await this.#wal.cancel(written);
+      throw failure.reason;
     }
     return events.map((event, index) => ({ ...event, walSeq: appended[index]!.seq }));
   }
 
   settle(events: readonly QueuedEvent[]): void {
     this.#wal.settle(seqsOf(events));
+  }
+
+  cancel(events: readonly QueuedEvent[]): Promise<void> {
+    return this.#wal.cancel(seqsOf(events));
+  }
+}
+
+/**
+ * DURABILITY=memory over a write-ahead log an earlier DURABILITY=wal run left behind: nothing new
+ * goes to the log, but the replayed events settle there, so its segments are deleted once every
+ * one of them is stored.
+ */
+export class ReplayOnlyDurability implements Durability {
+  readonly mode = 'memory';
+  readonly refusing = undefined;
+  readonly failed = false;
+  readonly #wal: WriteAheadLog;
+
+  constructor(wal: WriteAheadLog) {
+    this.#wal = wal;
+  }
+
+  persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]> {
+    return Promise.resolve(events);
+  }
+
+  settle(events: readonly QueuedEvent[]): void {
+    this.#wal.settle(seqsOf(events));
+  }
+
+  cancel(): Promise<void> {
+    return Promise.resolve();
   }
 }
 

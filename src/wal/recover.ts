@@ -1,6 +1,6 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { scanSegment } from './record-format.ts';
+import { scanSegment, type ParsedRecord } from './record-format.ts';
 import { fsyncDirectory, listSegments, SEGMENT_SUFFIX } from './segment-files.ts';
 import type { ExistingSegment } from './write-ahead-log.ts';
 
@@ -11,13 +11,15 @@ export interface RecoveredRecord {
 
 export interface Recovery {
   readonly segments: ExistingSegment[];
-  /** Every record found, oldest first: replayed through the batcher (stored ones come back as duplicates). */
+  /** Every event record found and not cancelled, oldest first: replayed through the batcher (stored ones come back as duplicates). */
   readonly records: RecoveredRecord[];
   readonly nextSeq: number;
   /** Segments whose last record was cut short by a crash mid-append (truncated away). */
   readonly tornTails: number;
   /** Corrupt byte ranges skipped and newly copied to the quarantine directory (one already kept by an earlier start is not reported again). */
   readonly quarantined: { readonly file: string; readonly bytes: number }[];
+  /** Event records skipped because a cancellation record withdrew them (their requests were refused). */
+  readonly cancelled: number;
 }
 
 export function quarantineDirectory(walDirectory: string): string {
@@ -26,14 +28,14 @@ export function quarantineDirectory(walDirectory: string): string {
 
 /**
  * Read the log left by the previous run. A torn final record is truncated (it was never
- * acknowledged: its fsync never returned); a corrupt record elsewhere is skipped, kept in the
- * quarantine directory for inspection, and reported; recovery itself never fails on the log's
- * content, so the service cannot crash-loop on its own log.
+ * acknowledged: its fsync never returned); a corrupt record (a damaged final one included) is
+ * skipped, kept in the quarantine directory for inspection, and reported; an event record that a
+ * cancellation record withdrew (its request was refused) is never replayed. Recovery itself never
+ * fails on the log's content, so the service cannot crash-loop on its own log.
  */
 export async function recoverWal(directory: string): Promise<Recovery> {
   const names = await listSegments(directory);
-  const segments: ExistingSegment[] = [];
-  const records: RecoveredRecord[] = [];
+  const scanned: { name: string; records: ParsedRecord[]; bytes: number }[] = [];
   const quarantined: { file: string; bytes: number }[] = [];
   let tornTails = 0;
   let nextSeq = 1;
@@ -62,19 +64,44 @@ export async function recoverWal(directory: string): Promise<Recovery> {
       await rm(filePath, { force: true });
       continue;
     }
-    for (const record of scan.records) {
-      records.push({ seq: record.seq, payload: Buffer.from(record.payload) });
-      nextSeq = Math.max(nextSeq, record.seq + 1);
+    for (const record of scan.records) nextSeq = Math.max(nextSeq, record.seq + 1);
+    scanned.push({ name, records: scan.records, bytes: scan.validBytes });
+  }
+
+  const cancelled = new Set<number>();
+  for (const segment of scanned) for (const record of segment.records) for (const seq of record.cancels ?? []) cancelled.add(seq);
+  const segmentOfEvent = new Map<number, string>();
+  for (const segment of scanned) for (const record of segment.records) if (!record.cancels) segmentOfEvent.set(record.seq, segment.name);
+
+  const segments: ExistingSegment[] = [];
+  const records: RecoveredRecord[] = [];
+  let skipped = 0;
+  for (const segment of scanned) {
+    let live = 0;
+    const dependsOn = new Set<string>();
+    for (const record of segment.records) {
+      if (record.cancels) {
+        for (const seq of record.cancels) {
+          const holder = segmentOfEvent.get(seq);
+          if (holder !== undefined && holder !== segment.name) dependsOn.add(holder);
+        }
+      } else if (cancelled.has(record.seq)) {
+        skipped += 1;
+      } else {
+        live += 1;
+        records.push({ seq: record.seq, payload: Buffer.from(record.payload) });
+      }
     }
     segments.push({
-      name,
-      firstSeq: scan.records[0]!.seq,
-      lastSeq: scan.records.at(-1)!.seq,
-      records: scan.records.length,
-      bytes: scan.validBytes,
+      name: segment.name,
+      firstSeq: segment.records[0]!.seq,
+      lastSeq: segment.records.at(-1)!.seq,
+      records: live,
+      bytes: segment.bytes,
+      dependsOn: [...dependsOn],
     });
   }
-  return { segments, records, nextSeq, tornTails, quarantined };
+  return { segments, records, nextSeq, tornTails, quarantined, cancelled: skipped };
 }
 
 async function truncateFile(filePath: string, bytes: number): Promise<void> {

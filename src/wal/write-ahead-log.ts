@@ -1,20 +1,25 @@
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { WalFatalError, WalFullError } from './errors.ts';
-import { encodeRecord } from './record-format.ts';
+import { encodeCancellation, encodeRecord } from './record-format.ts';
 import { fsyncDirectory, segmentName } from './segment-files.ts';
 
 export interface WalOptions {
   readonly directory: string;
   /** A new segment is started once the current one would pass this size. */
   readonly segmentMaxBytes: number;
-  /** Appends are refused (WalFullError → 503) while unsettled segments take this much. */
+  /** Appends are refused (WalFullError → 503) when they would take the unsettled segments past this. */
   readonly maxBytes: number;
   readonly now: () => number;
   /** Per fsync: how long it took and how many records it made durable. */
   readonly onGroupCommit?: (durationMs: number, records: number) => void;
   /** A write or fsync failed: the process must stop acknowledging and exit. */
   readonly onFatal: (error: WalFatalError) => void;
+  /**
+   * Deleting a settled segment (`remove`) or rolling a settled current one (`roll`) failed. Nothing
+   * is lost: the segment stays (and counts toward maxBytes) and it is tried again at the next settle.
+   */
+  readonly onHousekeepingFailed?: (error: unknown, file: string, action: 'remove' | 'roll') => void;
   /** After a full disk, appends are refused for this long, then one is tried again. Default 1000. */
   readonly diskFullRetryMs?: number;
 }
@@ -24,17 +29,22 @@ export interface ExistingSegment {
   readonly name: string;
   readonly firstSeq: number;
   readonly lastSeq: number;
+  /** Event records in it to replay (not cancelled): unsettled until they settle again. */
   readonly records: number;
   readonly bytes: number;
+  /** Older segments holding records that this one's cancellation records cancel: it is kept while they are. */
+  readonly dependsOn?: readonly string[];
 }
 
 interface Segment {
   readonly name: string;
   readonly firstSeq: number;
   lastSeq: number;
-  /** Records durable in this segment and not yet settled. */
+  /** Event records durable in this segment and not yet settled (or cancelled). */
   unsettled: number;
   bytes: number;
+  /** Older segments whose cancelled records this one's cancellation records cover: deleting this one first would let them be replayed. */
+  readonly dependsOn: Set<string>;
 }
 
 interface PendingRecord {
@@ -42,6 +52,8 @@ interface PendingRecord {
   readonly record: Buffer;
   readonly resolve: () => void;
   readonly reject: (error: Error) => void;
+  /** A cancellation record: the event records it cancels, settled once it is durable. */
+  readonly cancels?: readonly number[];
 }
 
 export interface Appended {
@@ -52,16 +64,17 @@ export interface Appended {
 
 /**
  * The write-ahead log: an event is appended before it is acknowledged, and its segment is removed
- * once every record in it is settled (stored, duplicate, or dead-lettered).
+ * once every record in it is settled (stored, duplicate, dead-lettered, or cancelled).
  *
  * Group commit: appends made while an fsync is running wait for the next one, and every record
  * written since the previous fsync is covered by one fdatasync, so the fsync cost is paid per
  * group, not per request (PostgreSQL's commit_delay, without the delay).
  *
  * Crash ordering: a segment is deleted only after all its records settled in PostgreSQL (or the
- * fsynced dead-letter queue). A crash before the deletion replays the segment; replayed events
- * are duplicates the sink skips, they settle again, and the segment goes. Nothing needs a
- * separate checkpoint file, so there is nothing to get out of step.
+ * fsynced dead-letter queue), or were cancelled by a durable cancellation record (written when an
+ * event reached the log but its request was refused after all). A crash before the deletion
+ * replays the segment; replayed events are duplicates the sink skips, they settle again, and the
+ * segment goes. Nothing needs a separate checkpoint file, so there is nothing to get out of step.
  */
 export class WriteAheadLog {
   readonly #options: WalOptions;
@@ -71,6 +84,7 @@ export class WriteAheadLog {
   #nextSeq: number;
   #pending: PendingRecord[] = [];
   #flushing: Promise<void> | undefined;
+  /** Bytes of every segment not yet deleted, and of records waiting to be written. */
   #totalBytes = 0;
   /** When a write last failed for want of space (options.now() time), or undefined. */
   #diskFullAtMs: number | undefined;
@@ -78,12 +92,28 @@ export class WriteAheadLog {
   #closed = false;
   /** Sequence numbers taken by appends whose write failed (disk full): never in a segment. */
   readonly #neverWritten = new Set<number>();
+  /** Removing settled segments and rolling a settled current one: one run at a time. */
+  #housekeeping: Promise<void> | undefined;
+  #housekeepingAgain = false;
+  /** A removal failed: retried at the next settle. */
+  #removalFailed = false;
+  /** An append was refused for want of room since the last roll. */
+  #blocked = false;
+  /** A roll of the current segment is under way: the flush loop waits for it. */
+  #rolling: Promise<void> | undefined;
 
   private constructor(options: WalOptions, existing: readonly ExistingSegment[], nextSeq: number) {
     this.#options = options;
     this.#nextSeq = nextSeq;
     for (const segment of existing) {
-      this.#segments.push({ name: segment.name, firstSeq: segment.firstSeq, lastSeq: segment.lastSeq, unsettled: segment.records, bytes: segment.bytes });
+      this.#segments.push({
+        name: segment.name,
+        firstSeq: segment.firstSeq,
+        lastSeq: segment.lastSeq,
+        unsettled: segment.records,
+        bytes: segment.bytes,
+        dependsOn: new Set(segment.dependsOn ?? []),
+      });
       this.#totalBytes += segment.bytes;
     }
   }
@@ -93,7 +123,7 @@ export class WriteAheadLog {
     const wal = new WriteAheadLog(options, existing, nextSeq);
     await wal.#startSegment(nextSeq);
     // Recovered segments with nothing to replay can go at once.
-    await wal.#removeSettledSegments();
+    await wal.idle();
     return wal;
   }
 
@@ -103,6 +133,11 @@ export class WriteAheadLog {
 
   get segments(): number {
     return this.#segments.length;
+  }
+
+  /** The log failed for good (a write or fsync error): nothing more is acknowledged. */
+  get failed(): boolean {
+    return this.#failed !== undefined;
   }
 
   /** Why appends are refused right now, or undefined. */
@@ -117,16 +152,60 @@ export class WriteAheadLog {
 
   /** Append one event's payload; the returned promise resolves once it is on disk. */
   append(payload: Buffer | string): Appended {
+    return this.appendAll([payload])[0]!;
+  }
+
+  /**
+   * Append the payloads of one request, all or none: when the log has no room for all of them
+   * (WAL_MAX_BYTES, a full disk), WalFullError is thrown and none is written. They are written in
+   * one group, so they become durable together (or fail together).
+   */
+  appendAll(payloads: readonly (Buffer | string)[]): Appended[] {
     if (this.#failed) throw this.#failed;
     if (this.#closed) throw new WalFullError('the write-ahead log is closed');
     const refusing = this.refusing;
-    if (refusing) throw new WalFullError(`the write-ahead log refuses new events: ${refusing}`);
-    const seq = this.#nextSeq++;
-    const record = encodeRecord(seq, payload);
-    this.#totalBytes += record.length;
-    const durable = new Promise<void>((resolve, reject) => this.#pending.push({ seq, record, resolve, reject }));
+    if (refusing) {
+      this.#refusedForRoom();
+      throw new WalFullError(`the write-ahead log refuses new events: ${refusing}`);
+    }
+    const firstSeq = this.#nextSeq;
+    const records = payloads.map((payload, index) => encodeRecord(firstSeq + index, payload));
+    const bytes = records.reduce((sum, record) => sum + record.length, 0);
+    // A request larger than the whole log is still taken by an empty log, so it is not refused forever.
+    if (this.#totalBytes > 0 && this.#totalBytes + bytes > this.#options.maxBytes) {
+      this.#refusedForRoom();
+      throw new WalFullError(`the write-ahead log has no room for this request (${bytes} bytes; WAL_MAX_BYTES reached)`);
+    }
+    this.#nextSeq += records.length;
+    this.#totalBytes += bytes;
+    const appended = records.map((record, index) => {
+      const seq = firstSeq + index;
+      const durable = new Promise<void>((resolve, reject) => this.#pending.push({ seq, record, resolve, reject }));
+      return { seq, durable };
+    });
     this.#flushing ??= this.#flushLoop();
-    return { seq, durable };
+    return appended;
+  }
+
+  /**
+   * Withdraw durable records whose events were refused after all: a cancellation record is
+   * appended (even when the log is full, or closed), and they count as settled once it is durable,
+   * so no later start replays them. Resolves once the cancellation is durable.
+   */
+  cancel(seqs: Iterable<number>): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    const live: number[] = [];
+    for (const seq of seqs) {
+      if (this.#neverWritten.delete(seq)) continue;
+      if (this.#segmentOf(seq)) live.push(seq);
+    }
+    if (live.length === 0) return Promise.resolve();
+    const seq = this.#nextSeq++;
+    const record = encodeCancellation(seq, live);
+    this.#totalBytes += record.length;
+    const durable = new Promise<void>((resolve, reject) => this.#pending.push({ seq, record, resolve, reject, cancels: live }));
+    this.#flushing ??= this.#flushLoop();
+    return durable;
   }
 
   /** Mark records settled; segments whose records are all settled are deleted. */
@@ -139,7 +218,12 @@ export class WriteAheadLog {
       segment.unsettled -= 1;
       if (segment.unsettled === 0) emptied = true;
     }
-    if (emptied) void this.#removeSettledSegments();
+    if (emptied || this.#removalFailed) this.#houseKeep();
+  }
+
+  /** Resolves once the segment removals and rolls under way are done (they run in the background). */
+  async idle(): Promise<void> {
+    while (this.#housekeeping) await this.#housekeeping;
   }
 
   /**
@@ -149,12 +233,12 @@ export class WriteAheadLog {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#flushing;
-    await this.#handle?.close();
+    await this.idle();
+    const handle = this.#handle;
     this.#handle = undefined;
+    await handle?.close();
     if (this.#segments.every((segment) => segment.unsettled <= 0)) {
-      const names = this.#segments.splice(0).map((segment) => segment.name);
-      this.#totalBytes = 0;
-      await Promise.all(names.map((name) => rm(path.join(this.#options.directory, name), { force: true })));
+      await Promise.all([...this.#segments].map((segment) => this.#removeSegment(segment)));
     }
   }
 
@@ -167,18 +251,33 @@ export class WriteAheadLog {
         this.#pending = [];
         await this.#commitGroup(group);
       }
+      if (this.#closed && this.#pending.length === 0 && this.#handle) {
+        // A cancellation written after close reopened the segment: close it again.
+        const handle = this.#handle;
+        this.#handle = undefined;
+        await handle.close().catch(() => {});
+      }
     } finally {
       this.#flushing = undefined;
       if (this.#pending.length > 0 && !this.#failed) this.#flushing = this.#flushLoop();
+      else if (this.#blocked || this.#totalBytes >= this.#options.maxBytes) this.#houseKeep();
     }
   }
 
   async #commitGroup(group: PendingRecord[]): Promise<void> {
     const groupBytes = group.reduce((sum, pending) => sum + pending.record.length, 0);
+    if (this.#rolling) await this.#rolling;
     let current = this.#segments.at(-1)!;
-    if (current.bytes > 0 && current.bytes + groupBytes > this.#options.segmentMaxBytes) {
-      await this.#startSegment(group[0]!.seq);
-      current = this.#segments.at(-1)!;
+    try {
+      if (current.bytes > 0 && current.bytes + groupBytes > this.#options.segmentMaxBytes) {
+        await this.#startSegment(group[0]!.seq);
+        current = this.#segments.at(-1)!;
+      } else if (!this.#handle) {
+        this.#handle = await open(path.join(this.#options.directory, current.name), 'a', 0o600);
+      }
+    } catch (error) {
+      this.#fail(group, new WalFatalError(`cannot open a write-ahead-log segment: ${String(error)}`, { cause: error }));
+      return;
     }
     const startedAtMs = this.#options.now();
     try {
@@ -202,9 +301,20 @@ export class WriteAheadLog {
     this.#diskFullAtMs = undefined;
     current.bytes += groupBytes;
     current.lastSeq = group.at(-1)!.seq;
-    current.unsettled += group.length;
+    for (const pending of group) if (!pending.cancels) current.unsettled += 1;
+    let emptied = false;
+    for (const pending of group) {
+      for (const cancelled of pending.cancels ?? []) {
+        const target = this.#segmentOf(cancelled);
+        if (!target) continue;
+        if (target !== current) current.dependsOn.add(target.name);
+        target.unsettled -= 1;
+        if (target.unsettled === 0) emptied = true;
+      }
+    }
     this.#options.onGroupCommit?.(this.#options.now() - startedAtMs, group.length);
     for (const pending of group) pending.resolve();
+    if (emptied) this.#houseKeep();
   }
 
   /** A failed write: a full disk is survivable (cut the partial write off, refuse until space returns). */
@@ -215,7 +325,7 @@ export class WriteAheadLog {
         await this.#handle!.truncate(current.bytes);
         this.#diskFullAtMs = this.#options.now();
         this.#totalBytes -= groupBytes;
-        for (const pending of group) this.#neverWritten.add(pending.seq);
+        for (const pending of group) if (!pending.cancels) this.#neverWritten.add(pending.seq);
         for (const pending of group) pending.reject(new WalFullError(`the disk is full (${code}); nothing was acknowledged`, { cause: error }));
         return;
       } catch (truncateError) {
@@ -234,14 +344,16 @@ export class WriteAheadLog {
   }
 
   async #startSegment(firstSeq: number): Promise<void> {
-    await this.#handle?.close();
+    const previous = this.#handle;
+    this.#handle = undefined;
+    await previous?.close();
     const name = segmentName(firstSeq);
     this.#handle = await open(path.join(this.#options.directory, name), 'a', 0o600);
     const { size } = await stat(path.join(this.#options.directory, name));
     await fsyncDirectory(this.#options.directory);
-    this.#segments.push({ name, firstSeq, lastSeq: firstSeq - 1, unsettled: 0, bytes: size });
+    this.#segments.push({ name, firstSeq, lastSeq: firstSeq - 1, unsettled: 0, bytes: size, dependsOn: new Set() });
     this.#totalBytes += size;
-    void this.#removeSettledSegments();
+    this.#houseKeep();
   }
 
   #segmentOf(seq: number): Segment | undefined {
@@ -258,14 +370,87 @@ export class WriteAheadLog {
     return undefined;
   }
 
-  async #removeSettledSegments(): Promise<void> {
+  #refusedForRoom(): void {
+    this.#blocked = true;
+    this.#houseKeep();
+  }
+
+  /** Start (or re-run) the background housekeeping; it never rejects. */
+  #houseKeep(): void {
+    if (this.#housekeeping) {
+      this.#housekeepingAgain = true;
+      return;
+    }
+    this.#housekeeping = (async () => {
+      try {
+        do {
+          this.#housekeepingAgain = false;
+          await this.#rollSettledCurrent();
+          await this.#removeSettledSegments();
+        } while (this.#housekeepingAgain);
+      } finally {
+        this.#housekeeping = undefined;
+      }
+    })();
+  }
+
+  /**
+   * The current segment is never deleted, so a log whose bytes are all in a settled current
+   * segment would refuse appends forever (WAL_MAX_BYTES near WAL_SEGMENT_BYTES, or one large
+   * request): when appends are blocked and it is settled, start a new one so it can go.
+   */
+  async #rollSettledCurrent(): Promise<void> {
     const current = this.#segments.at(-1);
-    const removable = this.#segments.filter((segment) => segment !== current && segment.unsettled <= 0);
-    if (removable.length === 0) return;
-    for (const segment of removable) {
-      this.#segments.splice(this.#segments.indexOf(segment), 1);
+    if (!current || this.#closed || this.#failed || this.#flushing || this.#pending.length > 0) return;
+    if (!this.#blocked && this.#totalBytes < this.#options.maxBytes) return;
+    if (current.unsettled > 0 || current.bytes === 0 || segmentName(this.#nextSeq) === current.name) return;
+    this.#blocked = false;
+    let rolled: () => void = () => {};
+    this.#rolling = new Promise<void>((resolve) => (rolled = resolve));
+    try {
+      await this.#startSegment(this.#nextSeq);
+    } catch (error) {
+      // The flush loop reopens the current segment if the new one could not be made.
+      this.#options.onHousekeepingFailed?.(error, path.join(this.#options.directory, segmentName(this.#nextSeq)), 'roll');
+    } finally {
+      this.#rolling = undefined;
+      rolled();
+    }
+  }
+
+  /** Delete every settled segment but the current one; a failed deletion keeps it (and its bytes) for the next try. */
+  async #removeSettledSegments(): Promise<void> {
+    this.#removalFailed = false;
+    const failed = new Set<Segment>();
+    for (;;) {
+      const current = this.#segments.at(-1);
+      const present = new Set(this.#segments.map((segment) => segment.name));
+      const removable = this.#segments.filter(
+        (segment) => segment !== current && segment.unsettled <= 0 && !failed.has(segment) && ![...segment.dependsOn].some((name) => present.has(name)),
+      );
+      if (removable.length === 0) return;
+      const removed = await Promise.all(removable.map((segment) => this.#removeSegment(segment)));
+      removable.forEach((segment, index) => {
+        if (!removed[index]) failed.add(segment);
+      });
+    }
+  }
+
+  /** Delete one segment's file, then forget it; false (reported, kept) when the deletion failed. */
+  async #removeSegment(segment: Segment): Promise<boolean> {
+    const file = path.join(this.#options.directory, segment.name);
+    try {
+      await rm(file, { force: true });
+    } catch (error) {
+      this.#removalFailed = true;
+      this.#options.onHousekeepingFailed?.(error, file, 'remove');
+      return false;
+    }
+    const index = this.#segments.indexOf(segment);
+    if (index >= 0) {
+      this.#segments.splice(index, 1);
       this.#totalBytes -= segment.bytes;
     }
-    await Promise.all(removable.map((segment) => rm(path.join(this.#options.directory, segment.name), { force: true })));
+    return true;
   }
 }

@@ -6,9 +6,12 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { WalFatalError, WalFullError } from '../../src/wal/errors.ts';
 import { recoverWal } from '../../src/wal/recover.ts';
+import { segmentName } from '../../src/wal/segment-files.ts';
 import { WriteAheadLog, type WalOptions } from '../../src/wal/write-ahead-log.ts';
+import { waitFor } from '../helpers/service.ts';
 
 const payload = (i: number) => Buffer.from(`${String(i).padStart(8, '0')}\tacme\t${'x'.repeat(100)}\n`);
+const segmentFiles = async (directory: string) => (await readdir(directory)).filter((n) => n.endsWith('.wal')).sort();
 
 function options(directory: string, overrides: Partial<WalOptions> = {}) {
   const groups: number[] = [];
@@ -63,13 +66,10 @@ describe('WriteAheadLog', () => {
     const before = (await readdir(directory)).filter((n) => n.endsWith('.wal')).length;
     assert.ok(before > 2, `${before} segments`);
     wal.settle(seqs.filter((seq) => seq % 2 === 0));
-    await new Promise((resolve) => setImmediate(resolve));
+    await wal.idle();
     assert.equal((await readdir(directory)).filter((n) => n.endsWith('.wal')).length, before, 'half-settled segments stay');
     wal.settle(seqs.filter((seq) => seq % 2 === 1));
-    // Deletion is asynchronous: wait for the directory to shrink to the current segment.
-    for (let i = 0; i < 100 && (await readdir(directory)).filter((n) => n.endsWith('.wal')).length > 1; i += 1) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await wal.idle();
     assert.equal((await readdir(directory)).filter((n) => n.endsWith('.wal')).length, 1, 'only the current segment is left');
     await wal.close();
   });
@@ -89,12 +89,128 @@ describe('WriteAheadLog', () => {
       }
     }
     assert.ok(refused instanceof WalFullError, 'refused once full');
-    assert.match(wal.refusing ?? '', /WAL_MAX_BYTES/);
+    assert.match(refused.message, /WAL_MAX_BYTES/);
+    assert.ok(wal.bytes <= 2048, `the log never goes past WAL_MAX_BYTES (${wal.bytes} bytes)`);
     wal.settle(seqs);
-    for (let i = 0; i < 100 && wal.refusing; i += 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    await wal.idle();
     assert.equal(wal.refusing, undefined);
     await wal.append(payload(999)).durable;
     await wal.close();
+  });
+
+  it('with WAL_MAX_BYTES below the segment size, a full log rolls and deletes its settled current segment, then accepts again', async () => {
+    const { options: walOptions } = options(directory, { maxBytes: 2048, segmentMaxBytes: 64 * 1024 });
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const seqs: number[] = [];
+    let refused: unknown;
+    for (let i = 0; i < 100 && refused === undefined; i += 1) {
+      try {
+        const { seq, durable } = wal.append(payload(i));
+        seqs.push(seq);
+        await durable;
+      } catch (error) {
+        refused = error;
+      }
+    }
+    assert.ok(refused instanceof WalFullError, 'refused once full');
+    assert.equal((await segmentFiles(directory)).length, 1, 'everything is in the one current segment');
+    wal.settle(seqs);
+    await waitFor(() => wal.bytes === 0, 5_000, 'the settled current segment to be rolled and deleted');
+    assert.equal(wal.refusing, undefined);
+    const again = wal.append(payload(1000));
+    await again.durable;
+    assert.deepEqual(await segmentFiles(directory), [segmentName(again.seq)], 'only the new current segment is left');
+    await wal.close();
+  });
+
+  it('a request too big for the room left is refused whole, and rolls a settled current segment so its retry fits', async () => {
+    const { options: walOptions } = options(directory, { maxBytes: 2048, segmentMaxBytes: 64 * 1024 });
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const first = wal.appendAll([payload(1), payload(2), payload(3), payload(4), payload(5), payload(6), payload(7), payload(8), payload(9), payload(10)]);
+    await Promise.all(first.map((a) => a.durable));
+    const big = Array.from({ length: 10 }, (_, i) => payload(100 + i));
+    assert.throws(() => wal.appendAll(big), WalFullError, 'no room for the whole request: none of it is written');
+    wal.settle(first.map((a) => a.seq));
+    assert.throws(() => wal.appendAll(big), WalFullError, 'the settled current segment still holds the bytes');
+    await waitFor(() => wal.bytes === 0, 5_000, 'the refusal to roll the settled segment away');
+    const retried = wal.appendAll(big);
+    await Promise.all(retried.map((a) => a.durable));
+    await wal.close();
+    const recovery = await recoverWal(directory);
+    assert.deepEqual(recovery.records.map((r) => r.seq), retried.map((a) => a.seq), 'only the accepted request is in the log');
+  });
+
+  it('a cancelled record is never replayed, and its segment outlives the cancellation only as long as needed', async () => {
+    const { options: walOptions } = options(directory, { segmentMaxBytes: 1024 });
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const kept = wal.appendAll([payload(1), payload(2)]);
+    const refused = wal.appendAll([payload(3), payload(4), payload(5)]);
+    await Promise.all([...kept, ...refused].map((a) => a.durable));
+    // Fill the first segment so the cancellation lands in a later one.
+    const filler: number[] = [];
+    while ((await segmentFiles(directory)).length < 2) {
+      const { seq, durable } = wal.append(payload(filler.length + 10));
+      filler.push(seq);
+      await durable;
+    }
+    await wal.cancel(refused.map((a) => a.seq));
+    // ... and more, so the segment holding the cancellation is no longer the current one.
+    while ((await segmentFiles(directory)).length < 3) {
+      const { seq, durable } = wal.append(payload(filler.length + 10));
+      filler.push(seq);
+      await durable;
+    }
+    // Everything after the first segment settles; the cancellation's segment must stay while the
+    // first segment (with the cancelled records and two live ones) is still there.
+    wal.settle(filler);
+    await wal.idle();
+    // A crash now (no close): the refused records must not come back.
+    const recovery = await recoverWal(directory);
+    const replayed = recovery.records.map((r) => r.seq);
+    for (const { seq } of refused) assert.ok(!replayed.includes(seq), `cancelled record ${seq} is not replayed`);
+    for (const { seq } of kept) assert.ok(replayed.includes(seq), `live record ${seq} is replayed`);
+    wal.settle(kept.map((a) => a.seq));
+    await wal.idle();
+    assert.equal((await segmentFiles(directory)).length, 1, 'once all is settled only the current segment is left');
+    await wal.close();
+  });
+
+  it('a segment that cannot be removed stays counted, rejects nothing, and is removed at a later settle', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const failures: string[] = [];
+      const { options: walOptions } = options(directory, { segmentMaxBytes: 1024, onHousekeepingFailed: (_error: unknown, file: string) => failures.push(file) });
+      const wal = await WriteAheadLog.open(walOptions, [], 1);
+      const seqs: number[] = [];
+      while ((await segmentFiles(directory)).length < 2) {
+        const { seq, durable } = wal.append(payload(seqs.length));
+        seqs.push(seq);
+        await durable;
+      }
+      const [oldest, current] = await segmentFiles(directory);
+      const firstOfCurrent = Number(current!.slice(0, -'.wal'.length));
+      // The oldest segment's file becomes a non-empty directory: rm (not recursive) fails, even as root.
+      const blocked = path.join(directory, oldest!);
+      await rm(blocked);
+      await mkdir(blocked);
+      await writeFile(path.join(blocked, 'in-the-way'), 'x');
+      const bytesBefore = wal.bytes;
+      wal.settle(seqs.filter((seq) => seq < firstOfCurrent));
+      await waitFor(() => failures.length > 0 || unhandled.length > 0, 5_000, 'the removal to fail');
+      await wal.idle();
+      assert.deepEqual(unhandled, [], 'no unhandled rejection');
+      assert.deepEqual(failures, [blocked]);
+      assert.equal(wal.bytes, bytesBefore, 'the segment still counts until it is removed');
+      await rm(blocked, { recursive: true });
+      wal.settle(seqs.filter((seq) => seq >= firstOfCurrent).slice(0, 1));
+      await waitFor(() => wal.bytes < bytesBefore, 5_000, 'the removal to be retried');
+      assert.equal(wal.segments, 1);
+      await wal.close();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('an unwritable directory fails at open, loudly', async () => {
