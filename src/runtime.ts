@@ -2,14 +2,14 @@
  * The one owner of everything with a start and a stop. `start()` brings the service up in this
  * order, and `close(deadline)` takes it down in the reverse one:
  *
- *   tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
+ *   DATA_DIR lock → tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
  *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
  *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
  *
  *   close: intake answers 503 (draining) → listeners stop, in-flight requests finish → the
  *   pipeline drains within what is left of the deadline → what could not be stored stays in the
  *   log (WAL mode) or goes to a spill file (memory mode) → log, DLQ, pool, metrics listener,
- *   embedded database, tracing close.
+ *   embedded database, tracing close; the DATA_DIR lock is released last.
  *
  * server.ts, the tests and the bench all build this same object, so the tests exercise the
  * default configuration (WAL mode) rather than a copy of the wiring. It never exits the process:
@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import type pg from 'pg';
 import { systemClock, type Clock } from './clock.ts';
 import type { Config } from './config.ts';
+import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
@@ -68,7 +69,11 @@ export interface CloseReport {
 
 /** Start-up could not complete; `code` says which step (server.ts maps it to an exit code). */
 export class RuntimeStartError extends IngestInternalError {
-  constructor(code: 'RUNTIME_ERR_WAL_UNAVAILABLE' | 'RUNTIME_ERR_DATABASE_UNAVAILABLE', message: string, options: { cause?: unknown } = {}) {
+  constructor(
+    code: 'RUNTIME_ERR_WAL_UNAVAILABLE' | 'RUNTIME_ERR_DATABASE_UNAVAILABLE' | 'RUNTIME_ERR_DATA_DIR_LOCKED' | 'RUNTIME_ERR_DATA_DIR_UNAVAILABLE',
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
     super(code, message, options);
   }
 }
@@ -92,6 +97,7 @@ export class IngestRuntime {
   readonly #embedded: EmbeddedDatabase | undefined;
   readonly #opened: OpenedDurability;
   readonly #stopTracing: () => Promise<void>;
+  readonly #lock: DataDirLock;
   #closing: Promise<CloseReport> | undefined;
 
   private constructor(parts: {
@@ -103,6 +109,7 @@ export class IngestRuntime {
     pool: pg.Pool;
     opened: OpenedDurability;
     stopTracing: () => Promise<void>;
+    lock: DataDirLock;
   }) {
     const { options } = parts;
     this.config = options.config;
@@ -115,6 +122,7 @@ export class IngestRuntime {
     this.#opened = parts.opened;
     this.durability = parts.opened.durability;
     this.#stopTracing = parts.stopTracing;
+    this.#lock = parts.lock;
     const service = createIngestService({
       config: this.config,
       pool: this.pool,
@@ -144,6 +152,12 @@ export class IngestRuntime {
     const clock = options.clock ?? systemClock;
     const undo: (() => Promise<unknown>)[] = [];
     try {
+      // One service per DATA_DIR (its log, DLQ, spill files and embedded cluster): a second exits here.
+      const lock = await acquireDataDirLock(config.dataDir).catch((error: unknown) => {
+        const locked = error instanceof DataDirLockedError;
+        throw new RuntimeStartError(locked ? 'RUNTIME_ERR_DATA_DIR_LOCKED' : 'RUNTIME_ERR_DATA_DIR_UNAVAILABLE', (error as Error).message, { cause: error });
+      });
+      undo.push(() => lock.release());
       const stopTracing = options.tracingEnvironment ? await startTracing(options.tracingEnvironment, logger) : async () => {};
       undo.push(stopTracing);
       let embedded: EmbeddedDatabase | undefined;
@@ -168,7 +182,7 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, opened, stopTracing });
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       await runtime.#recover();
       return runtime;
@@ -223,6 +237,7 @@ export class IngestRuntime {
     await this.metricsApp?.close();
     await this.#embedded?.stop();
     await this.#stopTracing();
+    await this.#lock.release();
     const durationMs = Date.now() - startedAtMs;
     logger.info({ durationMs, unstored: unstored.length, keptIn: report.keptIn }, 'shutdown complete');
     return { ...report, durationMs };
