@@ -7,6 +7,7 @@
  * mode's own peak. Prints a Markdown table, pass/fail for the targets and the method; every child
  * process is killed at the end.
  */
+import { parseBenchArgs } from './lib/options.ts';
 import { createModeDatabase, type ModeDatabase } from './lib/database.ts';
 import { SERVER_STOP_GRACE_MS, progress, warmUp, type BenchOptions, type Context, type HttpServer } from './lib/harness.ts';
 import { stopChild } from './lib/processes.ts';
@@ -16,9 +17,7 @@ import {
   delta,
   fmt,
   ms,
-  numericOption,
   passText,
-  rejectUnknown,
   runScenario,
   startIngestService,
   measureServiceRun,
@@ -28,7 +27,7 @@ import {
 } from './lib/scenario.ts';
 import { histogram, histogramDelta, quantile } from './lib/prometheus.ts';
 import { perEventText } from './lib/report.ts';
-import type { LoadOptions } from './load.ts';
+import type { LoadOptions } from './generators/load.ts';
 
 interface Mode {
   readonly id: string;
@@ -270,13 +269,14 @@ function render(ctx: Context, results: readonly ModeResult[]): string {
   return lines.join('\n');
 }
 
-const argv = process.argv.slice(2);
-rejectUnknown(argv, ['duration', 'warmup', 'connections']);
+const args = parseBenchArgs(process.argv.slice(2), {
+  numeric: { duration: { default: 10, min: 1, max: 30 }, warmup: { default: 3, min: 1, max: 10 }, connections: { default: 64, min: 1, max: 512 } },
+});
 const options: BenchOptions = {
   cpuProf: false,
-  durationSeconds: numericOption(argv, 'duration', 10, 1, 30),
-  warmupSeconds: numericOption(argv, 'warmup', 3, 1, 10),
-  connections: numericOption(argv, 'connections', 64, 1, 512),
+  durationSeconds: args.duration,
+  warmupSeconds: args.warmup,
+  connections: args.connections,
   rateConnections: PACED_CONNECTIONS,
   lowRate: 0,
 };

@@ -5,7 +5,7 @@
  * for a schema bug (events whose action is 'legacy.poison' are refused, SQLSTATE 23514); a steady
  * open-loop load carries a trickle of such events. Queue depth is scraped every second from
  * (i) the service as is (a failing batch is halved until the poison is isolated and dead-lettered)
- * and (ii) bench/whole-batch-retry-server.ts (the same batcher and COPY sink, retrying the whole
+ * and (ii) bench/servers/whole-batch-retry.ts (the same batcher and COPY sink, retrying the whole
  * batch after a fixed delay). Every child process is killed at the end.
  */
 import path from 'node:path';
@@ -15,8 +15,9 @@ import { countRows, createModeDatabase, type ModeDatabase } from './lib/database
 import { BENCH_DIR, SERVER_STOP_GRACE_MS, TSX, progress, runLoadProcess, startHttpServer, type BenchOptions, type Context, type HttpServer } from './lib/harness.ts';
 import { sleep, stopChild } from './lib/processes.ts';
 import { scrape, value, type Scrape } from './lib/prometheus.ts';
-import { delta, fmt, numericOption, rejectUnknown, runScenario, startIngestService, waitForDrain } from './lib/scenario.ts';
-import type { LoadResult } from './load.ts';
+import { parseBenchArgs } from './lib/options.ts';
+import { delta, fmt, runScenario, startIngestService, waitForDrain } from './lib/scenario.ts';
+import type { LoadResult } from './generators/load.ts';
 
 type Variant = 'isolating' | 'retry';
 const LABELS: Record<Variant, string> = {
@@ -79,7 +80,7 @@ async function addSchemaBug(db: ModeDatabase): Promise<void> {
 
 function startVariant(ctx: Context, db: ModeDatabase, variant: Variant): Promise<HttpServer> {
   if (variant === 'isolating') return startIngestService(ctx, db, 'service-poison', {});
-  return startHttpServer(ctx, 'whole-batch-retry', [...TSX, path.join(BENCH_DIR, 'whole-batch-retry-server.ts')], {
+  return startHttpServer(ctx, 'whole-batch-retry', [...TSX, path.join(BENCH_DIR, 'servers', 'whole-batch-retry.ts')], {
     DATABASE_URL: db.url,
     LOG_LEVEL: 'warn',
     DATA_DIR: path.join(ctx.runDir, 'whole-batch-retry-data'),
@@ -216,9 +217,9 @@ function render(results: readonly VariantResult[], rate: number, peak: number | 
     '',
     `- Each server gets a fresh migrated database with \`ALTER TABLE events ADD CONSTRAINT schema_bug CHECK (action <> '${POISON_ACTION}')\` (SQLSTATE 23514, class 23: a permanent failure for the service). The two run one after another against one embedded PostgreSQL (fsync on).`,
     `- Rate: ${requested ? `${fmt(rate)}/s as given (--rate)` : `min(${fmt(DEFAULT_RATE)}, half of the service's clean peak rounded down to 100) = ${fmt(rate)}/s`}; the service's clean closed-loop peak (${CALIBRATION_SECONDS} s, 64 connections, no poison, also its warm-up) was ${fmt(peak)} events/s (2xx / run time, cold start included). The rate must be below what the service drains without poison, or its queue grows for that reason alone.`,
-    `- Load: the open-loop paced generator (lib/paced.ts via load.ts, 32 connections) at ${fmt(rate)} events/s for ${seconds} s; body i is poison when (i + 1) % ${poisonEvery} = 0 (lib/bodies.ts), so ${isolating ? fmt(poisonSent(isolating)) : '—'} of the service's and ${retry ? fmt(poisonSent(retry)) : '—'} of the baseline's requests carried poison. Before it, ${WARMUP_SECONDS} s of clean events at the same rate warm each server up; those are left out of every count here.`,
+    `- Load: the open-loop paced generator (lib/paced.ts via generators/load.ts, 32 connections) at ${fmt(rate)} events/s for ${seconds} s; body i is poison when (i + 1) % ${poisonEvery} = 0 (lib/bodies.ts), so ${isolating ? fmt(poisonSent(isolating)) : '—'} of the service's and ${retry ? fmt(poisonSent(retry)) : '—'} of the baseline's requests carried poison. Before it, ${WARMUP_SECONDS} s of clean events at the same rate warm each server up; those are left out of every count here.`,
     '- (i) src/server.ts as is (AUTH=off, defaults otherwise: DURABILITY=wal, BATCH_MAX_SIZE 500, BATCH_MAX_WAIT_MS 200, FLUSH_CONCURRENCY 2, QUEUE_CAPACITY 2048, shedding at 80 %): a batch refused for a permanent reason is halved recursively, each half written on its own; an event refused alone goes to the dead-letter queue (fsynced) and counts in ingest_events_dead_lettered_total.',
-    `- (ii) bench/whole-batch-retry-server.ts: the service's own runtime (src/runtime.ts: the same app, batcher, Admission with the same 429 shedding, metrics and COPY sink), same settings, DURABILITY=memory (202 once queued), with the write path replaced: its flush retries the whole batch every ${RETRY_FIXED_DELAY_MS} ms until it commits. A batch holding a poison event never commits, so both flush slots stay stuck and the queue fills to the high-water mark, after which every request is shed.`,
+    `- (ii) bench/servers/whole-batch-retry.ts: the service's own runtime (src/runtime.ts: the same app, batcher, Admission with the same 429 shedding, metrics and COPY sink), same settings, DURABILITY=memory (202 once queued), with the write path replaced: its flush retries the whole batch every ${RETRY_FIXED_DELAY_MS} ms until it commits. A batch holding a poison event never commits, so both flush slots stay stuck and the queue fills to the high-water mark, after which every request is shed.`,
     `- depth = ingest_queue_depth (accepted, not yet settled) scraped at start + k s; 429s so far = Δ ingest_http_responses_total{route="/event",status="429"}. Sampling continues ${TAIL_SECONDS} s after the load ends.`,
     '- DB sessions / rollbacks: pg_stat_database.sessions and xact_rollback of each server\'s database over its whole life (calibration and warm-up included), read after the server exited. Both servers use a pool of 4 connections; after a refused (sub-)batch PostgresCopySink rolls back and keeps its connection, so refusals show as rollbacks, not new sessions.',
     '- sent / 202 / 429 are the generator\'s counts; accepted = Δ ingest_events_accepted_total; dead-lettered = Δ ingest_events_dead_lettered_total; stored = rows in events after the server stopped less rows before the poisoned run (the service drained first; the baseline was stopped with its stuck batches, which its 2 s shutdown deadline abandons: exit code 3). "accepted, never settled" = accepted − stored − dead-lettered: events acknowledged with 202 and lost when the baseline stopped.',
@@ -226,11 +227,12 @@ function render(results: readonly VariantResult[], rate: number, peak: number | 
   return lines.join('\n');
 }
 
-const argv = process.argv.slice(2);
-rejectUnknown(argv, ['rate', 'duration', 'poison-every']);
-const requestedRate = argv.some((a) => a.startsWith('--rate=')) ? numericOption(argv, 'rate', DEFAULT_RATE, 1, 100_000) : undefined;
-const seconds = numericOption(argv, 'duration', 20, 1, 60);
-const poisonEvery = numericOption(argv, 'poison-every', 200, 2, 100_000);
+const args = parseBenchArgs(process.argv.slice(2), {
+  numeric: { rate: { min: 1, max: 100_000 }, duration: { default: 20, min: 1, max: 60 }, 'poison-every': { default: 200, min: 2, max: 100_000 } },
+});
+const requestedRate = args.given.has('rate') ? args.rate : undefined;
+const seconds = args.duration;
+const poisonEvery = args['poison-every'];
 const options: BenchOptions = { cpuProf: false, durationSeconds: seconds, warmupSeconds: WARMUP_SECONDS, connections: 32, rateConnections: 32, lowRate: 0 };
 await runScenario(
   'poison',

@@ -7,6 +7,7 @@
  * Prints the machine, a Markdown table and pass/fail against the targets; writes the same report
  * and the raw numbers to bench/results/<time>/. Every child process is killed at the end.
  */
+import { parseBenchArgs } from './lib/options.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startBenchServer } from './lib/database.ts';
@@ -21,25 +22,22 @@ import { runService } from './modes/service.ts';
 import { summariseFile } from './summarise-profile.ts';
 
 function parseOptions(argv: readonly string[]): BenchOptions {
-  const numeric = (name: string, fallback: number, min: number, max: number): number => {
-    const arg = argv.find((a) => a.startsWith(`--${name}=`));
-    if (!arg) return fallback;
-    const parsed = Number(arg.slice(name.length + 3));
-    if (!Number.isFinite(parsed) || parsed < min || parsed > max) throw new Error(`--${name} must be a number in ${min}..${max}`);
-    return parsed;
-  };
-  const known = ['--cpu-prof', '--duration=', '--warmup=', '--connections=', '--low-rate='];
-  const unknown = argv.filter((a) => !known.some((k) => (k.endsWith('=') ? a.startsWith(k) : a === k)));
-  if (unknown.length > 0) {
-    throw new Error(`unknown argument(s) ${unknown.join(' ')}; use --cpu-prof --duration=S --warmup=S --connections=N --low-rate=R`);
-  }
+  const args = parseBenchArgs(argv, {
+    numeric: {
+      duration: { default: 10, min: 1, max: 30 },
+      warmup: { default: 3, min: 1, max: 10 },
+      connections: { default: 64, min: 1, max: 512 },
+      'low-rate': { default: 1000, min: 0, max: 100_000 },
+    },
+    flags: ['cpu-prof'],
+  });
   return {
-    cpuProf: argv.includes('--cpu-prof'),
-    durationSeconds: numeric('duration', 10, 1, 30),
-    warmupSeconds: numeric('warmup', 3, 1, 10),
-    connections: numeric('connections', 64, 1, 512),
+    cpuProf: args['cpu-prof'],
+    durationSeconds: args.duration,
+    warmupSeconds: args.warmup,
+    connections: args.connections,
     rateConnections: 32,
-    lowRate: numeric('low-rate', 1000, 0, 100_000),
+    lowRate: args['low-rate'],
   };
 }
 

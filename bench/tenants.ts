@@ -9,6 +9,7 @@
  *     per tenant 202 vs 429 and the quiet tenants' latency.
  * AUTH=off; the body's `tenant` field sets the tenant. Every child process is killed at the end.
  */
+import { parseBenchArgs } from './lib/options.ts';
 import path from 'node:path';
 import { createModeDatabase, type ModeDatabase } from './lib/database.ts';
 import { BENCH_DIR, SERVER_STOP_GRACE_MS, TSX, progress, type BenchOptions, type Context, type HttpServer } from './lib/harness.ts';
@@ -21,16 +22,14 @@ import {
   fmt,
   measureServiceRun,
   ms,
-  numericOption,
   passText,
-  rejectUnknown,
   runScenario,
   startIngestService,
   waitForDrain,
   type Batching,
   type LoadFigures,
 } from './lib/scenario.ts';
-import type { StreamOptions, StreamResult, StreamsOptions, StreamsResult } from './load-streams.ts';
+import type { StreamOptions, StreamResult, StreamsOptions, StreamsResult } from './generators/load-streams.ts';
 
 type Partition = 'none' | 'tenant';
 const PARTITIONS: readonly Partition[] = ['none', 'tenant'];
@@ -100,7 +99,7 @@ async function runSpread(ctx: Context, partition: Partition, tenants: number): P
 }
 
 async function runStreamsProcess(ctx: Context, name: string, options: StreamsOptions): Promise<StreamsResult> {
-  const child = spawnChild(process.execPath, [...TSX, path.join(BENCH_DIR, 'load-streams.ts'), JSON.stringify(options)], {
+  const child = spawnChild(process.execPath, [...TSX, path.join(BENCH_DIR, 'generators', 'load-streams.ts'), JSON.stringify(options)], {
     logFile: path.join(ctx.runDir, `load-${name}.log`),
     captureStdout: true,
   });
@@ -218,7 +217,7 @@ function render(ctx: Context, spread: readonly SpreadResult[], fairness: readonl
     `- The service (src/server.ts, AUTH=off, LOG_LEVEL=warn, QUEUE_CAPACITY and everything else at its defaults or from the environment; DURABILITY=${process.env.DURABILITY ?? 'wal (default)'}) is started afresh, on a fresh migrated database and DATA_DIR, for each row of the first table and for each partition mode of the fairness runs.`,
     `- Full load: autocannon, closed loop, ${ctx.options.connections} connections, a timed ${ctx.options.warmupSeconds} s warm-up then a run counted to rate × ${ctx.options.durationSeconds} answers. Bodies are the benchmark's events with \`tenant\` set round robin to tenant-0 … tenant-(N−1) (lib/bodies.ts); each connection starts at its own offset in that list, so at any moment the connections cover all tenants rather than walking through them in step.`,
     '- commits/event: transaction ids taken in PostgreSQL per stored event (pg_current_snapshot() xmax before and after, read from the admin database; every write transaction takes one), as run-bench measures them. Mean batch = Δ ingest_batch_size _sum / _count; batch latency (accepted → committed) is interpolated from ingest_batch_latency_seconds buckets; flush reasons are shares of Δ ingest_flushes_total{reason} (`partitions`: sealed early because BATCH_MAX_OPEN_PARTITIONS batches were open).',
-    `- Fairness: the load-streams.ts generator runs one open-loop paced stream per tenant in one process (lib/paced.ts: request i due at start + i/rate, latency from when it was due, one request in flight per connection; noisy 64 connections, each quiet one 32). After a ${ctx.options.warmupSeconds} s warm-up with the same three tenants (so no other tenant counts as active for the fair shares), the two quiet tenants run alone for ${fairSeconds} s, then all three together for ${fairSeconds} s. Counts cover the whole run; p50/p99 are of 202 answers only. Requests a stream could not send or get answered within 5 s of its end are "unanswered". The noisy stream's latency includes the time its requests waited in the generator for a free connection (it is offered more than the service takes).`,
+    `- Fairness: the generators/load-streams.ts generator runs one open-loop paced stream per tenant in one process (lib/paced.ts: request i due at start + i/rate, latency from when it was due, one request in flight per connection; noisy 64 connections, each quiet one 32). After a ${ctx.options.warmupSeconds} s warm-up with the same three tenants (so no other tenant counts as active for the fair shares), the two quiet tenants run alone for ${fairSeconds} s, then all three together for ${fairSeconds} s. Counts cover the whole run; p50/p99 are of 202 answers only. Requests a stream could not send or get answered within 5 s of its end are "unanswered". The noisy stream's latency includes the time its requests waited in the generator for a free connection (it is offered more than the service takes).`,
     `- Rates: quiet = max(${MIN_QUIET_RATE}, ⌈${OVERLOAD} × peak / ${NOISE_FACTOR + 2}⌉ rounded up to 10)/s, noisy = ${NOISE_FACTOR}× quiet, where peak is this run's best 10-tenant full-load events/s (the calibration).`,
     `- "Latency unchanged" is judged per quiet tenant: p99 beside the noisy tenant ≤ max(2 × p99 alone, p99 alone + 5 ms) and no 429.`,
     `- Every event stored? ${storedOk ? 'in every full-load run, Δ ingest_events_stored_total == 2xx answers' : `MISMATCH: ${spread.map((r) => `${r.partition}/${r.tenants} ${r.stored} stored vs ${r.ok2xx} 2xx`).join(', ')}`}. Exit codes after SIGTERM: ${exits}.`,
@@ -226,17 +225,23 @@ function render(ctx: Context, spread: readonly SpreadResult[], fairness: readonl
   return lines.join('\n');
 }
 
-const argv = process.argv.slice(2);
-rejectUnknown(argv, ['duration', 'warmup', 'connections', 'fair-duration']);
+const args = parseBenchArgs(process.argv.slice(2), {
+  numeric: {
+    duration: { default: 8, min: 1, max: 30 },
+    warmup: { default: 3, min: 1, max: 10 },
+    connections: { default: 64, min: 1, max: 512 },
+    'fair-duration': { default: 10, min: 1, max: 60 },
+  },
+});
 const options: BenchOptions = {
   cpuProf: false,
-  durationSeconds: numericOption(argv, 'duration', 8, 1, 30),
-  warmupSeconds: numericOption(argv, 'warmup', 3, 1, 10),
-  connections: numericOption(argv, 'connections', 64, 1, 512),
+  durationSeconds: args.duration,
+  warmupSeconds: args.warmup,
+  connections: args.connections,
   rateConnections: 32,
   lowRate: 0,
 };
-const fairSeconds = numericOption(argv, 'fair-duration', 10, 1, 60);
+const fairSeconds = args['fair-duration'];
 await runScenario(
   'tenants',
   options,

@@ -1,15 +1,15 @@
 /**
  * Several open-loop streams at once, each with its own rate, connections and bodies (e.g. one
  * tenant each), in one load-generator process; run by tenants.ts:
- *   node --import tsx bench/load-streams.ts '{"durationSeconds":10,"warmupSeconds":0,"timeoutMs":5000,
+ *   node --import tsx bench/generators/load-streams.ts '{"durationSeconds":10,"warmupSeconds":0,"timeoutMs":5000,
  *     "streams":[{"name":"noisy","url":"http://127.0.0.1:PORT/event","ratePerSecond":3000,"connections":64,"variant":{"tenant":"noisy"}}]}'
  * Each stream is lib/paced.ts's generator (latency from when a request was due). Prints one JSON
  * StreamsResult line on stdout.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeVariantBodies, type BodyVariant } from './lib/bodies.ts';
-import { percentile, runPaced } from './lib/paced.ts';
+import { makeVariantBodies, type BodyVariant } from '../lib/bodies.ts';
+import { percentile, runPaced } from '../lib/paced.ts';
 
 export interface StreamOptions {
   readonly name: string;

@@ -1,6 +1,6 @@
 /**
  * The load generator, run in its own process by run-bench.ts:
- *   node --import tsx bench/load.ts '{"url":"http://127.0.0.1:PORT/event","connections":64,"durationSeconds":10}'
+ *   node --import tsx bench/generators/load.ts '{"url":"http://127.0.0.1:PORT/event","connections":64,"durationSeconds":10}'
  * POSTs the benchmark events and prints one JSON LoadResult line on stdout. Closed loop (as fast
  * as the server answers) with autocannon; at a fixed rate either with autocannon's overallRate
  * (bursty, see lib/paced.ts) or with the steady open-loop generator in lib/paced.ts.
@@ -8,9 +8,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { makeBodies } from './event-body.ts';
-import { makeVariantBodies, type BodyVariant } from './lib/bodies.ts';
-import { percentile, runPaced } from './lib/paced.ts';
+import { makeBodies } from '../lib/event-body.ts';
+import { makeVariantBodies, type BodyVariant } from '../lib/bodies.ts';
+import { percentile, runPaced } from '../lib/paced.ts';
 
 export interface LoadOptions {
   readonly url: string;

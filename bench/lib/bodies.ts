@@ -1,9 +1,9 @@
 /**
- * Variants of the benchmark's request bodies: the same events as event-body.ts, with the tenant
+ * Variants of the benchmark's request bodies: the same events as lib/event-body.ts, with the tenant
  * spread over N tenants (or fixed), and a share of "poison" events the database will refuse once
  * poison-lag.ts has added its CHECK constraint. Deterministic, like makeBodies.
  */
-import { makeEvent } from '../event-body.ts';
+import { makeEvent } from './event-body.ts';
 
 /** The action poison-lag.ts's CHECK constraint refuses (a stand-in for a schema bug). */
 export const POISON_ACTION = 'legacy.poison';

@@ -12,7 +12,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { v7 as uuidv7 } from 'uuid';
 import { EVENT_COLUMNS, encodeEventRow } from '../../src/event/copy-row.ts';
 import { auditEventSchema } from '../../src/event/schema.ts';
-import { makeEvent } from '../event-body.ts';
+import { makeEvent } from './event-body.ts';
 
 export interface CopyRun {
   readonly method: 'psql \\copy' | 'pg-copy-streams COPY (psql not on PATH)';

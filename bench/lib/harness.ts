@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LoadOptions, LoadResult } from '../load.ts';
+import type { LoadOptions, LoadResult } from '../generators/load.ts';
 import { machineBusyMs, processCpuMs, serverTreeCpuMs } from './cpu.ts';
 import { readCounters, type BenchServer, type DatabaseCounters, type ModeDatabase } from './database.ts';
 import { freePort, sleep, spawnChild, waitForExit, waitUntilHealthy, type Child } from './processes.ts';
@@ -54,7 +54,7 @@ export async function startHttpServer(ctx: Context, name: string, nodeArgs: read
 }
 
 export async function runLoadProcess(ctx: Context, name: string, options: LoadOptions): Promise<LoadResult> {
-  const child = spawnChild(process.execPath, [...TSX, path.join(BENCH_DIR, 'load.ts'), JSON.stringify(options)], {
+  const child = spawnChild(process.execPath, [...TSX, path.join(BENCH_DIR, 'generators', 'load.ts'), JSON.stringify(options)], {
     logFile: path.join(ctx.runDir, `load-${name}.log`),
     captureStdout: true,
   });

@@ -1,5 +1,5 @@
 /** Stored rows against 2xx answers, per mode database. */
-import type { LoadResult } from '../load.ts';
+import type { LoadResult } from '../generators/load.ts';
 import { countRows, readCounters, type DatabaseCounters, type ModeDatabase } from './database.ts';
 import type { Context } from './harness.ts';
 import { sleep } from './processes.ts';

@@ -1,5 +1,5 @@
 /** The benchmark's results and their Markdown rendering. */
-import type { LoadResult } from '../load.ts';
+import type { LoadResult } from '../generators/load.ts';
 import type { Machine } from './machine.ts';
 
 export type ModeId = 'a' | 'b' | 'c' | 'd';

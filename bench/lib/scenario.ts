@@ -5,7 +5,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { LoadOptions, LoadResult } from '../load.ts';
+import type { LoadOptions, LoadResult } from '../generators/load.ts';
 import { startBenchServer, type BenchServer, type ModeDatabase } from './database.ts';
 import {
   DRAIN_TIMEOUT_MS,
@@ -34,19 +34,6 @@ export interface ScenarioOutput {
 }
 
 /** Argument parsing shared by the scenario scripts: --name=N within [min, max]. */
-export function numericOption(argv: readonly string[], name: string, fallback: number, min: number, max: number): number {
-  const arg = argv.find((a) => a.startsWith(`--${name}=`));
-  if (!arg) return fallback;
-  const parsed = Number(arg.slice(name.length + 3));
-  if (!Number.isFinite(parsed) || parsed < min || parsed > max) throw new Error(`--${name} must be a number in ${min}..${max}`);
-  return parsed;
-}
-
-export function rejectUnknown(argv: readonly string[], known: readonly string[]): void {
-  const unknown = argv.filter((a) => !known.some((k) => a.startsWith(`--${k}=`)));
-  if (unknown.length > 0) throw new Error(`unknown argument(s) ${unknown.join(' ')}; known: ${known.map((k) => `--${k}=…`).join(' ')}`);
-}
-
 /**
  * Run one scenario script: start PostgreSQL, run `work`, print the machine and the report, write
  * them to bench/results/<time>-<name>/. Every child process is killed and PostgreSQL stopped on the

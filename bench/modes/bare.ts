@@ -7,7 +7,7 @@ import type { Measurement } from '../lib/report.ts';
 /** Full load, then (as a floor for the latency target) the steady rate the service was given. */
 export async function runBare(ctx: Context, steadyRate: number): Promise<Measurement[]> {
   progress('(c) bare Fastify: starting');
-  const server = await startHttpServer(ctx, 'bare', [...TSX, path.join(BENCH_DIR, 'bare-server.ts')], {});
+  const server = await startHttpServer(ctx, 'bare', [...TSX, path.join(BENCH_DIR, 'servers', 'bare.ts')], {});
   try {
     const url = `${server.baseUrl}/event`;
     const { measured } = await warmUp(ctx, 'bare', url);

@@ -25,7 +25,7 @@ export async function runNaive(ctx: Context): Promise<{ measurement: Measurement
   progress(`(a) naive: starting on ${db.name}`);
   const ledger = new Ledger();
   await ledger.open(ctx, db);
-  const server = await startHttpServer(ctx, 'naive', [...TSX, path.join(BENCH_DIR, 'naive-server.ts')], { DATABASE_URL: db.url });
+  const server = await startHttpServer(ctx, 'naive', [...TSX, path.join(BENCH_DIR, 'servers', 'naive.ts')], { DATABASE_URL: db.url });
   const exitCodes: (number | null)[] = [];
   let measurement: Measurement;
   try {

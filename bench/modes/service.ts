@@ -1,7 +1,7 @@
 /** Mode (b): the service itself, at full load and at steady rates, with its /metrics read around each run. */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { LoadOptions } from '../load.ts';
+import type { LoadOptions } from '../generators/load.ts';
 import { createModeDatabase, type ModeDatabase } from '../lib/database.ts';
 import {
   DRAIN_TIMEOUT_MS,

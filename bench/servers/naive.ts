@@ -6,7 +6,7 @@
 import Fastify from 'fastify';
 import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
-import { auditEventSchema } from '../src/event/schema.ts';
+import { auditEventSchema } from '../../src/event/schema.ts';
 
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) {
