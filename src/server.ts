@@ -13,6 +13,7 @@ import { traceLogFields } from './telemetry/tracing.ts';
 const EXIT_CONFIG = 2;
 const EXIT_UNSTORED = 3;
 const EXIT_WAL_FAILED = 4;
+const EXIT_DATA_DIR_LOCKED = 5;
 
 function readConfig(): Config {
   try {
@@ -42,6 +43,10 @@ try {
     },
   });
 } catch (error) {
+  if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_DATA_DIR_LOCKED') {
+    logger.fatal({ err: error, dataDir: config.dataDir }, `${error.message}. Stop that service first, or give this one a DATA_DIR of its own`);
+    process.exit(EXIT_DATA_DIR_LOCKED);
+  }
   if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_WAL_UNAVAILABLE') {
     logger.fatal(
       { err: error, directory: config.durability.directory },
