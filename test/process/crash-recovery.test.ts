@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -89,5 +89,73 @@ describe('crash recovery with the write-ahead log', () => {
     const unknown = [...stored].filter((id) => !sent.has(id));
     assert.deepEqual(unknown, [], 'nothing stored that was never sent');
     t.diagnostic(`${acknowledged.size} acknowledged, ${stored.size} stored (${stored.size - acknowledged.size} sent but unanswered when killed)`);
+  });
+});
+
+describe('crash recovery never replays a refused event', () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  before(async () => {
+    db = await createTestDatabase();
+    dataDir = await mkdtemp(path.join(tmpdir(), 'ingest-crash-refused-'));
+  });
+  after(async () => {
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('bulks refused with 503 while the log is full are not stored after a SIGKILL and restart', async () => {
+    // A 1 MiB log and ~3 KiB events, while the database is locked (nothing settles).
+    const environment = { DATABASE_URL: db.url, DATA_DIR: dataDir, METRICS_ON_PUBLIC_LISTENER: 'true', WAL_MAX_BYTES: String(1024 * 1024), WAL_SEGMENT_BYTES: String(256 * 1024), QUEUE_CAPACITY: '100000' };
+    const server = await startServerProcess(environment);
+    const locker = await db.pool.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+    const accepted = new Set<string>();
+    const refused = new Set<string>();
+    try {
+      // 50 events fit; the next bulk of 400 (about 1.3 MiB) does not: the log fills part-way through it.
+      for (const size of [50, 400]) {
+        const ids = Array.from({ length: size }, () => randomUUID());
+        const response = await fetch(`${server.origin}/events`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(ids.map((id) => sampleEvent({ id, tenant: 'refused', metadata: { padding: 'p'.repeat(3000) } }))),
+        });
+        const body = (await response.json()) as { code?: string };
+        if (response.status === 202) ids.forEach((id) => accepted.add(id));
+        else {
+          assert.equal(response.status, 503);
+          assert.equal(body.code, 'INGEST_ERR_WAL_FULL');
+          ids.forEach((id) => refused.add(id));
+        }
+      }
+      assert.equal(accepted.size, 50);
+      assert.equal(refused.size, 400);
+      // Before the kill, let whatever the service appended reach the disk (what a crash a moment
+      // later would find): the segment files hold every byte the log counts.
+      await waitFor(async () => {
+        const metrics = await (await fetch(`${server.origin}/metrics`)).text();
+        const counted = Number(/^ingest_wal_bytes (\d+)$/m.exec(metrics)?.[1]);
+        const walDirectory = path.join(dataDir, 'wal');
+        const files = (await readdir(walDirectory)).filter((name) => name.endsWith('.wal'));
+        const onDisk = (await Promise.all(files.map(async (name) => (await stat(path.join(walDirectory, name))).size))).reduce((sum, size) => sum + size, 0);
+        return onDisk === counted;
+      }, 10_000, 'the log on disk to hold everything appended');
+      server.child.kill('SIGKILL');
+      await server.exited;
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
+    const restarted = await startServerProcess(environment);
+    await waitFor(async () => (await db.count("tenant = 'refused'")) >= accepted.size, 20_000, 'the accepted bulks to be stored');
+    // A clean drain stores whatever was replayed, refused records included if any were.
+    restarted.child.kill('SIGTERM');
+    assert.equal((await restarted.exited).code, 0);
+    const { rows } = await db.pool.query<{ id: string }>("SELECT id FROM events WHERE tenant = 'refused'");
+    const stored = new Set(rows.map((row) => row.id));
+    assert.deepEqual([...accepted].filter((id) => !stored.has(id)), [], 'every acknowledged event is stored');
+    assert.deepEqual([...refused].filter((id) => stored.has(id)), [], 'no refused event is stored');
   });
 });
