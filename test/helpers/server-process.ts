@@ -2,7 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SERVER_ENTRY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/server.ts');
+const REPOSITORY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SERVER_ENTRY = path.join(REPOSITORY, 'src/server.ts');
+
+export interface ServerProcessOptions {
+  /** 'npm-start': run `npm start` in the repository, as the README says, instead of node directly. */
+  readonly command?: 'node' | 'npm-start';
+  /** Its own process group (so a test can signal the group, as a terminal's Ctrl-C does). */
+  readonly detached?: boolean;
+}
 
 export interface ServerProcess {
   readonly origin: string;
@@ -17,10 +25,17 @@ export interface ServerProcess {
  * (a free port) so that servers running side by side do not fight over 9464; pass '' for the
  * service's own default.
  */
-export async function startServerProcess(environment: Record<string, string>, startTimeoutMs = 30_000): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER_ENTRY], {
+export async function startServerProcess(
+  environment: Record<string, string>,
+  startTimeoutMs = 30_000,
+  options: ServerProcessOptions = {},
+): Promise<ServerProcess> {
+  const [file, args] = options.command === 'npm-start' ? ['npm', ['start', '--silent']] : [process.execPath, ['--import', 'tsx', SERVER_ENTRY]];
+  const child = spawn(file, args, {
+    cwd: REPOSITORY,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached ?? false,
   });
   const logs: string[] = [];
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
