@@ -136,6 +136,7 @@ export class IngestRuntime {
     this.app = service.app;
     this.admission = service.admission;
     this.pipeline = service.pipeline;
+    this.metrics.setOldestUnsettledSource(() => this.pipeline.oldestEnqueuedAtMs, this.clock);
     this.chain = service.chain;
     this.deadLetterQueue = service.deadLetterQueue;
     // /metrics names tenants: it has a listener of its own (METRICS_PORT on METRICS_HOST, 127.0.0.1
