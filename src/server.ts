@@ -7,6 +7,7 @@ import closeWithGrace from 'close-with-grace';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { IngestRuntime, RuntimeStartError } from './runtime.ts';
+import { errorSerializers } from './telemetry/error-serializer.ts';
 import { LOG_REDACTIONS } from './telemetry/log-redaction.ts';
 import { traceLogFields } from './telemetry/tracing.ts';
 
@@ -28,7 +29,7 @@ function readConfig(): Config {
 }
 
 const config = readConfig();
-const logger = pino({ level: config.logLevel, redact: LOG_REDACTIONS, mixin: traceLogFields });
+const logger = pino({ level: config.logLevel, redact: LOG_REDACTIONS, mixin: traceLogFields, serializers: errorSerializers });
 
 let runtime: IngestRuntime;
 try {

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { onCheckedOutClientError } from '../db/pool.ts';
+import { onCheckedOutClientError, withTimeoutCode } from '../db/pool.ts';
 import { generateKey } from './api-key.ts';
 
 export interface StoredKey {
@@ -66,7 +66,9 @@ export class ApiKeyStore {
       values: [id],
       query_timeout: this.#lookupTimeoutMs,
     };
-    const { rows } = await this.#pool.query<KeyRow>(query);
+    const { rows } = await this.#pool.query<KeyRow>(query).catch((error: unknown) => {
+      throw withTimeoutCode(error);
+    });
     return rows[0] ? toStoredKey(rows[0]) : undefined;
   }
 

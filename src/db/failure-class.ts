@@ -41,6 +41,8 @@ const ERROR_CODES: Readonly<Record<string, FailureKind>> = {
   ENOTFOUND: 'transient',
   EAI_AGAIN: 'transient',
   INGEST_ERR_COPY_TIMEOUT: 'transient',
+  INGEST_ERR_DB_CONNECT_TIMEOUT: 'transient', // pool.ts: no connection within DB_CONNECT_TIMEOUT_MS
+  INGEST_ERR_DB_QUERY_TIMEOUT: 'transient', // pool.ts: a client-side query timeout
   INGEST_ERR_DLQ_WRITE: 'transient',
 };
 

@@ -2,9 +2,44 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 
+/** pg's timeouts carry no `code`; these give them one, so logs and failure-class.ts can match on it. */
+export const DB_CONNECT_TIMEOUT = 'INGEST_ERR_DB_CONNECT_TIMEOUT';
+export const DB_QUERY_TIMEOUT = 'INGEST_ERR_DB_QUERY_TIMEOUT';
+
+const TIMEOUT_CODES: readonly [RegExp, string][] = [
+  [/^timeout exceeded when trying to connect$/, DB_CONNECT_TIMEOUT], // pg-pool: no client within connectionTimeoutMillis
+  [/^Connection terminated due to connection timeout$/, DB_CONNECT_TIMEOUT], // pg: the connection was not up in time
+  [/^Query read timeout$/, DB_QUERY_TIMEOUT], // pg: query_timeout
+];
+
+/** The same error, with a `code` when it is one of pg's code-less timeouts. */
+export function withTimeoutCode<T>(error: T): T {
+  if (!(error instanceof Error) || (error as { code?: unknown }).code !== undefined) return error;
+  const match = TIMEOUT_CODES.find(([pattern]) => pattern.test(error.message));
+  if (match) Object.defineProperty(error, 'code', { value: match[1], enumerable: true, configurable: true, writable: true });
+  return error;
+}
+
+type ConnectCallback = (error: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void;
+
+/** pg.Pool whose connect failures (pool.connect and pool.query alike) carry a timeout's code. */
+class CodedTimeoutPool extends pg.Pool {
+  override connect(): Promise<pg.PoolClient>;
+  override connect(callback: ConnectCallback): void;
+  override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | undefined {
+    if (callback) {
+      super.connect((error, client, done) => callback(error && withTimeoutCode(error), client, done));
+      return undefined;
+    }
+    return super.connect().catch((error: unknown) => {
+      throw withTimeoutCode(error);
+    });
+  }
+}
+
 /** A pool whose every wait is bounded, and whose idle-client errors are logged, never thrown. */
 export function createPool(databaseUrl: string, db: Config['db'], logger: Logger): pg.Pool {
-  const pool = new pg.Pool({
+  const pool = new CodedTimeoutPool({
     connectionString: databaseUrl,
     max: db.poolSize,
     connectionTimeoutMillis: db.connectTimeoutMs,

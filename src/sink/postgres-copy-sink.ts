@@ -27,6 +27,7 @@ async function rollback(client: pg.PoolClient): Promise<boolean> {
 }
 
 export class CopyTimeoutError extends Error {
+  override readonly name = 'CopyTimeoutError';
   readonly code = 'INGEST_ERR_COPY_TIMEOUT';
 }
 

@@ -7,6 +7,7 @@ import type { Clock } from '../../src/clock.ts';
 import { loadConfig } from '../../src/config.ts';
 import { IngestRuntime, type CloseReport, type RuntimeOptions } from '../../src/runtime.ts';
 import type { Sink } from '../../src/sink/sink.ts';
+import { errorSerializers } from '../../src/telemetry/error-serializer.ts';
 
 /** The real runtime, plus a close that also removes the scratch DATA_DIR it made. */
 export interface TestService extends IngestRuntime {
@@ -36,7 +37,7 @@ export async function buildTestService(
   });
   const runtime = await IngestRuntime.start({
     config,
-    logger: pino({ level: config.logLevel }),
+    logger: pino({ level: config.logLevel, serializers: errorSerializers }),
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
     ...(options.onFatal ? { onFatal: options.onFatal } : {}),
