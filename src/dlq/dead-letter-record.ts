@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { sqlstateOf } from '../db/failure-class.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import { decodeCopyRow, encodeCopyColumns, type EventRecord } from '../event/copy-row-decode.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import { queuedEventFromRow, type QueuedEvent } from '../event/queued-event.ts';
 
 /**
  * One line of a dead-letter file: an event the database refused for good, why, and when.
@@ -52,7 +52,8 @@ export function toDeadLetterRecord(event: QueuedEvent, error: unknown, attempts:
 export function toQueuedEvent(record: DeadLetterRecord): QueuedEvent {
   let row = record.row ?? encodeCopyColumns(record.event);
   if (!row.endsWith('\n')) row += '\n';
-  return { id: record.event.id ?? '', tenant: record.event.tenant ?? '', row, bytes: Buffer.byteLength(row) };
+  // The row is what is written; its id and tenant are read from it, as on WAL replay.
+  return queuedEventFromRow(row);
 }
 
 export function serialiseRecord(record: DeadLetterRecord): string {

@@ -1,5 +1,5 @@
 import { rename, rm } from 'node:fs/promises';
-import { isPermanentFailure } from '../db/failure-class.ts';
+import { PoisonSplittingSink, type DeadLetterWriter } from '../sink/poison-splitting-sink.ts';
 import type { Sink } from '../sink/sink.ts';
 import { describeError, toQueuedEvent, type DeadLetterRecord } from './dead-letter-record.ts';
 import {
@@ -64,7 +64,8 @@ const emptyTally = (): Tally => ({ replayed: 0, stored: 0, duplicates: 0, stillF
 /**
  * Replay the dead-letter files into the sink, oldest first. Each file is claimed (renamed) while
  * it is replayed, then replaced by the records that still fail, or removed when none do. A batch
- * that fails is retried one record at a time, so one bad record does not hold good ones back.
+ * the database refuses is bisected (the service's own PoisonSplittingSink), so one bad record
+ * does not hold good ones back and k bad ones in n cost O(k log n) writes.
  * Only a permanent failure (failure-class.ts: the database refused the data) is blamed on records;
  * any other (database down, timeout, missing migration, abort) stops the run with
  * RedriveInterruptedError, and the file in progress is put back whole: replaying it is harmless.
@@ -119,34 +120,40 @@ async function redriveFile(filePath: string, claimedPath: string, options: Redri
   return { path: filePath, ...tally };
 }
 
-/** Writes a batch; resolves with its records that still fail, updated. */
+/**
+ * Writes a batch through the same bisecting isolation the service uses (PoisonSplittingSink): a
+ * batch the database refuses is halved until the refused records are alone, and every other
+ * record is stored. Resolves with the records that still fail, updated.
+ */
 async function writeBatch(batch: readonly DeadLetterRecord[], options: RedriveOptions, tally: Tally): Promise<DeadLetterRecord[]> {
   const signal = options.signal ?? new AbortController().signal;
+  const nowMs = () => (options.clock ?? { now: () => Date.now() }).now();
+  const events = batch.map(toQueuedEvent);
+  const recordOf = new Map(events.map((event, index) => [event, batch[index]!]));
+  const stillFailing: DeadLetterRecord[] = [];
+  // Isolated records go back into the file they came from, not into a new dead letter.
+  const keepInFile: DeadLetterWriter = {
+    write: (refused, error) => {
+      for (const event of refused) {
+        const record = recordOf.get(event)!;
+        stillFailing.push({ ...record, attempts: record.attempts + 1, error: describeError(error), last_redrive_at: new Date(nowMs()).toISOString() });
+      }
+      return Promise.resolve();
+    },
+  };
   try {
-    const result = await options.sink.write(batch.map(toQueuedEvent), { signal });
+    const result = await new PoisonSplittingSink(options.sink, { deadLetter: keepInFile }).write(events, { signal });
     tally.replayed += batch.length;
     tally.stored += result.inserted;
     tally.duplicates += batch.length - result.inserted - result.deadLettered.length;
     tally.stillFailing += result.deadLettered.length;
-    return [];
+    return stillFailing;
   } catch (error) {
-    if (signal.aborted || !isPermanentFailure(error)) {
-      const { sqlstate, message } = describeError(error);
-      throw new RedriveInterruptedError(
-        `the re-drive stopped: writing to the database failed for a reason that is not about the records (${sqlstate ?? 'no SQLSTATE'}: ${message}); nothing was lost. Check that the database is up, reachable and migrated, then run it again`,
-        { files: 0, ...tally },
-        error,
-      );
-    }
-    if (batch.length > 1) {
-      const stillFailing: DeadLetterRecord[] = [];
-      for (const record of batch) stillFailing.push(...(await writeBatch([record], options, tally)));
-      return stillFailing;
-    }
-    const record = batch[0]!;
-    tally.replayed += 1;
-    tally.stillFailing += 1;
-    const nowMs = (options.clock ?? { now: () => Date.now() }).now();
-    return [{ ...record, attempts: record.attempts + 1, error: describeError(error), last_redrive_at: new Date(nowMs).toISOString() }];
+    const { sqlstate, message } = describeError(error);
+    throw new RedriveInterruptedError(
+      `the re-drive stopped: writing to the database failed for a reason that is not about the records (${sqlstate ?? 'no SQLSTATE'}: ${message}); nothing was lost. Check that the database is up, reachable and migrated, then run it again`,
+      { files: 0, ...tally },
+      error,
+    );
   }
 }

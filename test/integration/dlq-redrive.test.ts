@@ -136,6 +136,29 @@ describe('dead-letter re-drive', () => {
     assert.equal(await db.count("tenant = 'dlq'"), 5);
   });
 
+  it('isolates a still-refused record by bisecting, as the service does, not one write per record', async () => {
+    await pool.query(`ALTER TABLE events ADD CONSTRAINT events_no_bisect_poison CHECK (action <> 'bisect-poison')`);
+    try {
+      const events = Array.from({ length: 64 }, (_, i) => queued({ tenant: 'bisect', action: i === 41 ? 'bisect-poison' : 'document.update' }));
+      const queue = new DeadLetterQueue({ directory, clock, maxFileBytes: 1024 * 1024 });
+      await queue.append(events.map((event) => toDeadLetterRecord(event, new Error('outage'), 3, clock.now())));
+      await queue.close();
+      let writes = 0;
+      const counting = { write: (batch: readonly QueuedEvent[], options: { signal: AbortSignal }) => ((writes += 1), sink.write(batch, options)) };
+      const result = await redrive({ directory, sink: counting, batchSize: 64 });
+      assert.deepEqual({ stored: result.stored, stillFailing: result.stillFailing }, { stored: 63, stillFailing: 1 });
+      // One refused record in 64: 1 + 2 per level of a 6-level bisection = 13 writes; one at a
+      // time after the first refusal would be 65.
+      assert.ok(writes <= 13, `${writes} writes`);
+      const left = (await readDeadLetterFiles(directory)).flatMap((file) => file.records);
+      assert.deepEqual(left.map((record) => record.event.id), [events[41]!.id]);
+      assert.equal(left[0]!.attempts, 4);
+    } finally {
+      await pool.query('ALTER TABLE events DROP CONSTRAINT events_no_bisect_poison');
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
   it('stops without losing anything when the database is unreachable, and puts the file back whole', async () => {
     const queue = new DeadLetterQueue({ directory, clock });
     const events = [queued({ tenant: 'unreachable' }), queued({ tenant: 'unreachable' })];
