@@ -55,7 +55,8 @@ describe('crash recovery with the write-ahead log', () => {
   it('loses no acknowledged event and stores none twice across SIGKILLs during appends, flushes and the drain', async (t) => {
     // Slow batches (the batch window and a small batch size) keep events in the queue and in
     // flight at the moment of each kill; the kill times are spread so every phase is hit.
-    const environment = { DATABASE_URL: db.url, DATA_DIR: dataDir, BATCH_MAX_WAIT_MS: '50', BATCH_MAX_SIZE: '64' };
+    // /metrics on the public listener too: the last start is watched through it.
+    const environment = { DATABASE_URL: db.url, DATA_DIR: dataDir, BATCH_MAX_WAIT_MS: '50', BATCH_MAX_SIZE: '64', METRICS_ON_PUBLIC_LISTENER: 'true' };
     const phases = ['under load', 'under load', 'under load', 'during the SIGTERM drain', 'under load', 'during the SIGTERM drain'];
     for (const [round, phase] of phases.entries()) {
       const server = await startServerProcess(environment);
