@@ -44,6 +44,12 @@ try {
     },
   });
 } catch (error) {
+  // A configuration the start found unusable (e.g. no DATABASE_URL in an image without the
+  // embedded PostgreSQL): the same clear message and exit code as a bad variable.
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
   if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_DATA_DIR_LOCKED') {
     logger.fatal({ err: error, dataDir: config.dataDir }, `${error.message}. Stop that service first, or give this one a DATA_DIR of its own`);
     process.exit(EXIT_DATA_DIR_LOCKED);
