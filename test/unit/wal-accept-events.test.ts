@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -53,6 +54,7 @@ async function refusal(promise: Promise<unknown>): Promise<IngestError> {
 }
 
 describe('acceptEvents with the write-ahead log: a refused event is never in the log', () => {
+  let root: string;
   let directory: string;
   let sink: HeldSink;
   let pipeline: IngestPipeline;
@@ -90,14 +92,14 @@ describe('acceptEvents with the write-ahead log: a refused event is never in the
   }
 
   beforeEach(async () => {
-    directory = await mkdtemp(path.join(tmpdir(), 'ingest-accept-'));
+    root = directory = await mkdtemp(path.join(tmpdir(), 'ingest-accept-'));
     fatal.length = 0;
   });
   afterEach(async () => {
     sink.release();
     await pipeline.shutdown(5_000);
     await wal.close().catch(() => {});
-    await rm(directory, { recursive: true, force: true });
+    await rm(root, { recursive: true, force: true });
   });
 
   it('a bulk the log has no room for is refused whole (503 INGEST_ERR_WAL_FULL): none of its records is written', async () => {
@@ -157,6 +159,49 @@ describe('acceptEvents with the write-ahead log: a refused event is never in the
     assert.deepEqual(await loggedSeqs(), [1, 2]);
     sink.release();
     await drained;
+  });
+
+  it('a full disk answers 503 INGEST_ERR_WAL_FULL, releases the records that were never written, and takes requests again once there is space', async (t) => {
+    const mountPoint = path.join(directory, 'small');
+    await mkdir(mountPoint);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mountPoint], { stdio: 'ignore' });
+    } catch {
+      t.skip('cannot mount a small tmpfs here (needs root and mount permission)');
+      await setUp({});
+      return;
+    }
+    try {
+      const filler = path.join(mountPoint, 'filler');
+      await writeFile(filler, Buffer.alloc(48 * 1024));
+      let nowMs = 0;
+      directory = path.join(mountPoint, 'wal');
+      await mkdir(directory);
+      await setUp({ QUEUE_CAPACITY: '1000' }, { now: () => nowMs, diskFullRetryMs: 1000 });
+      let refused: IngestError | undefined;
+      let acknowledged = 0;
+      for (let i = 0; i < 200 && !refused; i += 1) {
+        try {
+          await acceptEvents(context, events(5));
+          acknowledged += 5;
+        } catch (error) {
+          refused = error as IngestError;
+        }
+      }
+      assert.equal(refused?.code, 'INGEST_ERR_WAL_FULL');
+      assert.match(refused.message, /disk is full/);
+      assert.equal(fatal.length, 0);
+      assert.equal((await loggedSeqs()).length, acknowledged, 'the refused request left nothing in the log');
+      await rm(filler);
+      nowMs += 1000;
+      await acceptEvents(context, events(5));
+      assert.equal((await loggedSeqs()).length, acknowledged + 5);
+      sink.release();
+      await pipeline.shutdown(5_000);
+      await wal.close();
+    } finally {
+      execFileSync('umount', ['-l', mountPoint], { stdio: 'ignore' });
+    }
   });
 
   it('a failed fsync answers 503 INGEST_ERR_WAL_FAILED and reports the fatal error', async () => {
