@@ -22,8 +22,9 @@ export interface ServerProcess {
 
 /**
  * Spawn the real server (`src/server.ts`) and wait until it listens. METRICS_PORT defaults to 0
- * (a free port) so that servers running side by side do not fight over 9464; pass '' for the
- * service's own default.
+ * (a free port) so that servers running side by side do not fight over 9464, and
+ * METRICS_ON_PUBLIC_LISTENER to true so a test reads `${origin}/metrics`; pass '' for the
+ * service's own defaults.
  */
 export async function startServerProcess(
   environment: Record<string, string>,
@@ -33,7 +34,7 @@ export async function startServerProcess(
   const [file, args] = options.command === 'npm-start' ? ['npm', ['start', '--silent']] : [process.execPath, ['--import', 'tsx', SERVER_ENTRY]];
   const child = spawn(file, args, {
     cwd: REPOSITORY,
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: '0', METRICS_ON_PUBLIC_LISTENER: 'true', LOG_LEVEL: 'info', AUTH: 'off', ...environment },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.detached ?? false,
   });

@@ -28,7 +28,7 @@ describe('listeners and authentication defaults', () => {
 
   it('authenticates by default, and serves /metrics only on METRICS_PORT when it is set', async () => {
     const metricsPort = await findFreePort();
-    const server = await startServerProcess({ DATABASE_URL: db.url, AUTH: '', METRICS_PORT: String(metricsPort) });
+    const server = await startServerProcess({ DATABASE_URL: db.url, AUTH: '', METRICS_PORT: String(metricsPort), METRICS_ON_PUBLIC_LISTENER: '' });
     try {
       const unauthenticated = await fetch(`${server.origin}/event`, {
         method: 'POST',
@@ -49,7 +49,7 @@ describe('listeners and authentication defaults', () => {
 
   it('keeps /metrics (which names tenants) off the public listener when METRICS_PORT is unset: 127.0.0.1:9464', async (t) => {
     if (!(await portIsFree(9464))) return t.skip('port 9464 is in use on this machine');
-    const server = await startServerProcess({ DATABASE_URL: db.url, METRICS_PORT: '' });
+    const server = await startServerProcess({ DATABASE_URL: db.url, METRICS_PORT: '', METRICS_ON_PUBLIC_LISTENER: '' });
     try {
       assert.equal((await fetch(`${server.origin}/metrics`)).status, 404, '/metrics is not on the public listener');
       const metrics = await fetch('http://127.0.0.1:9464/metrics');
