@@ -14,7 +14,7 @@ import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { RetryingSink } from '../../src/sink/retrying-sink.ts';
 import type { QueuedEvent } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
-import { sampleEvent, waitFor } from '../helpers/service.ts';
+import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
 function queued(tenant: string): QueuedEvent {
   const id = randomUUID();
@@ -89,12 +89,12 @@ describe('a PostgreSQL backend dies during a batch write', () => {
   });
 
   // Asked from outside the locker's transaction: pg_stat_activity is a snapshot per transaction.
-  async function waitingBackend(): Promise<number> {
+  async function waitingBackend(other?: number): Promise<number> {
     let pid: number | undefined;
     await waitFor(
       async () => {
         const { rows } = await db.pool.query<{ pid: number }>(WAITING_BACKEND);
-        pid = rows[0]?.pid;
+        pid = rows.find((row) => row.pid !== other)?.pid;
         return pid !== undefined;
       },
       10_000,
@@ -109,7 +109,7 @@ describe('a PostgreSQL backend dies during a batch write', () => {
     const first = await waitingBackend();
     await db.pool.query('SELECT pg_terminate_backend($1)', [first]);
     // The retry reconnects and waits on the lock again, from a new backend.
-    const second = await waitingBackend();
+    const second = await waitingBackend(first);
     assert.notEqual(second, first);
     assert.ok(retries.length >= 1, 'the failure reached the retry chain');
     await locker.query('ROLLBACK');
@@ -157,4 +157,60 @@ describe('a PostgreSQL backend dies during a batch write', () => {
     assert.equal(await db.count("tenant = 'killed'"), 50);
     assert.deepEqual(uncaught, [], 'no uncaught exception');
   });
+});
+
+describe('the service, when a backend dies under its batch write', () => {
+  let db: TestDatabase;
+  const uncaught: unknown[] = [];
+  const capture = (error: unknown) => uncaught.push(error);
+  before(async () => {
+    db = await createTestDatabase();
+    process.on('uncaughtException', capture);
+  });
+  after(async () => {
+    process.off('uncaughtException', capture);
+    await waitFor(() => db.pool.query('SELECT 1').then(() => true, () => false), 30_000, 'the server to accept connections');
+    await db.drop();
+  });
+
+  for (const durability of (process.env.KILL_MODES ?? 'memory,wal').split(',')) {
+    it(`DURABILITY=${durability}: stays up, retries, and stores every acknowledged event`, async (t) => {
+      const { rows } = await db.pool.query<{ setting: string }>("SELECT setting FROM pg_settings WHERE name = 'data_directory'");
+      const postmaster = localPostmasterPid(rows[0]!.setting);
+      if (postmaster === undefined) {
+        t.skip('the database server does not run on this machine');
+        return;
+      }
+      uncaught.length = 0;
+      const tenant = `killed-${durability}`;
+      const service = await buildTestService(db.url, { DURABILITY: durability, RETRY_BASE_DELAY_MS: '20', RETRY_MAX_DELAY_MS: '200', BREAKER_OPEN_MS: '200', DB_CONNECT_TIMEOUT_MS: '2000', LOG_LEVEL: process.env.KILL_LOG ?? 'silent' });
+      const locker = new pg.Client({ connectionString: db.url });
+      locker.on('error', () => {});
+      try {
+        await locker.connect();
+        await locker.query('BEGIN');
+        await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+        for (let i = 0; i < 30; i += 1) {
+          const response = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant }) });
+          assert.equal(response.statusCode, 202);
+        }
+        let backend: number | undefined;
+        await waitFor(async () => {
+          backend = (await db.pool.query<{ pid: number }>(WAITING_BACKEND)).rows[0]?.pid;
+          return backend !== undefined;
+        }, 10_000, 'a batch write to wait on the lock');
+        assert.equal(parentPid(backend!), postmaster);
+        process.kill(backend!, 'SIGKILL'); // PostgreSQL restarts every backend, the locker's too
+        await waitFor(
+          () => db.pool.query<{ n: string }>('SELECT count(*) AS n FROM events WHERE tenant = $1', [tenant]).then((r) => r.rows[0]!.n === '30', () => false),
+          30_000,
+          'every acknowledged event to be stored',
+        );
+        assert.deepEqual(uncaught, [], 'no uncaught exception');
+      } finally {
+        await locker.end().catch(() => {});
+        await service.close();
+      }
+    });
+  }
 });
