@@ -1,4 +1,4 @@
-import type { AuditEvent } from './schema.ts';
+import { metadataJson, type AuditEvent } from './schema.ts';
 
 /** The columns of `events`, in the order the COPY row encodes them. */
 export const EVENT_COLUMNS = [
@@ -51,7 +51,7 @@ export function encodeEventRow(event: AuditEvent, id: string, receivedAtIso: str
       event.outcome,
       event.source_ip,
       event.user_agent,
-      event.metadata === undefined ? undefined : JSON.stringify(event.metadata),
+      event.metadata === undefined ? undefined : metadataJson(event.metadata),
     ]
       .map(encodeCopyValue)
       .join('\t') + '\n'

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { isExactNumber, stringifyExactJson } from './exact-json.ts';
 
 /** PostgreSQL rejects U+0000 in text and jsonb, and lone surrogates cannot be encoded as UTF-8. */
 export function isStorableText(value: string): boolean {
@@ -17,14 +18,22 @@ export const METADATA_MAX_BYTES = 8192;
 export const METADATA_MAX_DEPTH = 8;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
-/** Returns a message for the first problem in a metadata value, or undefined when it can be stored. */
-export function metadataProblem(value: unknown, depth = 1): string | undefined {
+/**
+ * Returns a message for the first problem in a metadata value, or undefined when it can be stored.
+ * Recursion stops at METADATA_MAX_DEPTH, so any nesting (10,000 levels) is answered, never a stack
+ * overflow. `found.exact` is set when the value holds a number kept as sent (see exact-json.ts).
+ */
+export function metadataProblem(value: unknown, depth = 1, found: { exact: boolean } = { exact: false }): string | undefined {
   if (typeof value === 'string') return isStorableText(value) ? undefined : 'contains NUL or unpaired surrogates';
   if (value === null || typeof value !== 'object') return undefined;
+  if (isExactNumber(value)) {
+    found.exact = true;
+    return undefined;
+  }
   if (depth > METADATA_MAX_DEPTH) return `nests deeper than ${METADATA_MAX_DEPTH} levels`;
   if (Array.isArray(value)) {
     for (const element of value) {
-      const problem = metadataProblem(element, depth + 1);
+      const problem = metadataProblem(element, depth + 1, found);
       if (problem) return problem;
     }
     return undefined;
@@ -32,10 +41,21 @@ export function metadataProblem(value: unknown, depth = 1): string | undefined {
   for (const [key, element] of Object.entries(value)) {
     if (FORBIDDEN_KEYS.has(key)) return `has the forbidden key "${key}"`;
     if (!isStorableText(key) && key !== '') return 'has a key with NUL or unpaired surrogates';
-    const problem = metadataProblem(element, depth + 1);
+    const problem = metadataProblem(element, depth + 1, found);
     if (problem) return problem;
   }
   return undefined;
+}
+
+/**
+ * The JSON text of each validated metadata object, serialised once by the schema (which needs it
+ * for the size check) and taken by encodeEventRow; keyed by the object, so it goes with it.
+ */
+const metadataText = new WeakMap<object, string>();
+
+/** The JSON text of validated metadata, numbers as sent. */
+export function metadataJson(metadata: Record<string, unknown>): string {
+  return metadataText.get(metadata) ?? JSON.stringify(metadata);
 }
 
 // RFC 3339 with a mandatory offset; years 0001-9999 (PostgreSQL has no year 0).
@@ -89,13 +109,19 @@ export const auditEventSchema = z.strictObject({
   metadata: z
     .record(z.string(), z.unknown())
     .superRefine((value, context) => {
-      const serialisedBytes = Buffer.byteLength(JSON.stringify(value));
-      if (serialisedBytes > METADATA_MAX_BYTES) {
+      // Depth, keys and strings first: serialising a value nested 10,000 deep would overflow the stack.
+      const found = { exact: false };
+      const problem = metadataProblem(value, 1, found);
+      if (problem) {
+        context.addIssue({ code: 'custom', message: problem });
+        return;
+      }
+      const text = found.exact ? stringifyExactJson(value) : JSON.stringify(value);
+      if (Buffer.byteLength(text) > METADATA_MAX_BYTES) {
         context.addIssue({ code: 'custom', message: `must be at most ${METADATA_MAX_BYTES} bytes serialised` });
         return;
       }
-      const problem = metadataProblem(value);
-      if (problem) context.addIssue({ code: 'custom', message: problem });
+      metadataText.set(value, text);
     })
     .optional(),
 });

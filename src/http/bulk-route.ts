@@ -3,11 +3,17 @@ import { IngestError, type FieldIssue } from '../errors.ts';
 import type { QueuedEvent } from '../sink/sink.ts';
 import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
 import { acceptEvents } from './accept-events.ts';
-import { bulkLines } from './bulk-body.ts';
+import { BulkBody } from './bulk-body.ts';
 import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
+import { bulkQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
 
+
+/** What one bulk answer reports at most: its size stays bounded whatever the body holds. */
+const MAX_REPORTED_ISSUES = 100;
+const MAX_ISSUES_PER_EVENT = 10;
+const MAX_MESSAGE_CHARS = 200;
 
 interface RejectedLine {
   readonly index: number;
@@ -25,10 +31,11 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
-    { bodyLimit: limits.bodyLimitBytes },
+    // The body parsers read config.bulkMaxEvents: they count the events before parsing any.
+    { bodyLimit: limits.bodyLimitBytes, config: { bulkMaxEvents: limits.maxEvents }, onRequest: validateQuery(bulkQuerySchema) },
     async (request, reply) => {
-      const lines = bulkLines(request.body);
-      if (lines === undefined) throw new IngestError('INGEST_ERR_VALIDATION', 'the body must be a JSON array of events or NDJSON', { issues: [{ path: '(body)', message: 'must be an array of events' }] });
+      if (!(request.body instanceof BulkBody)) throw new IngestError('INGEST_ERR_VALIDATION', 'the body must be a JSON array of events or NDJSON', { issues: [{ path: '(body)', message: 'must be an array of events' }] });
+      const { lines } = request.body;
       if (lines.length === 0) throw new IngestError('INGEST_ERR_VALIDATION', 'the body holds no events', { issues: [{ path: '(body)', message: 'holds no events' }] });
       if (lines.length > limits.maxEvents) {
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${limits.maxEvents} (BULK_MAX_EVENTS)`);
@@ -40,20 +47,23 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
       const mismatched: number[] = [];
       lines.forEach((line, index) => {
         if ('parseError' in line) {
-          rejected.push({ index, errors: [{ path: '(line)', message: `not valid JSON: ${line.parseError}` }] });
+          rejected.push({ index, errors: [{ path: '(line)', message: `not valid JSON: ${line.parseError.slice(0, MAX_MESSAGE_CHARS)}` }] });
           return;
         }
         const prepared = prepareEvent(line.value, receivedAtIso, request.tenant, requestSpan);
         if (prepared.ok) accepted.push({ index, event: prepared.event, tenant: prepared.tenant });
         else if (prepared.tenantMismatch) mismatched.push(index);
-        else rejected.push({ index, errors: prepared.issues });
+        else rejected.push({ index, errors: prepared.issues.slice(0, MAX_ISSUES_PER_EVENT) });
       });
       if (mismatched.length > 0) {
-        throw new IngestError('INGEST_ERR_TENANT_MISMATCH', `events ${mismatched.join(', ')} name another tenant than the API key's "${String(request.tenant)}"; none was queued`);
+        const listed = mismatched.length > MAX_REPORTED_ISSUES ? `${mismatched.slice(0, MAX_REPORTED_ISSUES).join(', ')} and ${mismatched.length - MAX_REPORTED_ISSUES} more` : mismatched.join(', ');
+        throw new IngestError('INGEST_ERR_TENANT_MISMATCH', `events ${listed} name another tenant than the API key's "${String(request.tenant)}"; none was queued`);
       }
       if (rejected.length > 0 && (request.query.atomic === 'true' || accepted.length === 0)) {
-        throw new IngestError('INGEST_ERR_VALIDATION', `${rejected.length} of ${lines.length} events are invalid; none was queued`, {
-          issues: rejected.flatMap((line) => line.errors.map((issue) => ({ path: `[${line.index}].${issue.path}`, message: issue.message }))),
+        const issues = rejected.flatMap((line) => line.errors.map((issue) => ({ path: `[${line.index}].${issue.path}`, message: issue.message })));
+        const omitted = issues.length - MAX_REPORTED_ISSUES;
+        throw new IngestError('INGEST_ERR_VALIDATION', `${rejected.length} of ${lines.length} events are invalid; none was queued${omitted > 0 ? ` (the first ${MAX_REPORTED_ISSUES} problems are listed, ${omitted} more are not)` : ''}`, {
+          issues: omitted > 0 ? issues.slice(0, MAX_REPORTED_ISSUES) : issues,
         });
       }
 

@@ -4,6 +4,7 @@ import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
 import { acceptEvents } from './accept-events.ts';
 import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
+import { eventQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
 
 /** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
@@ -12,7 +13,7 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
 
   app.post(
     '/event',
-    { bodyLimit: limits.bodyLimitBytes },
+    { bodyLimit: limits.bodyLimitBytes, onRequest: validateQuery(eventQuerySchema) },
     async (request, reply) => {
       const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant, requestSpanOf(request));
       if (!prepared.ok) {

@@ -1,26 +1,26 @@
 import type { FastifyInstance } from 'fastify';
-import secureJson from 'secure-json-parse';
 import { IngestError } from '../errors.ts';
+import { parseExactJson } from '../event/exact-json.ts';
+import { bodyParseError, bodyText, bulkMaxEventsOf } from './body-text.ts';
+import { parseJsonArrayBulk } from './bulk-body.ts';
 
 /**
- * The only body parser: application/json, parsed with secure-json-parse so that `__proto__` and
- * `constructor.prototype` keys are refused with their own code instead of polluting objects.
- * Every other content type falls through to fastify's 415.
+ * The JSON body parser: the raw bytes must be UTF-8 (body-text.ts), then the text is parsed with
+ * secure-json-parse, so that `__proto__` and `constructor.prototype` keys are refused with their
+ * own code instead of polluting objects, keeping numbers' digits (exact-json.ts). On a bulk route
+ * the body must be an array, counted before it is parsed (bulk-body.ts). Every other content type
+ * falls through to fastify's 415.
  */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = body as string;
-    if (text.length === 0) {
-      done(new IngestError('INGEST_ERR_MALFORMED_JSON', 'the body is empty'), undefined);
-      return;
-    }
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     try {
-      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
+      const text = bodyText(body as Buffer, request.headers['content-type']);
+      if (text.length === 0) throw new IngestError('INGEST_ERR_MALFORMED_JSON', 'the body is empty');
+      const maxEvents = bulkMaxEventsOf(request);
+      done(null, maxEvents === undefined ? parseExactJson(text) : parseJsonArrayBulk(text, maxEvents));
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      const code = /prototype property/.test(message) ? 'INGEST_ERR_FORBIDDEN_KEY' : 'INGEST_ERR_MALFORMED_JSON';
-      done(new IngestError(code, message, { cause: error }), undefined);
+      done(bodyParseError(error), undefined);
     }
   });
 }

@@ -149,3 +149,126 @@ describe('POST /events (bulk)', () => {
     }
   });
 });
+
+describe('bodies that are not UTF-8', () => {
+  let db: TestDatabase;
+  let service: Awaited<ReturnType<typeof buildTestService>>;
+  before(async () => {
+    db = await createTestDatabase();
+    service = await buildTestService(db.url);
+  });
+  after(async () => {
+    await service.close();
+    await db.drop();
+  });
+
+  /** An event body whose action holds `bytes` raw: invalid UTF-8 unless the bytes are. */
+  const withBytes = (bytes: number[], tenant: string) => {
+    const [before, after] = json(sampleEvent({ tenant, action: '@B@' })).split('@B@') as [string, string];
+    return Buffer.concat([Buffer.from(before), Buffer.from(bytes), Buffer.from(after)]);
+  };
+  const INVALID: readonly (readonly [string, number[]])[] = [
+    ['a stray FF byte', [0x61, 0xff, 0x62]],
+    ['a truncated two-byte form (C3 then ASCII)', [0xc3, 0x61]],
+    ['a two-byte form truncated by the string end (C3")', [0xc3]],
+    ['an overlong NUL (C0 80)', [0xc0, 0x80]],
+    ['an overlong slash (E0 80 AF)', [0xe0, 0x80, 0xaf]],
+    ['CESU-8 surrogates (ED A0 BD ED B8 80)', [0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80]],
+    ['a 5-byte form (F8 88 80 80 80)', [0xf8, 0x88, 0x80, 0x80, 0x80]],
+    ['a code point above U+10FFFF (F4 90 80 80)', [0xf4, 0x90, 0x80, 0x80]],
+    ['a lone continuation byte (80)', [0x80]],
+  ];
+
+  for (const [name, bytes] of INVALID) {
+    it(`refuses ${name} with 400 INGEST_ERR_BAD_UTF8 on /event and /events, plain and gzipped`, async () => {
+      const body = withBytes(bytes, 'utf8-bad');
+      const posts = [
+        { url: '/event', type: 'application/json', payload: body },
+        { url: '/events', type: 'application/json', payload: Buffer.concat([Buffer.from('['), body, Buffer.from(']')]) },
+        { url: '/events', type: 'application/x-ndjson', payload: Buffer.concat([Buffer.from(`${json(sampleEvent({ tenant: 'utf8-bad' }))}\n`), body]) },
+      ];
+      for (const { url, type, payload } of posts) {
+        for (const gzip of [false, true]) {
+          const response = await service.app.inject({
+            method: 'POST',
+            url,
+            headers: { 'content-type': type, ...(gzip ? { 'content-encoding': 'gzip' } : {}) },
+            payload: gzip ? gzipSync(payload) : payload,
+          });
+          assert.equal(response.statusCode, 400, `${url} ${type} gzip=${gzip}: ${response.body}`);
+          assert.equal(response.headers['content-type'], 'application/problem+json; charset=utf-8');
+          assert.equal(response.json<{ code: string }>().code, 'INGEST_ERR_BAD_UTF8');
+        }
+      }
+    });
+  }
+
+  it('accepts well-formed multi-byte UTF-8 and stores it as sent', async () => {
+    const text = 'é€😀\u{10FFFF}';
+    const response = await service.app.inject({ method: 'POST', url: '/event', headers: { 'content-type': 'application/json' }, payload: withBytes([...Buffer.from(text)], 'utf8-good') });
+    assert.equal(response.statusCode, 202, response.body);
+    await waitFor(async () => (await db.count("tenant = 'utf8-good'")) === 1, 5000, 'the good event');
+    const { rows } = await db.pool.query<{ action: string }>("SELECT action FROM events WHERE tenant = 'utf8-good'");
+    assert.equal(rows[0]!.action, text);
+  });
+
+  it('refuses a charset other than UTF-8 with 415, and takes utf-8 in any case or none', async () => {
+    for (const [url, type] of [
+      ['/event', 'application/json; charset=iso-8859-1'],
+      ['/event', 'application/json;charset="latin1"'],
+      ['/events', 'application/json; charset=utf-16'],
+      ['/events', 'application/x-ndjson; charset=windows-1252'],
+    ] as const) {
+      const payload = url === '/event' ? json(sampleEvent({ tenant: 'charset-bad' })) : type.includes('ndjson') ? json(sampleEvent({ tenant: 'charset-bad' })) : json([sampleEvent({ tenant: 'charset-bad' })]);
+      const response = await service.app.inject({ method: 'POST', url, headers: { 'content-type': type }, payload });
+      assert.equal(response.statusCode, 415, `${type}: ${response.body}`);
+      assert.equal(response.json<{ code: string }>().code, 'INGEST_ERR_UNSUPPORTED_CHARSET');
+    }
+    for (const type of ['application/json', 'application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json; charset="utf-8"']) {
+      const response = await service.app.inject({ method: 'POST', url: '/event', headers: { 'content-type': type }, payload: json(sampleEvent({ tenant: 'charset-good' })) });
+      assert.equal(response.statusCode, 202, `${type}: ${response.body}`);
+    }
+    await waitFor(async () => (await db.count("tenant = 'charset-good'")) === 4, 5000, 'the utf-8 events');
+    assert.equal(await db.count("tenant IN ('charset-bad', 'utf8-bad')"), 0);
+  });
+});
+
+describe('query strings', () => {
+  let db: TestDatabase;
+  let service: Awaited<ReturnType<typeof buildTestService>>;
+  before(async () => {
+    db = await createTestDatabase();
+    service = await buildTestService(db.url);
+  });
+  after(async () => {
+    await service.close();
+    await db.drop();
+  });
+
+  const mixed = () => [sampleEvent({ tenant: 'query' }), { tenant: 'query' }];
+
+  it('refuses ?atomic= other than exactly true or false, repeated, or unknown parameters, with 400 INGEST_ERR_BAD_QUERY', async () => {
+    for (const query of ['atomic=1', 'atomic=TRUE', 'atomic=yes', 'atomic=', 'atomic', 'atomic=true&atomic=true', 'atomic=true&atomic=false', 'atomic=false&atomic=true', 'atomc=true', 'atomic=true&dry_run=1']) {
+      const response = await service.app.inject({ method: 'POST', url: `/events?${query}`, payload: mixed() });
+      assert.equal(response.statusCode, 400, `?${query}: ${response.body}`);
+      const problem = response.json<{ code: string; errors: { path: string }[] }>();
+      assert.equal(problem.code, 'INGEST_ERR_BAD_QUERY', `?${query}`);
+      assert.ok(problem.errors.every((issue) => issue.path.startsWith('(query)')), `?${query}: ${response.body}`);
+    }
+    const single = await service.app.inject({ method: 'POST', url: '/event?atomic=true', payload: sampleEvent({ tenant: 'query' }) });
+    assert.equal(single.statusCode, 400);
+    assert.equal(single.json<{ code: string }>().code, 'INGEST_ERR_BAD_QUERY');
+    assert.equal(await db.count("tenant = 'query'"), 0);
+  });
+
+  it('honours ?atomic=true and ?atomic=false', async () => {
+    const atomic = await service.app.inject({ method: 'POST', url: '/events?atomic=true', payload: mixed() });
+    assert.equal(atomic.statusCode, 400);
+    assert.equal(atomic.json<{ code: string }>().code, 'INGEST_ERR_VALIDATION');
+    const partial = await service.app.inject({ method: 'POST', url: '/events?atomic=false', payload: mixed() });
+    assert.equal(partial.statusCode, 202);
+    const plain = await service.app.inject({ method: 'POST', url: '/events', payload: mixed() });
+    assert.equal(plain.statusCode, 202);
+    await waitFor(async () => (await db.count("tenant = 'query'")) === 2, 5000, 'the two partial bulks');
+  });
+});

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { performance } from 'node:perf_hooks';
+import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
@@ -88,5 +90,115 @@ describe('hostile input', () => {
     assert.match(answer, /^HTTP\/1\.1 408/);
     const fine = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'after-slowloris' }) });
     assert.equal(fine.statusCode, 202);
+  });
+});
+
+describe('bodies that cost more than their size', () => {
+  let db: TestDatabase;
+  let service: TestService;
+  let origin: string;
+  before(async () => {
+    db = await createTestDatabase();
+    service = await buildTestService(db.url);
+    origin = await service.app.listen({ host: '127.0.0.1', port: 0 });
+  });
+  after(async () => {
+    await service.close();
+    await db.drop();
+  });
+
+  /** POST `body` gzipped to /events while /healthz is asked meanwhile; both timings in ms. */
+  async function postWhileProbing(body: string, contentType: string) {
+    const gzipped = gzipSync(body);
+    const started = performance.now();
+    const bomb = fetch(`${origin}/events`, { method: 'POST', headers: { 'content-type': contentType, 'content-encoding': 'gzip' }, body: gzipped }).then(async (response) => ({
+      status: response.status,
+      body: (await response.json()) as { code?: string },
+      ms: performance.now() - started,
+    }));
+    // /healthz is asked again and again until the bomb is answered: the slowest answer counts.
+    let settled = false;
+    void bomb.finally(() => (settled = true));
+    let probeMs = 0;
+    do {
+      const probeStarted = performance.now();
+      const probe = await fetch(`${origin}/healthz`);
+      assert.equal(probe.status, 200);
+      await probe.arrayBuffer();
+      probeMs = Math.max(probeMs, performance.now() - probeStarted);
+    } while (!settled);
+    return { gzippedBytes: gzipped.length, probeMs, ...(await bomb) };
+  }
+
+  it("refuses two million junk NDJSON lines (4 KB gzipped) with 413 at once, and /healthz answers meanwhile", async () => {
+    const result = await postWhileProbing('x\n'.repeat(2_097_000), 'application/x-ndjson');
+    assert.ok(result.gzippedBytes < 10_000, `${result.gzippedBytes} bytes on the wire`);
+    assert.equal(result.status, 413);
+    assert.equal(result.body.code, 'INGEST_ERR_TOO_MANY_EVENTS');
+    assert.ok(result.ms < 2_000, `answered in ${result.ms} ms`);
+    assert.ok(result.probeMs < 1_000, `/healthz waited ${result.probeMs} ms`);
+  });
+
+  it('refuses a JSON array of a million empty objects with 413 without parsing it', async () => {
+    const result = await postWhileProbing(`[${'{},'.repeat(1_000_000)}{}]`, 'application/json');
+    assert.equal(result.status, 413);
+    assert.equal(result.body.code, 'INGEST_ERR_TOO_MANY_EVENTS');
+    assert.ok(result.probeMs < 1_000, `/healthz waited ${result.probeMs} ms`);
+  });
+
+  it('answers a flood of blank lines, and a thousand bad lines, with one bounded 400', async () => {
+    const blank = await postWhileProbing(' \r\n\n\t'.repeat(800_000), 'application/x-ndjson');
+    assert.equal(blank.status, 400);
+    assert.ok(blank.probeMs < 1_000, `/healthz waited ${blank.probeMs} ms`);
+    const bad = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: `${'{"x":'.repeat(200)}\n`.repeat(1000) });
+    assert.equal(bad.statusCode, 400);
+    const problem = bad.json<{ code: string; errors: unknown[]; detail: string }>();
+    assert.equal(problem.code, 'INGEST_ERR_VALIDATION');
+    assert.ok(problem.errors.length <= 100, `${problem.errors.length} problems listed`);
+    assert.match(problem.detail, /1000 of 1000 events are invalid/);
+    assert.ok(bad.body.length < 64 * 1024, `${bad.body.length} bytes of answer`);
+  });
+});
+
+describe('inputs that used to answer 500', () => {
+  let db: TestDatabase;
+  let service: TestService;
+  before(async () => {
+    db = await createTestDatabase();
+    service = await buildTestService(db.url, { BULK_BODY_LIMIT_BYTES: String(1024 * 1024) });
+  });
+  after(async () => {
+    await service.close();
+    await db.drop();
+  });
+
+  const nested = (levels: number, open: string, close: string, inner = '1') => `${open.repeat(levels)}${inner}${close.repeat(levels)}`;
+  const withMetadata = (metadata: string) => JSON.stringify(sampleEvent({ tenant: 'deep', metadata: '@M@' })).replace('"@M@"', metadata);
+  const cases: readonly (readonly [string, string, string, string])[] = [
+    ['metadata nested 10,000 levels of arrays', '/event', 'application/json', withMetadata(`{"a":${nested(10_000, '[', ']')}}`)],
+    ['metadata nested 5,000 levels of objects', '/event', 'application/json', withMetadata(nested(5_000, '{"a":', '}'))],
+    ['the same with a number that must stay exact', '/event', 'application/json', withMetadata(nested(5_000, '{"a":', '}', '1e400'))],
+    ['deep metadata in an NDJSON line', '/events', 'application/x-ndjson', withMetadata(nested(10_000, '{"a":', '}', '12345678901234567890'))],
+    ['deep metadata in a JSON array', '/events', 'application/json', `[${withMetadata(nested(10_000, '[', ']', '1e400'))}]`],
+    ['{"ndjson":"x"}', '/events', 'application/json', '{"ndjson":"x"}'],
+    ['{"ndjson":[{"value":<event>}]}', '/events', 'application/json', JSON.stringify({ ndjson: [{ value: sampleEvent({ tenant: 'deep' }) }] })],
+    ['{"lines":[{"value":<event>}]}', '/events', 'application/json', JSON.stringify({ lines: [{ value: sampleEvent({ tenant: 'deep' }) }] })],
+    ['NDJSON sent to /event', '/event', 'application/x-ndjson', JSON.stringify(sampleEvent({ tenant: 'deep' }))],
+    ['a bare deep array', '/event', 'application/json', nested(20_000, '[', ']')],
+  ];
+  for (const [name, url, contentType, payload] of cases) {
+    it(`answers ${name} with a 4xx problem`, async () => {
+      const response = await service.app.inject({ method: 'POST', url, headers: { 'content-type': contentType }, payload });
+      assert.ok(response.statusCode >= 400 && response.statusCode < 500, `${response.statusCode}: ${response.body.slice(0, 300)}`);
+      assert.equal(response.headers['content-type'], 'application/problem+json; charset=utf-8');
+      assert.equal(typeof response.json<{ code: string }>().code, 'string');
+      const after = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'still-up' }) });
+      assert.equal(after.statusCode, 202);
+    });
+  }
+
+  it('stored nothing of them', async () => {
+    await waitFor(async () => (await db.count("tenant = 'still-up'")) === cases.length, 10_000, 'the probes');
+    assert.equal(await db.count("tenant = 'deep'"), 0);
   });
 });

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { encodeEventRow } from '../../src/event/copy-row.ts';
+import { parseExactJson } from '../../src/event/exact-json.ts';
 import { auditEventSchema, isStorableTimestamp } from '../../src/event/schema.ts';
 
 const valid = {
@@ -90,4 +92,39 @@ describe('isStorableTimestamp', () => {
     ['2026-11-22', false],
   ];
   for (const [input, expected] of table) it(`${input} → ${expected}`, () => assert.equal(isStorableTimestamp(input), expected));
+});
+
+describe('metadata that nests far too deep', () => {
+  const wrapArrays = (levels: number): unknown => JSON.parse(`${'['.repeat(levels)}1${']'.repeat(levels)}`);
+  const wrapObjects = (levels: number): unknown => JSON.parse(`${'{"a":'.repeat(levels)}1${'}'.repeat(levels)}`);
+  for (const [name, metadata] of [
+    ['10,000 levels of arrays', { a: wrapArrays(10_000) }],
+    ['5,000 levels of objects', wrapObjects(5_000)],
+    ['100,000 levels of objects', wrapObjects(100_000)],
+  ] as const) {
+    it(`refuses ${name} as a field issue, without overflowing the stack`, () => {
+      const result = auditEventSchema.safeParse({ ...valid, metadata });
+      assert.equal(result.success, false);
+      assert.deepEqual(result.error?.issues.map((issue) => [issue.path.join('.'), issue.message]), [['metadata', 'nests deeper than 8 levels']]);
+    });
+  }
+});
+
+describe('metadata numbers kept exact', () => {
+  it('encodes the digits as sent into the COPY row, and JSON.stringify output otherwise', () => {
+    const text = JSON.stringify({ ...valid, metadata: '@M@' }).replace('"@M@"', '{"big":12345678901234567890,"tiny":1e-400,"plain":0.5}');
+    const event = auditEventSchema.parse(parseExactJson(text));
+    const row = encodeEventRow(event, valid.id, '2026-11-22T05:00:01.000Z');
+    assert.ok(row.endsWith('\t{"big":12345678901234567890,"tiny":1e-400,"plain":0.5}\n'), row);
+    const plain = encodeEventRow(auditEventSchema.parse(valid), valid.id, '2026-11-22T05:00:01.000Z');
+    assert.ok(plain.endsWith('\t{"request_id":"r-1"}\n'), plain);
+  });
+
+  it('counts the exact text toward the 8 KiB limit', () => {
+    const digits = '1'.repeat(8200);
+    const text = JSON.stringify({ ...valid, metadata: '@M@' }).replace('"@M@"', `{"n":${digits}}`);
+    const result = auditEventSchema.safeParse(parseExactJson(text));
+    assert.equal(result.success, false);
+    assert.match(result.error.issues[0]!.message, /at most 8192 bytes/);
+  });
 });
