@@ -35,6 +35,9 @@ function decompressionError(statusCode: number, code: string, message: string): 
 
 const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
+/** Retry-After of a request refused because this instance is closing: another instance can take it. */
+const DRAINING_RETRY_AFTER_SECONDS = 1;
+
 /** Refusals that protect the queue, as ingest_shed_total reasons. */
 const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
   INGEST_ERR_OVERLOADED: 'overloaded',
@@ -72,7 +75,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     loggerInstance: dependencies.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
-    return503OnClosing: true,
+    // Off: its bare 503 skips the hooks (no problem+json, code, Retry-After or metrics); the
+    // onRequest hook below answers requests that arrive while closing instead.
+    return503OnClosing: false,
     // A slowloris is cut off: headers must arrive within headersTimeout and the whole request
     // within requestTimeout (Node checks every connectionsCheckingInterval).
     http: {
@@ -137,6 +142,18 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     sendProblem(reply, new IngestError('INGEST_ERR_NOT_FOUND', `no route for ${request.method} ${request.url}`)),
   );
   app.decorateReply('problemCode', undefined);
+  // While the app closes, requests still arriving on kept-alive connections (fastify sets
+  // Connection: close on their answers) get a counted INGEST_ERR_DRAINING problem with Retry-After.
+  // The ops routes keep answering: /readyz says why it is not ready.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!closing || OPS_PATHS.has(request.routeOptions.url ?? '')) return undefined;
+    return sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }));
+  });
   // One labelled child per (route, status), looked up once: prom-client hashes labels on every inc.
   const responseCounters = new Map<string, { inc(): void; observe(seconds: number): void }>();
   app.addHook('onResponse', async (request, reply) => {
@@ -174,7 +191,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   });
   registerOpsRoutes(app, {
     registry: metrics.registry,
-    notReadyReason: dependencies.notReadyReason,
+    notReadyReason: async () => (closing ? 'closing' : dependencies.notReadyReason()),
     serveMetrics: dependencies.serveMetricsOnMainListener ?? true,
   });
   return { app, admission };

@@ -56,10 +56,18 @@ export function toIngestError(error: FastifyError | Error): IngestError {
   return new IngestError('INGEST_ERR_INTERNAL', undefined, { cause: error });
 }
 
+/**
+ * The route error handler. As fastify's own: a refusal the service planned (every IngestError and
+ * every mapped fastify error, 503s such as a full queue included) is not an error-level event — it
+ * is logged at debug with its code, no stack, and counted by the response metrics; only a failure
+ * nobody planned (INGEST_ERR_INTERNAL) is logged at error, once, with its stack.
+ */
 export function handleError(this: unknown, error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   const ingestError = toIngestError(error);
-  if (ingestError.status >= 500) {
+  if (ingestError.code === 'INGEST_ERR_INTERNAL') {
     request.log.error({ err: error }, 'request failed with an unexpected error; this is a bug, report it with this log line');
+  } else {
+    request.log.debug({ code: ingestError.code, status: ingestError.status, detail: ingestError.message.slice(0, 200) }, 'request refused');
   }
   return sendProblem(reply, ingestError);
 }
