@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { IngestRuntime, RuntimeStartError } from './runtime.ts';
 import { errorSerializers } from './telemetry/error-serializer.ts';
+import { onShutdownSignals, SHUTDOWN_SIGNALS } from './shutdown-signals.ts';
 import { LOG_REDACTIONS } from './telemetry/log-redaction.ts';
 import { traceLogFields } from './telemetry/tracing.ts';
 
@@ -51,8 +52,12 @@ try {
     process.exit(EXIT_CONFIG);
   }
   if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_DATA_DIR_LOCKED') {
-    logger.fatal({ err: error, dataDir: config.dataDir }, `${error.message}. Stop that service first, or give this one a DATA_DIR of its own`);
+    logger.fatal({ err: error, dataDir: config.dataDir }, error.message);
     process.exit(EXIT_DATA_DIR_LOCKED);
+  }
+  if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_DATA_DIR_UNAVAILABLE') {
+    logger.fatal({ err: error, dataDir: config.dataDir }, `${error.message}. Make DATA_DIR a writable directory`);
+    process.exit(EXIT_WAL_FAILED);
   }
   if (error instanceof RuntimeStartError && error.code === 'RUNTIME_ERR_WAL_UNAVAILABLE') {
     logger.fatal(
@@ -64,11 +69,23 @@ try {
   throw error;
 }
 
-closeWithGrace({ delay: config.shutdownTimeoutMs + 10_000, logger }, async ({ signal, err }) => {
+// close-with-grace owns fatal errors and the close deadline; the signals go through
+// onShutdownSignals, which ignores the echo of one Ctrl-C under `npm start` (see shutdown-signals.ts).
+const graceful = closeWithGrace({ delay: config.shutdownTimeoutMs + 10_000, logger, skip: [...SHUTDOWN_SIGNALS] }, async ({ err }) => {
   if (err) logger.error({ err }, 'fatal error; draining the queue before exit');
-  logger.info({ signal }, 'signal received: closing');
   const report = await runtime.close(config.shutdownTimeoutMs);
   if (report.unstored > 0) process.exit(EXIT_UNSTORED);
+});
+onShutdownSignals({
+  onShutdown: (signal) => {
+    logger.info({ signal }, 'signal received: closing');
+    graceful.close();
+  },
+  onEcho: (signal) => logger.debug({ signal }, 'the same signal again within a second (npm forwarding it): ignored'),
+  onForce: (signal) => {
+    logger.error({ signal }, 'second signal while closing: exiting at once; what is unstored stays in the write-ahead log (memory mode: lost)');
+    process.exit(1);
+  },
 });
 
 await runtime.listen();

@@ -45,7 +45,6 @@ describe('npm start delivers signals to the service', () => {
 
   it(
     'Ctrl-C (SIGINT to the process group: the service gets it from the terminal and again from npm) drains once, not a forced exit',
-    { todo: 'until src/server.ts listens through onShutdownSignals (src/shutdown-signals.ts)' },
     async () => {
       const server = await startServerProcess({ DATABASE_URL: db.url }, 30_000, { command: 'npm-start', detached: true });
       const pid = servicePid(server);
