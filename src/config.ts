@@ -3,6 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { deadLetterDirectory } from './dlq/dlq-files.ts';
 import { tracingConfigured } from './telemetry/tracing.ts';
+import { IngestInternalError } from './internal-errors.ts';
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const fraction = z.coerce.number().gt(0).lte(1);
@@ -209,8 +210,10 @@ export interface Config {
   };
 }
 
-export class ConfigError extends Error {
-  readonly code = 'INGEST_ERR_CONFIG';
+export class ConfigError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('CONFIG_ERR_INVALID', message, options);
+  }
 }
 
 /** Validate the environment once, at start-up. Throws ConfigError naming each bad variable. */

@@ -17,6 +17,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { tryLock, unlock } from 'fs-native-extensions';
+import { IngestInternalError } from './internal-errors.ts';
 
 export const LOCK_FILE_NAME = 'service.lock';
 
@@ -36,29 +37,26 @@ export interface DataDirLock {
 }
 
 /** Another process (or another owner in this one) holds the lock. */
-export class DataDirLockedError extends Error {
-  readonly code = 'DATA_DIR_LOCKED';
+export class DataDirLockedError extends IngestInternalError {
   readonly directory: string;
   readonly holder: DataDirLockHolder | undefined;
   constructor(directory: string, holder: DataDirLockHolder | undefined) {
     const who = holder ? `pid ${holder.pid} on host ${holder.host}, started ${holder.startedAt}` : 'a process that has not yet written its name';
     super(
+      'DATA_DIR_ERR_LOCKED',
       `DATA_DIR ${directory} is in use by another ingest service (${who}); only one service may run on a DATA_DIR. ` +
         'Stop that one first, or give this one a DATA_DIR of its own',
     );
-    this.name = 'DataDirLockedError';
     this.directory = directory;
     this.holder = holder;
   }
 }
 
 /** The lock file could not be created or opened (DATA_DIR missing, not a directory, not writable). */
-export class DataDirLockError extends Error {
-  readonly code = 'DATA_DIR_LOCK_FAILED';
+export class DataDirLockError extends IngestInternalError {
   readonly directory: string;
   constructor(directory: string, cause: unknown) {
-    super(`cannot create the lock file ${path.join(directory, LOCK_FILE_NAME)}: ${describe(cause)}. Make DATA_DIR a writable directory`, { cause });
-    this.name = 'DataDirLockError';
+    super('DATA_DIR_ERR_LOCK_FAILED', `cannot create the lock file ${path.join(directory, LOCK_FILE_NAME)}: ${describe(cause)}. Make DATA_DIR a writable directory`, { cause });
     this.directory = directory;
   }
 }

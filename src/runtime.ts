@@ -33,13 +33,14 @@ import { createMetricsApp } from './http/metrics-app.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import { createIngestService } from './ingest-service.ts';
 import type { SinkChain } from './sink/sink-chain.ts';
-import type { QueuedEvent, Sink } from './sink/sink.ts';
+import type { QueuedEvent } from './event/queued-event.ts';
+import type { Sink } from './sink/sink.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { createMetrics, type IngestMetrics } from './telemetry/metrics.ts';
 import { startTracing } from './telemetry/tracing.ts';
 import type { Durability } from './wal/durability.ts';
-import type { WalFatalError } from './wal/errors.ts';
+import type { WalFailedError } from './wal/errors.ts';
 import { openDurability, type OpenedDurability } from './wal/open-durability.ts';
 import { replayRecovered } from './wal/replay.ts';
 
@@ -54,7 +55,7 @@ export interface RuntimeOptions {
   /** The bench's whole-batch-retry baseline replaces the decorated write path (createSinkChain). */
   readonly replaceWritePath?: (base: Sink) => Sink;
   /** The write-ahead log failed: nothing more may be acknowledged; the owner of the process exits. */
-  readonly onFatal?: (error: WalFatalError) => void;
+  readonly onFatal?: (error: WalFailedError) => void;
 }
 
 /** What close() left behind. */
@@ -70,7 +71,7 @@ export interface CloseReport {
 /** Start-up could not complete; `code` says which step (server.ts maps it to an exit code). */
 export class RuntimeStartError extends IngestInternalError {
   constructor(
-    code: 'RUNTIME_ERR_WAL_UNAVAILABLE' | 'RUNTIME_ERR_DATABASE_UNAVAILABLE' | 'RUNTIME_ERR_DATA_DIR_LOCKED' | 'RUNTIME_ERR_DATA_DIR_UNAVAILABLE',
+    code: 'RUNTIME_ERR_WAL_UNAVAILABLE' | 'RUNTIME_ERR_DATA_DIR_LOCKED' | 'RUNTIME_ERR_DATA_DIR_UNAVAILABLE',
     message: string,
     options: { cause?: unknown } = {},
   ) {
@@ -178,7 +179,7 @@ export class IngestRuntime {
           'AUTH=off: POST /event and /events accept events for any tenant from anyone who can reach this port. Use it for local development only; in production leave AUTH on and create keys with `npm run keys -- create --tenant <tenant>`',
         );
       }
-      const onFatal = options.onFatal ?? ((error: WalFatalError) => logger.fatal({ err: error }, 'the write-ahead log failed; nothing more is acknowledged'));
+      const onFatal = options.onFatal ?? ((error: WalFailedError) => logger.fatal({ err: error }, 'the write-ahead log failed; nothing more is acknowledged'));
       const opened = await openDurability(config, metrics, logger, onFatal).catch((error: unknown) => {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });

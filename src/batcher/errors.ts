@@ -1,19 +1,17 @@
+import { IngestInternalError } from '../internal-errors.ts';
+
 /** Errors raised by the batcher. Match on `code`, never on the message. */
-export class BatcherClosedError extends Error {
-  readonly code = 'INGEST_ERR_BATCHER_CLOSED';
+export class BatcherClosedError extends IngestInternalError {
   constructor(message = 'the batcher is shutting down') {
-    super(message);
-    this.name = 'BatcherClosedError';
+    super('BATCHER_ERR_CLOSED', message);
   }
 }
 
-export class BatcherDrainTimeoutError<T = unknown> extends Error {
-  readonly code = 'INGEST_ERR_DRAIN_TIMEOUT';
+export class BatcherDrainTimeoutError<T = unknown> extends IngestInternalError {
   /** Every item not known to be stored: buffered, waiting, or in flight when the deadline passed. */
   readonly remaining: readonly T[];
   constructor(deadlineMs: number, remaining: readonly T[]) {
-    super(`shutdown deadline of ${deadlineMs} ms passed with ${remaining.length} events not yet stored`);
-    this.name = 'BatcherDrainTimeoutError';
+    super('BATCHER_ERR_DRAIN_TIMEOUT', `shutdown deadline of ${deadlineMs} ms passed with ${remaining.length} events not yet stored`);
     this.remaining = remaining;
   }
 }

@@ -40,10 +40,10 @@ const ERROR_CODES: Readonly<Record<string, FailureKind>> = {
   ENETUNREACH: 'transient',
   ENOTFOUND: 'transient',
   EAI_AGAIN: 'transient',
-  INGEST_ERR_COPY_TIMEOUT: 'transient',
-  INGEST_ERR_DB_CONNECT_TIMEOUT: 'transient', // pool.ts: no connection within DB_CONNECT_TIMEOUT_MS
-  INGEST_ERR_DB_QUERY_TIMEOUT: 'transient', // pool.ts: a client-side query timeout
-  INGEST_ERR_DLQ_WRITE: 'transient',
+  SINK_ERR_COPY_TIMEOUT: 'transient',
+  DB_ERR_CONNECT_TIMEOUT: 'transient', // pool.ts: no connection within DB_CONNECT_TIMEOUT_MS
+  DB_ERR_QUERY_TIMEOUT: 'transient', // pool.ts: a client-side query timeout
+  DLQ_ERR_WRITE: 'transient',
 };
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
@@ -53,14 +53,17 @@ export function sqlstateOf(error: unknown): string | undefined {
   return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
 }
 
-export function classifyFailure(error: unknown): FailureKind {
+/** What the tables say of this failure, or undefined when they do not know it. */
+export function recognisedFailure(error: unknown): FailureKind | undefined {
   const sqlstate = sqlstateOf(error);
-  if (sqlstate !== undefined) {
-    return SQLSTATE_EXCEPTIONS[sqlstate] ?? SQLSTATE_CLASSES[sqlstate.slice(0, 2)] ?? 'transient';
-  }
+  if (sqlstate !== undefined) return SQLSTATE_EXCEPTIONS[sqlstate] ?? SQLSTATE_CLASSES[sqlstate.slice(0, 2)];
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && ERROR_CODES[code]) return ERROR_CODES[code];
-  return 'transient';
+  return typeof code === 'string' ? ERROR_CODES[code] : undefined;
+}
+
+/** The tables' verdict; a failure they do not know is transient (never dead-lettered on a guess). */
+export function classifyFailure(error: unknown): FailureKind {
+  return recognisedFailure(error) ?? 'transient';
 }
 
 export const isPermanentFailure = (error: unknown): boolean => classifyFailure(error) === 'permanent';

@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 
 /** pg's timeouts carry no `code`; these give them one, so logs and failure-class.ts can match on it. */
-export const DB_CONNECT_TIMEOUT = 'INGEST_ERR_DB_CONNECT_TIMEOUT';
-export const DB_QUERY_TIMEOUT = 'INGEST_ERR_DB_QUERY_TIMEOUT';
+export const DB_CONNECT_TIMEOUT = 'DB_ERR_CONNECT_TIMEOUT';
+export const DB_QUERY_TIMEOUT = 'DB_ERR_QUERY_TIMEOUT';
 
 const TIMEOUT_CODES: readonly [RegExp, string][] = [
   [/^timeout exceeded when trying to connect$/, DB_CONNECT_TIMEOUT], // pg-pool: no client within connectionTimeoutMillis

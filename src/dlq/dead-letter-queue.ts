@@ -2,6 +2,7 @@ import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { serialiseRecord, type DeadLetterRecord } from './dead-letter-record.ts';
 import { countDeadLetters, deadLetterFileName, fsyncDirectory } from './dlq-files.ts';
+import { IngestInternalError } from '../internal-errors.ts';
 
 export { toDeadLetterRecord, type DeadLetterRecord } from './dead-letter-record.ts';
 
@@ -9,8 +10,10 @@ export const DEFAULT_DLQ_MAX_FILE_BYTES = 64 * 1024 * 1024;
 /** How often one append moves on to a fresh file because a re-drive claimed the current one. */
 const MAX_CLAIMED_RETRIES = 5;
 
-export class DeadLetterWriteError extends Error {
-  readonly code = 'INGEST_ERR_DLQ_WRITE';
+export class DeadLetterWriteError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('DLQ_ERR_WRITE', message, options);
+  }
 }
 
 export interface DeadLetterQueueOptions {

@@ -1,10 +1,13 @@
 import { open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { IngestInternalError } from '../internal-errors.ts';
 
 export const REDRIVE_LOCK_NAME = 'redrive.lock';
 
-export class RedriveBusyError extends Error {
-  readonly code = 'INGEST_ERR_DLQ_REDRIVE_BUSY';
+export class RedriveBusyError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('DLQ_ERR_REDRIVE_BUSY', message, options);
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -11,6 +11,7 @@ import {
   rewriteDeadLetterFile,
 } from './dlq-files.ts';
 import { acquireRedriveLock } from './redrive-lock.ts';
+import { IngestInternalError } from '../internal-errors.ts';
 
 export interface RedriveOptions {
   /** `DATA_DIR/dlq`. */
@@ -48,12 +49,11 @@ export interface FileReport extends Omit<RedriveResult, 'files'> {
   readonly path: string;
 }
 
-export class RedriveInterruptedError extends Error {
-  readonly code = 'INGEST_ERR_DLQ_REDRIVE_INTERRUPTED';
+export class RedriveInterruptedError extends IngestInternalError {
   /** What earlier files achieved; the file in progress was put back whole. */
   readonly partial: RedriveResult;
   constructor(message: string, partial: RedriveResult, cause: unknown) {
-    super(message, { cause });
+    super('DLQ_ERR_REDRIVE_INTERRUPTED', message, { cause });
     this.partial = partial;
   }
 }

@@ -1,12 +1,15 @@
 import { EVENT_COLUMNS, encodeCopyValue } from './copy-row.ts';
+import { IngestInternalError } from '../internal-errors.ts';
 
 export type EventColumn = (typeof EVENT_COLUMNS)[number];
 
 /** One event row by column name, as COPY carries it: text, or null for `\N`. */
 export type EventRecord = Record<EventColumn, string | null>;
 
-export class CopyRowDecodeError extends Error {
-  readonly code = 'INGEST_ERR_COPY_ROW_DECODE';
+export class CopyRowDecodeError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('EVENT_ERR_COPY_ROW_DECODE', message, options);
+  }
 }
 
 const UNESCAPES: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r' };

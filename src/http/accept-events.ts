@@ -1,9 +1,9 @@
 import type { Waiter } from '../batcher/batcher.ts';
 import { IngestError } from '../errors.ts';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 import type { Durability } from '../wal/durability.ts';
-import { WalFatalError, WalFullError } from '../wal/errors.ts';
+import { WalFailedError, WalFullError } from '../wal/errors.ts';
 import type { IngestContext } from './ingest-context.ts';
 
 const WAL_RETRY_AFTER_SECONDS = 5;
@@ -49,7 +49,7 @@ export async function acceptEvents(
     durable = await durability.persist(events);
   } catch (error) {
     if (error instanceof WalFullError) throw new IngestError('INGEST_ERR_WAL_FULL', error.message, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error });
-    if (error instanceof WalFatalError) throw new IngestError('INGEST_ERR_WAL_FAILED', undefined, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error });
+    if (error instanceof WalFailedError) throw new IngestError('INGEST_ERR_WAL_FAILED', undefined, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS, cause: error });
     throw error;
   } finally {
     reservation.events -= events.length;

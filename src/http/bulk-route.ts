@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { IngestError, type FieldIssue } from '../errors.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
 import { acceptEvents } from './accept-events.ts';
 import { BulkBody } from './bulk-body.ts';

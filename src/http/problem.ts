@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { errorCatalog, IngestError, type ErrorCode } from '../errors.ts';
+import { IngestInternalError } from '../internal-errors.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -41,6 +42,8 @@ export function sendProblem(reply: FastifyReply, error: IngestError): FastifyRep
 /** Turn anything thrown in a route into an IngestError with the right status. */
 export function toIngestError(error: FastifyError | Error): IngestError {
   if (error instanceof IngestError) return error;
+  // An internal error that escapes a route is a bug (500), whatever its code says.
+  if (error instanceof IngestInternalError) return new IngestError('INGEST_ERR_INTERNAL', undefined, { cause: error });
   const fastifyError = error as FastifyError;
   if (fastifyError.code && fastifyError.code in errorCatalog) {
     return new IngestError(fastifyError.code as ErrorCode, error.message, { cause: error });

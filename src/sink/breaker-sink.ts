@@ -1,6 +1,7 @@
 import { CircuitState, ConsecutiveBreaker, circuitBreaker, handleWhen, type CircuitBreakerPolicy } from 'cockatiel';
 import { isTransientFailure } from '../db/failure-class.ts';
-import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import type { Sink, WriteResult } from './sink.ts';
 
 export type BreakerState = 'closed' | 'open' | 'half_open';
 

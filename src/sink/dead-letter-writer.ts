@@ -5,7 +5,7 @@ import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
 import { toDeadLetterRecord } from '../dlq/dead-letter-record.ts';
 import type { DeadLetterWriter } from './poison-splitting-sink.ts';
 import { createRetryPolicy, executeUntilAborted, type RetryOptions } from './retry-policy.ts';
-import type { QueuedEvent } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 
 export interface DurableDeadLetterHooks {
   readonly onWritten?: (count: number) => void;

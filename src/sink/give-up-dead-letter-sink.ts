@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { sqlstateOf } from '../db/failure-class.ts';
 import type { DeadLetterWriter } from './poison-splitting-sink.ts';
-import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import type { Sink, WriteResult } from './sink.ts';
 
 /**
  * The outermost decorator: when the chain inside gives up on a batch (a finite

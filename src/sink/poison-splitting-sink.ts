@@ -1,6 +1,7 @@
 import { isPermanentFailure } from '../db/failure-class.ts';
 import { tracer } from '../telemetry/tracing.ts';
-import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import type { Sink, WriteResult } from './sink.ts';
 
 /** Where isolated events go. Resolves only once they are durably recorded. */
 export interface DeadLetterWriter {

@@ -5,7 +5,9 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { isPermanentFailure } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
-import { NOTHING_DEAD_LETTERED, type QueuedEvent, type Sink, type WriteResult } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
+import { IngestInternalError } from '../internal-errors.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -26,9 +28,10 @@ async function rollback(client: pg.PoolClient): Promise<boolean> {
   }
 }
 
-export class CopyTimeoutError extends Error {
-  override readonly name = 'CopyTimeoutError';
-  readonly code = 'INGEST_ERR_COPY_TIMEOUT';
+export class CopyTimeoutError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('SINK_ERR_COPY_TIMEOUT', message, options);
+  }
 }
 
 /**

@@ -3,7 +3,8 @@ import type { RetryPolicy } from 'cockatiel';
 import { isTransientFailure } from '../db/failure-class.ts';
 import { tracer } from '../telemetry/tracing.ts';
 import { createRetryPolicy, executeUntilAborted, type RetryOptions } from './retry-policy.ts';
-import type { QueuedEvent, Sink, WriteResult } from './sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
+import type { Sink, WriteResult } from './sink.ts';
 
 /** Retries a write that failed for a transient reason; a permanent failure passes straight through. */
 export class RetryingSink implements Sink {

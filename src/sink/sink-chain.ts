@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import type { Clock } from '../clock.ts';
-import { sqlstateOf } from '../db/failure-class.ts';
+import { recognisedFailure, sqlstateOf } from '../db/failure-class.ts';
 import type { Config } from '../config.ts';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
@@ -67,8 +67,8 @@ export function createSinkChain(options: {
     onRetry: (error, attempt, batchSize) => {
       metrics.retries.inc();
       logger.warn(
-        { err: error, sqlstate: sqlstateOf(error), attempt, batchSize },
-        'a batch write failed for a transient reason and will be retried after a backoff; if this repeats, check that the database is up and reachable',
+        { err: error, sqlstate: sqlstateOf(error), recognised: recognisedFailure(error) !== undefined, attempt, batchSize },
+        'a batch write failed for a transient reason (or one the failure table does not know: recognised=false) and will be retried after a backoff; if this repeats, check that the database is up and reachable',
       );
     },
   });

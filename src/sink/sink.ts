@@ -1,7 +1,5 @@
 import type { QueuedEvent } from '../event/queued-event.ts';
 
-export type { QueuedEvent } from '../event/queued-event.ts';
-
 export interface WriteResult {
   /** Rows newly inserted. */
   readonly inserted: number;

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { queuedEventFromRow } from '../event/queued-event.ts';
 import { fsyncDirectory } from '../fsync-directory.ts';
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 
 /**
  * The spill file: events that were accepted but not stored when the shutdown deadline passed.

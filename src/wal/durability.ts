@@ -1,4 +1,4 @@
-import type { QueuedEvent } from '../sink/sink.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 import type { WriteAheadLog } from './write-ahead-log.ts';
 
 /**

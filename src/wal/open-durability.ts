@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import { memoryDurability, ReplayOnlyDurability, WalDurability, type Durability } from './durability.ts';
-import type { WalFatalError } from './errors.ts';
+import type { WalFailedError } from './errors.ts';
 import { recoverWal, type RecoveredRecord, type Recovery } from './recover.ts';
 import { SEGMENT_SUFFIX } from './segment-files.ts';
 import { WriteAheadLog } from './write-ahead-log.ts';
@@ -24,7 +24,7 @@ export async function openDurability(
   config: Pick<Config, 'durability'>,
   metrics: IngestMetrics,
   logger: Logger,
-  onFatal: (error: WalFatalError) => void,
+  onFatal: (error: WalFailedError) => void,
 ): Promise<OpenedDurability> {
   const { directory } = config.durability;
   if (config.durability.mode === 'memory') {
@@ -76,7 +76,7 @@ async function openLog(
   config: Pick<Config, 'durability'>,
   metrics: IngestMetrics,
   logger: Logger,
-  onFatal: (error: WalFatalError) => void,
+  onFatal: (error: WalFailedError) => void,
   recovery: Recovery,
 ): Promise<WriteAheadLog> {
   const { directory, maxBytes, segmentBytes } = config.durability;

@@ -1,6 +1,6 @@
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { WalFatalError, WalFullError } from './errors.ts';
+import { WalFailedError, WalFullError } from './errors.ts';
 import { encodeCancellation, encodeRecord } from './record-format.ts';
 import { fsyncDirectory, segmentName } from './segment-files.ts';
 
@@ -14,7 +14,7 @@ export interface WalOptions {
   /** Per fsync: how long it took and how many records it made durable. */
   readonly onGroupCommit?: (durationMs: number, records: number) => void;
   /** A write or fsync failed: the process must stop acknowledging and exit. */
-  readonly onFatal: (error: WalFatalError) => void;
+  readonly onFatal: (error: WalFailedError) => void;
   /**
    * Deleting a settled segment (`remove`) or rolling a settled current one (`roll`) failed. Nothing
    * is lost: the segment stays (and counts toward maxBytes) and it is tried again at the next settle.
@@ -88,7 +88,7 @@ export class WriteAheadLog {
   #totalBytes = 0;
   /** When a write last failed for want of space (options.now() time), or undefined. */
   #diskFullAtMs: number | undefined;
-  #failed: WalFatalError | undefined;
+  #failed: WalFailedError | undefined;
   #closed = false;
   /** Sequence numbers taken by appends whose write failed (disk full): never in a segment. */
   readonly #neverWritten = new Set<number>();
@@ -276,7 +276,7 @@ export class WriteAheadLog {
         this.#handle = await open(path.join(this.#options.directory, current.name), 'a', 0o600);
       }
     } catch (error) {
-      this.#fail(group, new WalFatalError(`cannot open a write-ahead-log segment: ${String(error)}`, { cause: error }));
+      this.#fail(group, new WalFailedError(`cannot open a write-ahead-log segment: ${String(error)}`, { cause: error }));
       return;
     }
     const startedAtMs = this.#options.now();
@@ -295,7 +295,7 @@ export class WriteAheadLog {
       await this.#handle!.datasync();
     } catch (error) {
       // Never acknowledge after a failed fsync: what reached the disk is unknown.
-      this.#fail(group, new WalFatalError(`fdatasync of ${current.name} failed: ${String(error)}`, { cause: error }));
+      this.#fail(group, new WalFailedError(`fdatasync of ${current.name} failed: ${String(error)}`, { cause: error }));
       return;
     }
     this.#diskFullAtMs = undefined;
@@ -329,14 +329,14 @@ export class WriteAheadLog {
         for (const pending of group) pending.reject(new WalFullError(`the disk is full (${code}); nothing was acknowledged`, { cause: error }));
         return;
       } catch (truncateError) {
-        this.#fail(group, new WalFatalError(`write failed (${code}) and the partial write could not be cut off: ${String(truncateError)}`, { cause: error }));
+        this.#fail(group, new WalFailedError(`write failed (${code}) and the partial write could not be cut off: ${String(truncateError)}`, { cause: error }));
         return;
       }
     }
-    this.#fail(group, new WalFatalError(`write to ${current.name} failed: ${String(error)}`, { cause: error }));
+    this.#fail(group, new WalFailedError(`write to ${current.name} failed: ${String(error)}`, { cause: error }));
   }
 
-  #fail(group: PendingRecord[], error: WalFatalError): void {
+  #fail(group: PendingRecord[], error: WalFailedError): void {
     this.#failed = error;
     for (const pending of [...group, ...this.#pending]) pending.reject(error);
     this.#pending = [];

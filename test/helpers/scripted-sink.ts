@@ -1,4 +1,5 @@
-import type { QueuedEvent, Sink, WriteResult } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
+import type { Sink, WriteResult } from '../../src/sink/sink.ts';
 
 export const sqlError = (code: string, message = `sqlstate ${code}`) => Object.assign(new Error(message), { code });
 

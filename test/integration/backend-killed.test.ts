@@ -12,7 +12,7 @@ import { encodeEventRow } from '../../src/event/copy-row.ts';
 import { auditEventSchema } from '../../src/event/schema.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { RetryingSink } from '../../src/sink/retrying-sink.ts';
-import type { QueuedEvent } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 

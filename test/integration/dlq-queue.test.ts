@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { DeadLetterQueue, DeadLetterWriteError, toDeadLetterRecord } from '../../src/dlq/dead-letter-queue.ts';
 import { toQueuedEvent, type DeadLetterRecord } from '../../src/dlq/dead-letter-record.ts';
 import { claimDeadLetterFile, listDeadLetterFiles, readDeadLetterFiles } from '../../src/dlq/dlq-files.ts';
-import type { QueuedEvent } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { queuedEvent } from '../helpers/events.ts';
 
 const run = promisify(execFile);
@@ -145,31 +145,31 @@ describe('DeadLetterQueue', () => {
     await queue.close();
   });
 
-  it('fails loudly with INGEST_ERR_DLQ_WRITE when the directory cannot be created, and recovers', async () => {
+  it('fails loudly with DLQ_ERR_WRITE when the directory cannot be created, and recovers', async () => {
     const blocker = path.join(scratch, `blocker-${randomUUID()}`);
     await writeFile(blocker, 'a regular file where a directory should be');
     const queue = new DeadLetterQueue({ directory: path.join(blocker, 'dlq'), clock });
     await assert.rejects(queue.append([record()]), (error: unknown) => {
       assert.ok(error instanceof DeadLetterWriteError);
-      assert.equal(error.code, 'INGEST_ERR_DLQ_WRITE');
+      assert.equal(error.code, 'DLQ_ERR_WRITE');
       assert.equal((error.cause as NodeJS.ErrnoException).code, 'ENOTDIR');
       assert.match(error.message, /ENOTDIR/);
       return true;
     });
     assert.equal(queue.healthy, false);
-    assert.equal(queue.lastError?.code, 'INGEST_ERR_DLQ_WRITE');
-    await assert.rejects(queue.probe(), { code: 'INGEST_ERR_DLQ_WRITE' });
+    assert.equal(queue.lastError?.code, 'DLQ_ERR_WRITE');
+    await assert.rejects(queue.probe(), { code: 'DLQ_ERR_WRITE' });
 
     await rm(blocker);
     await queue.probe();
     assert.equal(queue.healthy, true, 'a successful probe clears it');
     await queue.append([record()]);
     assert.equal((await queue.stats()).records, 1);
-    assert.equal(queue.lastError?.code, 'INGEST_ERR_DLQ_WRITE', 'the last error stays for diagnosis');
+    assert.equal(queue.lastError?.code, 'DLQ_ERR_WRITE', 'the last error stays for diagnosis');
     await queue.close();
   });
 
-  it('on a full disk (a 64 KiB tmpfs) fails with INGEST_ERR_DLQ_WRITE, keeps whole lines only, and resumes', async (t) => {
+  it('on a full disk (a 64 KiB tmpfs) fails with DLQ_ERR_WRITE, keeps whole lines only, and resumes', async (t) => {
     const mountPoint = path.join(scratch, `full-${randomUUID()}`);
     await mkdir(mountPoint);
     try {
@@ -188,10 +188,10 @@ describe('DeadLetterQueue', () => {
         const batch = [big(), big()];
         await queue.append(batch).then(() => acknowledged.push(...batch), (error: unknown) => (failure = error));
       }
-      assert.equal((failure as DeadLetterWriteError).code, 'INGEST_ERR_DLQ_WRITE');
+      assert.equal((failure as DeadLetterWriteError).code, 'DLQ_ERR_WRITE');
       assert.equal(((failure as Error).cause as NodeJS.ErrnoException).code, 'ENOSPC');
       assert.equal(queue.healthy, false);
-      await assert.rejects(queue.append([big()]), { code: 'INGEST_ERR_DLQ_WRITE' });
+      await assert.rejects(queue.append([big()]), { code: 'DLQ_ERR_WRITE' });
       const files = await readDeadLetterFiles(directory);
       assert.equal(files.length, 1, 'retries do not leave a trail of empty files');
       assert.deepEqual(files[0]!.records, acknowledged, 'every acknowledged record, and nothing torn');
@@ -208,11 +208,11 @@ describe('DeadLetterQueue', () => {
     }
   });
 
-  it('fails with INGEST_ERR_DLQ_WRITE when the directory path is an existing file', async () => {
+  it('fails with DLQ_ERR_WRITE when the directory path is an existing file', async () => {
     const file = path.join(scratch, `file-${randomUUID()}`);
     await writeFile(file, '');
     const queue = new DeadLetterQueue({ directory: file, clock });
-    await assert.rejects(queue.append([record()]), { code: 'INGEST_ERR_DLQ_WRITE' });
+    await assert.rejects(queue.append([record()]), { code: 'DLQ_ERR_WRITE' });
     assert.equal(queue.healthy, false);
   });
 });

@@ -19,7 +19,7 @@ import {
 import { REDRIVE_LOCK_NAME } from '../../src/dlq/redrive-lock.ts';
 import { redrive, RedriveInterruptedError } from '../../src/dlq/redrive.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
-import type { QueuedEvent } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
 import { runScript } from '../helpers/run-script.ts';
@@ -168,7 +168,7 @@ describe('dead-letter re-drive', () => {
     try {
       await assert.rejects(redrive({ directory, sink: new PostgresCopySink(nowhere, { copyTimeoutMs: 1_000 }), batchSize: 10 }), (error: unknown) => {
         assert.ok(error instanceof RedriveInterruptedError);
-        assert.equal(error.code, 'INGEST_ERR_DLQ_REDRIVE_INTERRUPTED');
+        assert.equal(error.code, 'DLQ_ERR_REDRIVE_INTERRUPTED');
         assert.equal(error.partial.stored, 0);
         return true;
       });
@@ -205,7 +205,7 @@ describe('dead-letter re-drive', () => {
     await queue.close();
     const lockPath = path.join(directory, REDRIVE_LOCK_NAME);
     await writeFile(lockPath, `${process.pid}\n`);
-    await assert.rejects(redrive({ directory, sink, batchSize: 10 }), { code: 'INGEST_ERR_DLQ_REDRIVE_BUSY' });
+    await assert.rejects(redrive({ directory, sink, batchSize: 10 }), { code: 'DLQ_ERR_REDRIVE_BUSY' });
     const busy = await runCli(['redrive'], cliEnv());
     assert.equal(busy.code, 2);
     assert.match(busy.stderr, /another re-drive/);

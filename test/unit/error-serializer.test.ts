@@ -97,7 +97,7 @@ describe('error serializer', () => {
   });
 
   it('gives the timeouts a code: COPY, pool connect (no connection in time) and pool wait (no free client)', async () => {
-    assert.equal(serializeError(new CopyTimeoutError('slow')).code, 'INGEST_ERR_COPY_TIMEOUT');
+    assert.equal(serializeError(new CopyTimeoutError('slow')).code, 'SINK_ERR_COPY_TIMEOUT');
     // A server that accepts and never answers: what a frozen database looks like.
     const sockets = new Set<net.Socket>();
     const silent = net.createServer((socket) => sockets.add(socket));
@@ -105,8 +105,8 @@ describe('error serializer', () => {
     const { port } = silent.address() as net.AddressInfo;
     const pool = createPool(`postgres://nobody:nothing@127.0.0.1:${port}/none`, { ...loadConfig({}).db, poolSize: 1, connectTimeoutMs: 200 }, pino({ level: 'silent' }));
     try {
-      await assert.rejects(pool.query('SELECT 1'), { code: 'INGEST_ERR_DB_CONNECT_TIMEOUT' });
-      await assert.rejects(pool.connect(), { code: 'INGEST_ERR_DB_CONNECT_TIMEOUT' });
+      await assert.rejects(pool.query('SELECT 1'), { code: 'DB_ERR_CONNECT_TIMEOUT' });
+      await assert.rejects(pool.connect(), { code: 'DB_ERR_CONNECT_TIMEOUT' });
     } finally {
       await pool.end();
       for (const socket of sockets) socket.destroy();
@@ -117,7 +117,7 @@ describe('error serializer', () => {
     try {
       await assert.rejects(busy.query('SELECT 1'), (error: Error & { code?: string }) => {
         assert.equal(error.message, 'timeout exceeded when trying to connect');
-        assert.equal(error.code, 'INGEST_ERR_DB_CONNECT_TIMEOUT');
+        assert.equal(error.code, 'DB_ERR_CONNECT_TIMEOUT');
         return true;
       });
     } finally {

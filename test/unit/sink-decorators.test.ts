@@ -5,7 +5,7 @@ import { BrokenCircuitError } from 'cockatiel';
 import { BreakerSink, type BreakerState } from '../../src/sink/breaker-sink.ts';
 import { PoisonSplittingSink } from '../../src/sink/poison-splitting-sink.ts';
 import { RetryingSink } from '../../src/sink/retrying-sink.ts';
-import type { QueuedEvent } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { fakeEvents, ScriptedSink, sqlError } from '../helpers/scripted-sink.ts';
 
 const signal = new AbortController().signal;

@@ -16,7 +16,7 @@ import { IngestPipeline } from '../../src/ingest/pipeline.ts';
 import type { Sink, WriteResult } from '../../src/sink/sink.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { WalDurability } from '../../src/wal/durability.ts';
-import type { WalFatalError } from '../../src/wal/errors.ts';
+import type { WalFailedError } from '../../src/wal/errors.ts';
 import { recoverWal } from '../../src/wal/recover.ts';
 import { segmentName } from '../../src/wal/segment-files.ts';
 import { WriteAheadLog, type WalOptions } from '../../src/wal/write-ahead-log.ts';
@@ -60,7 +60,7 @@ describe('acceptEvents with the write-ahead log: a refused event is never in the
   let pipeline: IngestPipeline;
   let wal: WriteAheadLog;
   let context: Parameters<typeof acceptEvents>[0];
-  const fatal: WalFatalError[] = [];
+  const fatal: WalFailedError[] = [];
 
   async function setUp(environment: Record<string, string>, walOptions: Partial<WalOptions> = {}): Promise<void> {
     const config = loadConfig({ LOG_LEVEL: 'silent', BATCH_MAX_WAIT_MS: '1', BATCH_MAX_SIZE: '5', ...environment });
