@@ -12,7 +12,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.ts';
 import { IngestRuntime } from '../../src/runtime.ts';
-import type { QueuedEvent, Sink, WriteResult } from '../../src/sink/sink.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
+import type { Sink, WriteResult } from '../../src/sink/sink.ts';
 
 /** The whole batch, again and again, until it commits (or the shutdown deadline aborts it). */
 class WholeBatchRetrySink implements Sink {
