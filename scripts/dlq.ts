@@ -4,8 +4,9 @@
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { ConfigError, loadConfig, type Config } from '../src/config.ts';
+import { loadConfig, type Config } from '../src/config.ts';
 import { openCliDatabase } from '../src/db/cli-database.ts';
+import { err, EXIT_USAGE, out, runCli, UsageError } from './lib/cli.ts';
 import { createPool } from '../src/db/pool.ts';
 import { deadLetterDirectory, readDeadLetterFiles, type DeadLetterFile } from '../src/dlq/dlq-files.ts';
 import { RedriveBusyError } from '../src/dlq/redrive-lock.ts';
@@ -14,7 +15,6 @@ import { PostgresCopySink } from '../src/sink/postgres-copy-sink.ts';
 
 const EXIT_OK = 0;
 const EXIT_STILL_FAILING = 1;
-const EXIT_USAGE = 2;
 
 const USAGE = `usage: npm run dlq -- <command> [options]
 
@@ -29,10 +29,7 @@ embedded PostgreSQL of the service running on DATA_DIR (else it starts that one 
 re-drive only). It never migrates a database a service runs on. Exit codes: 0 ok, 1 records still failing or the
 re-drive stopped, 2 usage or configuration error.`;
 
-class UsageError extends Error {}
 
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const err = (line: string) => process.stderr.write(`${line}\n`);
 
 function positiveInteger(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -188,16 +185,6 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-try {
-  process.exitCode = await main(process.argv.slice(2));
-} catch (error) {
-  const usage = error instanceof UsageError || String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
-  if (usage || error instanceof ConfigError) {
-    err(`${(error as Error).message}\n`);
-    if (usage) err(USAGE);
-    process.exitCode = EXIT_USAGE;
-  } else {
-    err(`dlq: failed unexpectedly; nothing was removed from the DLQ. ${error instanceof Error ? error.stack : String(error)}`);
-    process.exitCode = 1;
-  }
-}
+await runCli(() => main(process.argv.slice(2)), USAGE, (error) =>
+  `dlq: failed unexpectedly; nothing was removed from the DLQ. ${error instanceof Error ? error.stack : String(error)}`,
+);

@@ -6,10 +6,10 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { pino } from 'pino';
-import { ConfigError, loadConfig } from '../src/config.ts';
+import { loadConfig } from '../src/config.ts';
 import { openCliDatabase } from '../src/db/cli-database.ts';
+import { out, runCli, UsageError } from './lib/cli.ts';
 
-const EXIT_USAGE = 2;
 const USAGE = `usage: npm run events -- <command> [options]
 
   tail [--tenant <t>] [--limit N]   the last N (default 20) events received, newest first, one JSON
@@ -22,9 +22,6 @@ running on DATA_DIR (default ./.data), else starts that one for the command. Wit
 sorts the whole table (no index on received_at): fine for a look, slow on a large table.
 Exit codes: 0 ok, 1 database error, 2 usage or configuration error.`;
 
-class UsageError extends Error {}
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const err = (line: string) => process.stderr.write(`${line}\n`);
 
 function positiveInteger(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -74,17 +71,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-try {
-  process.exitCode = await main(process.argv.slice(2));
-} catch (error) {
-  const usage = error instanceof UsageError || String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
-  if (usage || error instanceof ConfigError) {
-    err(`${(error as Error).message}\n`);
-    if (usage) err(USAGE);
-    process.exitCode = EXIT_USAGE;
-  } else {
-    const code = (error as { code?: unknown }).code;
-    err(`events: ${error instanceof Error ? error.message : String(error)}${typeof code === 'string' ? ` (${code})` : ''}`);
-    process.exitCode = 1;
-  }
-}
+await runCli(() => main(process.argv.slice(2)), USAGE, (error) => {
+  const code = (error as { code?: unknown }).code;
+  return `events: ${error instanceof Error ? error.message : String(error)}${typeof code === 'string' ? ` (${code})` : ''}`;
+});
