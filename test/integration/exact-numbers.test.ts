@@ -68,6 +68,8 @@ describe('metadata numbers are stored with the digits sent', () => {
       assert.equal(arrayResponse.statusCode, 202, arrayResponse.body);
 
       await assertStoredExactly(`exact-${caseIndex}-single`, single.metadata, 1);
+      // The three requests may commit in different batches: wait for the NDJSON pair too.
+      await waitFor(async () => (await db.count(`tenant = 'exact-${caseIndex}-ndjson'`)) === 2, 10_000, 'the NDJSON pair');
       const { rows } = await db.pool.query<{ stored: string }>(`SELECT metadata::text AS stored FROM events WHERE tenant = $1 AND metadata->>'n' <> '5'`, [`exact-${caseIndex}-ndjson`]);
       assert.equal(rows.length, 1);
       const { rows: expected } = await db.pool.query<{ text: string }>('SELECT $1::jsonb::text AS text', [ndjson[0]!.metadata]);
