@@ -53,6 +53,21 @@ export function metadataProblem(value: unknown, depth = 1, found: { exact: boole
  */
 const metadataText = new WeakMap<object, string>();
 
+/**
+ * The metadata check after its type: a message for the first problem, or undefined when it can be
+ * stored, and then its JSON text is kept for encodeEventRow. Depth, keys and strings first:
+ * serialising a value nested 10,000 deep would overflow the stack.
+ */
+export function acceptMetadata(value: Record<string, unknown>): string | undefined {
+  const found = { exact: false };
+  const problem = metadataProblem(value, 1, found);
+  if (problem) return problem;
+  const text = found.exact ? stringifyExactJson(value) : JSON.stringify(value);
+  if (Buffer.byteLength(text) > METADATA_MAX_BYTES) return `must be at most ${METADATA_MAX_BYTES} bytes serialised`;
+  metadataText.set(value, text);
+  return undefined;
+}
+
 /** The JSON text of validated metadata, numbers as sent. */
 export function metadataJson(metadata: Record<string, unknown>): string {
   return metadataText.get(metadata) ?? JSON.stringify(metadata);
@@ -82,6 +97,8 @@ function isLeapYear(year: number): boolean {
   return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
 }
 
+export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 const ipAddress = z
   .string()
   .max(64)
@@ -94,7 +111,7 @@ const party = {
 
 export const auditEventSchema = z.strictObject({
   id: z.uuid().optional(),
-  tenant: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, {
+  tenant: z.string().regex(TENANT_PATTERN, {
     message: 'must be 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit',
   }),
   occurred_at: z.string().max(40).refine(isStorableTimestamp, {
@@ -109,19 +126,8 @@ export const auditEventSchema = z.strictObject({
   metadata: z
     .record(z.string(), z.unknown())
     .superRefine((value, context) => {
-      // Depth, keys and strings first: serialising a value nested 10,000 deep would overflow the stack.
-      const found = { exact: false };
-      const problem = metadataProblem(value, 1, found);
-      if (problem) {
-        context.addIssue({ code: 'custom', message: problem });
-        return;
-      }
-      const text = found.exact ? stringifyExactJson(value) : JSON.stringify(value);
-      if (Buffer.byteLength(text) > METADATA_MAX_BYTES) {
-        context.addIssue({ code: 'custom', message: `must be at most ${METADATA_MAX_BYTES} bytes serialised` });
-        return;
-      }
-      metadataText.set(value, text);
+      const problem = acceptMetadata(value);
+      if (problem) context.addIssue({ code: 'custom', message: problem });
     })
     .optional(),
 });
