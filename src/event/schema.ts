@@ -73,22 +73,59 @@ export function metadataJson(metadata: Record<string, unknown>): string {
   return metadataText.get(metadata) ?? JSON.stringify(metadata);
 }
 
-// RFC 3339 with a mandatory offset; years 0001-9999 (PostgreSQL has no year 0).
-const RFC3339 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
-
-/** True when `value` is an RFC 3339 timestamp with offset that PostgreSQL's timestamptz can store. */
+/**
+ * True when `value` is an RFC 3339 timestamp with offset that PostgreSQL's timestamptz can store:
+ *   YYYY-MM-DD('T'|'t'|' ')hh:mm:ss('.' 1-9 digits)?('Z'|'z'|('+'|'-')hh:mm), years 0001-9999
+ * (PostgreSQL has no year 0), a real date, hh ≤ 23, mm and ss ≤ 59, offset hours ≤ 15.
+ * Read character by character, without a regex match and its captures: this runs on every event
+ * (test/unit/schema.test.ts checks it against the regex it replaced, on generated strings).
+ */
 export function isStorableTimestamp(value: string): boolean {
-  const match = RFC3339.exec(value);
-  if (!match) return false;
-  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [
-    number, number, number, number, number, number,
-  ];
-  if (year < 1 || month < 1 || month > 12 || day < 1) return false;
+  const length = value.length;
+  if (length < 20 || length > 35) return false;
+  const year = digits(value, 0, 4);
+  const month = digits(value, 5, 2);
+  const day = digits(value, 8, 2);
+  const hour = digits(value, 11, 2);
+  const minute = digits(value, 14, 2);
+  const second = digits(value, 17, 2);
+  if (year < 1 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return false;
+  if (value.charCodeAt(4) !== DASH || value.charCodeAt(7) !== DASH || value.charCodeAt(13) !== COLON || value.charCodeAt(16) !== COLON) return false;
+  const separator = value.charCodeAt(10);
+  if (separator !== 0x54 && separator !== 0x74 && separator !== 0x20) return false;
   const daysInMonth = month === 2 && isLeapYear(year) ? 29 : DAYS_IN_MONTH[month - 1]!;
-  if (day > daysInMonth || hour > 23 || minute > 59 || second > 59) return false;
-  if (match[9] !== undefined && (Number(match[9]) > 15 || Number(match[10]) > 59)) return false;
-  return true;
+  if (day > daysInMonth) return false;
+  let at = 19;
+  if (value.charCodeAt(at) === 0x2e) {
+    const start = ++at;
+    while (at < length && isDigitCode(value.charCodeAt(at))) at += 1;
+    if (at === start || at - start > 9) return false;
+  }
+  const zone = value.charCodeAt(at);
+  if (zone === 0x5a || zone === 0x7a) return at + 1 === length;
+  if (zone !== 0x2b && zone !== DASH) return false;
+  if (at + 6 !== length || value.charCodeAt(at + 3) !== COLON) return false;
+  const offsetHours = digits(value, at + 1, 2);
+  const offsetMinutes = digits(value, at + 4, 2);
+  return offsetHours >= 0 && offsetHours <= 15 && offsetMinutes >= 0 && offsetMinutes <= 59;
+}
+
+const DASH = 0x2d;
+const COLON = 0x3a;
+
+function isDigitCode(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
+}
+
+/** The decimal number in value[from, from + count), or -1 when one of them is not a digit. */
+function digits(value: string, from: number, count: number): number {
+  let number = 0;
+  for (let at = from; at < from + count; at += 1) {
+    const code = value.charCodeAt(at);
+    if (!isDigitCode(code)) return -1;
+    number = number * 10 + (code - 0x30);
+  }
+  return number;
 }
 
 const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { encodeEventRow } from '../../src/event/copy-row.ts';
 import { parseExactJson } from '../../src/event/exact-json.ts';
 import { auditEventSchema, isStorableTimestamp } from '../../src/event/schema.ts';
@@ -92,7 +93,40 @@ describe('isStorableTimestamp', () => {
     ['2026-11-22', false],
   ];
   for (const [input, expected] of table) it(`${input} → ${expected}`, () => assert.equal(isStorableTimestamp(input), expected));
+
+  it('answers as the regex it replaced, on generated strings near the format', () => {
+    const part = (from: string) => fc.string({ unit: fc.constantFrom(...from), minLength: 0, maxLength: 4 });
+    const near = fc
+      .tuple(
+        fc.integer({ min: 0, max: 10_000 }), fc.integer({ min: 0, max: 13 }), fc.integer({ min: 0, max: 32 }),
+        fc.constantFrom('T', 't', ' ', 'x'), fc.integer({ min: 0, max: 25 }), fc.integer({ min: 0, max: 61 }), fc.integer({ min: 0, max: 61 }),
+        fc.option(part('0123456789'), { nil: undefined }).map((f) => (f === undefined ? '' : `.${f}${f.length > 2 ? '123456' : ''}`)),
+        fc.constantFrom('Z', 'z', '+01:00', '-15:59', '+16:00', '+05:60', '+0100', '', 'Z ', '+1:00'),
+      )
+      .map(([y, mo, d, sep, h, mi, s, fraction, zone]) => {
+        const pad = (n: number, width: number) => String(n).padStart(width, '0');
+        return `${pad(y, 4)}-${pad(mo, 2)}-${pad(d, 2)}${sep}${pad(h, 2)}:${pad(mi, 2)}:${pad(s, 2)}${fraction}${zone}`;
+      });
+    fc.assert(
+      fc.property(fc.oneof(near, fc.string({ maxLength: 40 }), part('0123456789-:TZ+. ')), (input) => {
+        assert.equal(isStorableTimestamp(input), timestampByRegex(input), input);
+      }),
+      { numRuns: 20_000 },
+    );
+  });
 });
+
+/** The regex isStorableTimestamp used to be, kept as the oracle for its hand-written form. */
+function timestampByRegex(value: string): boolean {
+  const match = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/.exec(value);
+  if (!match) return false;
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  if (year < 1 || month < 1 || month > 12 || day < 1) return false;
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  const daysInMonth = month === 2 && leap ? 29 : [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]!;
+  if (day > daysInMonth || hour > 23 || minute > 59 || second > 59) return false;
+  return match[9] === undefined || (Number(match[9]) <= 15 && Number(match[10]) <= 59);
+}
 
 describe('metadata that nests far too deep', () => {
   const wrapArrays = (levels: number): unknown => JSON.parse(`${'['.repeat(levels)}1${']'.repeat(levels)}`);
