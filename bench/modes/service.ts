@@ -94,6 +94,14 @@ async function measureService(ctx: Context, db: ModeDatabase, server: HttpServer
     .filter(([, count]) => count > 0)
     .map(([reason, count]) => `${reason} ${((count / flushes) * 100).toFixed(0)}%`)
     .join(', ');
+  const fsyncs = delta('ingest_wal_fsync_duration_seconds_count');
+  if (fsyncs > 0) {
+    // The group commit: how many events each fsync covered, and how long the fsyncs took.
+    const fsyncHistogram = histogramDelta(histogram(result.metricsAfter, 'ingest_wal_fsync_duration_seconds'), histogram(metricsBefore, 'ingest_wal_fsync_duration_seconds'));
+    progress(
+      `${name}: WAL ${fsyncs} fsyncs, ${(delta('ingest_wal_group_size_sum') / fsyncs).toFixed(1)} events per fsync, fsync mean ${((delta('ingest_wal_fsync_duration_seconds_sum') / fsyncs) * 1000).toFixed(2)} ms, p99 ≈ ${((quantile(fsyncHistogram, 0.99) ?? 0) * 1000).toFixed(1)} ms`,
+    );
+  }
   const failed = delta('ingest_events_failed_total');
   if (failed > 0) progress(`WARNING: ${failed} events failed to commit during ${name}`);
   return {
