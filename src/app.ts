@@ -122,7 +122,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   // The pipeline is the one view of the queue: admission reads depth, room and drain rate from it.
   const admission = new Admission(
     pipeline,
-    { highWater: config.queue.shedHighWater, lowWater: config.queue.shedLowWater },
+    { highWater: config.queue.shedHighWater, lowWater: config.queue.shedLowWater, policy: config.queue.admissionPolicy, waitMs: config.queue.admissionWaitMs },
   );
 
   const fairness = new TenantFairness({
@@ -135,6 +135,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     queueDepth: () => pipeline.depth,
     contendedAbove: config.queue.capacity * config.queue.shedLowWater,
     retryAfterSeconds: () => admission.retryAfterSeconds(),
+    waits: admission.waits,
   });
 
   app.setErrorHandler(handleError);

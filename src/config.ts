@@ -72,6 +72,8 @@ const environmentSchema = z
     FLUSH_CONCURRENCY: integer(1, 64).default(2),
     SHED_HIGH_WATER: fraction.default(0.8),
     SHED_LOW_WATER: fraction.default(0.6),
+    ADMISSION_POLICY: z.enum(['standing', 'depth']).default('standing'),
+    ADMISSION_WAIT_MS: integer(0, 60_000).default(1000),
     SHUTDOWN_TIMEOUT_MS: integer(0, 10 * 60_000).default(30_000),
     BODY_LIMIT_BYTES: integer(1024, 64 * 1024 * 1024).default(64 * 1024),
     HTTP_HEADERS_TIMEOUT_MS: integer(100, 600_000).default(10_000),
@@ -169,6 +171,10 @@ export interface Config {
     readonly tenantMinShare: number;
     /** Tenants seen within this window count as active when the fair share is computed. */
     readonly tenantActiveWindowMs: number;
+    /** standing: wait for room, shed on a standing queue; depth: shed on one depth read (admission.ts). */
+    readonly admissionPolicy: 'standing' | 'depth';
+    /** How long a request admitted by policy standing may wait for room or its share. */
+    readonly admissionWaitMs: number;
   };
   readonly shutdownTimeoutMs: number;
   /** Fastify's trustProxy: which X-Forwarded-* hops to believe for the client address (request.ip). */
@@ -263,6 +269,8 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       shedLowWater: env.SHED_LOW_WATER,
       tenantMinShare: env.TENANT_MIN_SHARE,
       tenantActiveWindowMs: env.TENANT_ACTIVE_WINDOW_MS,
+      admissionPolicy: env.ADMISSION_POLICY,
+      admissionWaitMs: env.ADMISSION_WAIT_MS,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     trustProxy: env.TRUST_PROXY,

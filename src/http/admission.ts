@@ -1,4 +1,5 @@
-import type { ErrorCode } from '../errors.ts';
+import { IngestError, type ErrorCode } from '../errors.ts';
+import type { RoomWaiters } from '../ingest/room-waiters.ts';
 
 export interface QueueView {
   readonly depth: number;
@@ -12,6 +13,26 @@ export type AdmissionDecision =
   | { readonly admit: true }
   | { readonly admit: false; readonly code: ErrorCode; readonly retryAfterSeconds: number };
 
+/** The queue as a request waiting for room sees it (the pipeline). */
+export interface RoomView {
+  readonly depth: number;
+  readonly reservedEvents: number;
+  readonly waiters: RoomWaiters;
+  hasUnreservedRoomFor(count: number, bytes: number): boolean;
+  couldEverHold(count: number, bytes: number): boolean;
+  reserve(count: number, bytes: number): void;
+}
+
+/**
+ * `depth`: the design card's rule read on one depth sample: 429 as soon as a request would take
+ * the queue past the high-water mark, until below the low-water mark (a burst is refused like a
+ * stalled database). `standing` (the default): a request that does not fit under the high-water
+ * mark waits for room, in FIFO order, up to `waitMs`; only when a wait runs out while the queue is
+ * above the mark (it stood there for waitMs: the database is not keeping up) does shedding begin,
+ * until below the low-water mark. See DESIGN.md "Admission and fairness".
+ */
+export type AdmissionPolicy = 'depth' | 'standing';
+
 const MAX_RETRY_AFTER_SECONDS = 60;
 
 /**
@@ -24,17 +45,44 @@ export class Admission {
   readonly #queue: QueueView;
   readonly #highWater: number;
   readonly #lowWater: number;
+  readonly #policy: AdmissionPolicy;
+  readonly #waitMs: number;
   #shedding = false;
 
-  constructor(queue: QueueView, options: { highWater: number; lowWater: number }) {
+  constructor(queue: QueueView, options: { highWater: number; lowWater: number; policy?: AdmissionPolicy; waitMs?: number }) {
     this.#queue = queue;
     this.#highWater = options.highWater;
     this.#lowWater = options.lowWater;
+    this.#policy = options.policy ?? 'depth';
+    this.#waitMs = options.waitMs ?? 1000;
+  }
+
+  get policy(): AdmissionPolicy {
+    return this.#policy;
+  }
+
+  /** Requests that do not fit wait for room (policy `standing`) instead of being refused. */
+  get waits(): boolean {
+    return this.#policy === 'standing';
+  }
+
+  /** How long a request may wait for room (or its tenant's share) before it is refused. */
+  get waitMs(): number {
+    return this.#waitMs;
+  }
+
+  get shedding(): boolean {
+    return this.#shedding;
   }
 
   decide(count = 1, bytes = 0): AdmissionDecision {
     const queue = this.#queue;
     if (queue.draining) return { admit: false, code: 'INGEST_ERR_DRAINING', retryAfterSeconds: 1 };
+    if (this.#policy === 'standing') {
+      // Only the standing state refuses here; room is waited for in admitWhenRoom.
+      if (this.#shedding && queue.depth < queue.capacity * this.#lowWater) this.#shedding = false;
+      return this.#shedding ? { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() } : { admit: true };
+    }
     const depth = queue.depth;
     if (this.#shedding) {
       if (depth < queue.capacity * this.#lowWater) this.#shedding = false;
@@ -63,6 +111,41 @@ export class Admission {
       return { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() };
     }
     return { admit: true };
+  }
+
+  /**
+   * Policy `standing`: take room for `count` events of `bytes` under the high-water mark (and
+   * within capacity, besides every reservation), waiting for it in FIFO order up to waitMs. The
+   * room is reserved on `room` when this resolves; the caller releases it. Throws the IngestError
+   * to answer otherwise: 429 when shedding, when the wait ran out, or when too many wait already;
+   * 503 when the service began to drain. Nothing of the request has been written by then.
+   */
+  async admitWhenRoom(room: RoomView, count: number, bytes: number, signal?: AbortSignal): Promise<void> {
+    const queue = this.#queue;
+    const highWater = queue.capacity * this.#highWater;
+    const decision = this.decide(count, bytes);
+    if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
+    // Larger than the whole queue: waiting would not help.
+    if (!room.couldEverHold(count, bytes)) throw new IngestError('INGEST_ERR_QUEUE_FULL', undefined, { retryAfterSeconds: this.retryAfterSeconds() });
+    const tryGrant = () => {
+      const held = room.depth + room.reservedEvents;
+      // A request larger than the high-water mark fits an empty queue (if within capacity).
+      if ((held + count > highWater && held > 0) || !room.hasUnreservedRoomFor(count, bytes)) return false;
+      room.reserve(count, bytes);
+      return true;
+    };
+    const outcome = await room.waiters.wait({ count, fifo: true, timeoutMs: this.#waitMs, signal, tryGrant });
+    if (outcome === 'granted') return;
+    if (outcome === 'closed') throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: 1 });
+    if (outcome === 'timeout' && room.depth + 1 > highWater) {
+      // The queue stood above the high-water mark for a whole wait: the database is not keeping
+      // up. Shed until it is below the low-water mark; the requests still waiting are refused too.
+      this.#shedding = true;
+      room.waiters.endAll('timeout', (fifo) => fifo);
+    }
+    throw new IngestError('INGEST_ERR_OVERLOADED', outcome === 'aborted' ? 'the client went away while its request waited for room' : undefined, {
+      retryAfterSeconds: this.retryAfterSeconds(),
+    });
   }
 
   /** Seconds until the queue is back under the low-water mark at the measured drain rate. */

@@ -24,7 +24,8 @@ interface RejectedLine {
  * POST /events: many events in one request, as application/x-ndjson or a JSON array. Each line
  * is validated on its own; valid lines are queued and invalid ones reported by index, unless the
  * client asks `?atomic=true` (then one bad line refuses the whole request). Admission is
- * all-or-nothing: the valid events are queued together or not at all (429/503).
+ * all-or-nothing: the valid events are queued together or not at all (429/503); with
+ * ADMISSION_POLICY=standing a bulk that does not fit yet waits for room first (admission.ts).
  */
 export function registerBulkRoute(app: FastifyInstance, context: IngestContext, limits: { maxEvents: number; bodyLimitBytes: number }): void {
   const { admission, fairness, clock, ackMode } = context;
@@ -67,19 +68,33 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
         });
       }
 
-      const perTenant = new Map<string, number>();
-      for (const { tenant } of accepted) perTenant.set(tenant, (perTenant.get(tenant) ?? 0) + 1);
-      for (const [tenant, count] of perTenant) {
-        const fair = fairness.decide(tenant, count);
-        if (!fair.admit) throw new IngestError(fair.code, `tenant ${tenant} holds its fair share of the queue; none was queued`, { retryAfterSeconds: fair.retryAfterSeconds });
+      if (!admission.waits) {
+        // ADMISSION_POLICY=depth: refused at once on the depth read now (fair share, then room).
+        const perTenant = new Map<string, number>();
+        for (const { tenant } of accepted) perTenant.set(tenant, (perTenant.get(tenant) ?? 0) + 1);
+        for (const [tenant, count] of perTenant) {
+          const fair = fairness.decide(tenant, count);
+          if (!fair.admit) throw new IngestError(fair.code, `tenant ${tenant} holds its fair share of the queue; none was queued`, { retryAfterSeconds: fair.retryAfterSeconds });
+        }
+        const bytes = accepted.reduce((sum, item) => sum + item.event.bytes, 0);
+        const decision = admission.decideBulk(accepted.length, bytes);
+        if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
       }
-      const bytes = accepted.reduce((sum, item) => sum + item.event.bytes, 0);
-      const decision = admission.decideBulk(accepted.length, bytes);
-      if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
-
+      // ADMISSION_POLICY=standing: acceptEvents decides the share and the room once, with the
+      // real count, waiting for them (before the write) up to ADMISSION_WAIT_MS. A client that
+      // goes away stops waiting.
+      const gone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableEnded) gone.abort();
+      };
+      reply.raw.once('close', onClose);
       const events = accepted.map(({ event }) => event);
       const committed = ackMode === 'committed' ? outcomeWaiters(events.length) : undefined;
-      await acceptEvents(context, events, committed?.waiters);
+      try {
+        await acceptEvents(context, events, committed?.waiters, gone.signal);
+      } finally {
+        reply.raw.off('close', onClose);
+      }
       const acceptedIds = accepted.map(({ index, event }) => ({ index, id: event.id }));
       if (!committed) return reply.code(202).send({ accepted: acceptedIds, rejected });
 

@@ -1,4 +1,6 @@
 import type { Clock } from '../clock.ts';
+import { IngestError } from '../errors.ts';
+import type { RoomWaiters } from '../ingest/room-waiters.ts';
 import type { AdmissionDecision } from './admission.ts';
 
 export interface TenantFairnessOptions {
@@ -16,6 +18,12 @@ export interface TenantFairnessOptions {
   /** Below this total depth the queue is not contended and shares are not enforced (work-conserving). */
   readonly contendedAbove: number;
   readonly retryAfterSeconds: () => number;
+  /**
+   * Policy `standing` (admission.ts): a tenant over its share waits (admitWhenUnderShare) for its
+   * events to be stored instead of being refused at once; only a tenant whose wait ran out is
+   * refused, at once, while it stays over its share. Default false: refused at once (`depth`).
+   */
+  readonly waits?: boolean;
 }
 
 const PRUNE_INTERVAL_MS = 1000;
@@ -32,6 +40,8 @@ export class TenantFairness {
   readonly #options: TenantFairnessOptions;
   readonly #lastSeenMs = new Map<string, number>();
   #lastPruneMs = 0;
+  /** Tenants whose wait for their share ran out (policy standing): refused while still over it. */
+  readonly #shed = new Set<string>();
 
   constructor(options: TenantFairnessOptions) {
     this.#options = options;
@@ -41,20 +51,67 @@ export class TenantFairness {
     return this.#lastSeenMs.size;
   }
 
+  /** A lone active tenant's share is the whole queue: only the queue's own limits apply to it. */
   shareOf(): number {
     const { capacity, highWater, minShare } = this.#options;
-    return Math.max(minShare, Math.floor((capacity * highWater) / Math.max(1, this.#lastSeenMs.size)));
+    if (this.#lastSeenMs.size <= 1) return capacity;
+    return Math.max(minShare, Math.floor((capacity * highWater) / this.#lastSeenMs.size));
   }
 
-  /** May `tenant` add `count` events now? */
+  /**
+   * May `tenant` add `count` events now? Policy depth: the share is checked here, with the count.
+   * Policy standing: only a tenant already refused for its share (its wait ran out) and still over
+   * it is refused here; the one decision with the real count is admitWhenUnderShare's.
+   */
   decide(tenant: string, count: number): AdmissionDecision {
+    this.#see(tenant);
+    if (this.#options.waits) {
+      if (!this.#shed.has(tenant)) return { admit: true };
+      if (this.#over(tenant, count)) return this.#refusal();
+      this.#shed.delete(tenant);
+      return { admit: true };
+    }
+    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return { admit: true };
+    if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return { admit: true };
+    return this.#refusal();
+  }
+
+  /**
+   * Policy standing, once per request and tenant, before anything is written: when the queue is
+   * contended and `tenant` already holds its share, wait (up to `timeoutMs`) until it does not;
+   * a bulk request counts as its events once. Throws INGEST_ERR_TENANT_OVER_SHARE when the wait
+   * runs out (the tenant is then refused at once while it stays over its share).
+   */
+  async admitWhenUnderShare(waiters: RoomWaiters, tenant: string, count: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    this.#see(tenant);
+    if (!this.#over(tenant, count)) {
+      this.#shed.delete(tenant);
+      return;
+    }
+    if (this.#shed.has(tenant)) throw new IngestError('INGEST_ERR_TENANT_OVER_SHARE', undefined, { retryAfterSeconds: this.#options.retryAfterSeconds() });
+    const outcome = await waiters.wait({ count, fifo: false, timeoutMs, signal, tryGrant: () => !this.#over(tenant, count) });
+    if (outcome === 'granted') return;
+    if (outcome === 'closed') throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: 1 });
+    if (outcome === 'timeout') this.#shed.add(tenant);
+    throw new IngestError('INGEST_ERR_TENANT_OVER_SHARE', undefined, { retryAfterSeconds: this.#options.retryAfterSeconds() });
+  }
+
+  /** Contended, and the tenant holds its share already (policy standing). */
+  #over(tenant: string, count: number): boolean {
+    if (this.#lastSeenMs.size <= 1) return false;
+    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return false;
+    return this.#options.tenantDepth(tenant) + 1 > this.shareOf();
+  }
+
+  #refusal(): AdmissionDecision {
+    return { admit: false, code: 'INGEST_ERR_TENANT_OVER_SHARE', retryAfterSeconds: this.#options.retryAfterSeconds() };
+  }
+
+  #see(tenant: string): void {
     const nowMs = this.#options.clock.now();
     this.#lastSeenMs.delete(tenant); // re-insert: the map stays ordered by last sight
     this.#lastSeenMs.set(tenant, nowMs);
     this.#prune(nowMs);
-    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return { admit: true };
-    if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return { admit: true };
-    return { admit: false, code: 'INGEST_ERR_TENANT_OVER_SHARE', retryAfterSeconds: this.#options.retryAfterSeconds() };
   }
 
   #prune(nowMs: number): void {
@@ -64,6 +121,7 @@ export class TenantFairness {
     for (const [tenant, seenMs] of this.#lastSeenMs) {
       if (seenMs >= cutoff) break; // oldest first: the rest are newer
       this.#lastSeenMs.delete(tenant);
+      this.#shed.delete(tenant);
     }
   }
 }

@@ -8,6 +8,7 @@ import type { QueuedEvent } from '../event/queued-event.ts';
 import type { Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import { linksTo, tracer } from '../telemetry/tracing.ts';
+import { RoomWaiters } from './room-waiters.ts';
 
 /** How often recovery looks for room in a full queue (start-up only, never the request path). */
 const RECOVERY_WAIT_FOR_ROOM_MS = 20;
@@ -40,8 +41,18 @@ export class IngestPipeline {
   readonly #logger: Logger;
   readonly #clock: Clock;
   #draining = false;
+  #reservedEvents = 0;
+  readonly #capacityBytes: number;
+  #reservedBytes = 0;
+  /**
+   * Requests admitted but waiting for room (admission.ts), woken whenever a batch settles, ended
+   * on drain. Bounded: at most 4 × the queue's capacity of events and 1024 requests wait.
+   */
+  readonly waiters: RoomWaiters;
 
   constructor(options: PipelineOptions) {
+    this.#capacityBytes = options.queue.maxBytes;
+    this.waiters = new RoomWaiters({ maxRequests: 1024, maxEvents: 4 * options.queue.capacity });
     this.#sink = options.sink;
     this.#onSettled = options.onSettled;
     this.#partitioned = options.batch.partition === 'tenant';
@@ -88,9 +99,38 @@ export class IngestPipeline {
     return this.#batcher.oldestEnqueuedAtMs;
   }
 
-  /** Room for `count` more events of `bytes` in total, right now? */
+  /** Room for `count` more events of `bytes` in total, right now? (Reservations not counted.) */
   hasRoomFor(count: number, bytes: number): boolean {
     return this.#batcher.hasRoomFor(count, bytes);
+  }
+
+  /** Could `count` events of `bytes` ever fit, in an empty queue? */
+  couldEverHold(count: number, bytes: number): boolean {
+    return count <= this.#batcher.capacity && bytes <= this.#capacityBytes;
+  }
+
+  /** Room for `count` more events of `bytes` besides every reservation, right now? */
+  hasUnreservedRoomFor(count: number, bytes: number): boolean {
+    return this.#batcher.hasRoomFor(this.#reservedEvents + count, this.#reservedBytes + bytes);
+  }
+
+  /** Events whose room is reserved: admitted requests waiting for their log fsync. */
+  get reservedEvents(): number {
+    return this.#reservedEvents;
+  }
+
+  /**
+   * Hold room for events about to be written to the log, so a request behind them sees the queue
+   * as already holding them (accept-events.ts). Released once they are enqueued or refused.
+   */
+  reserve(count: number, bytes: number): void {
+    this.#reservedEvents += count;
+    this.#reservedBytes += bytes;
+  }
+
+  release(count: number, bytes: number): void {
+    this.#reservedEvents -= count;
+    this.#reservedBytes -= bytes;
   }
 
   /** True once shutdown has begun: intake answers 503 from then on. */
@@ -100,6 +140,7 @@ export class IngestPipeline {
 
   beginDrain(): void {
     this.#draining = true;
+    this.waiters.close();
   }
 
   enqueue(event: QueuedEvent, waiter?: Waiter): EnqueueResult {
@@ -135,6 +176,7 @@ export class IngestPipeline {
    */
   async shutdown(deadlineMs: number): Promise<readonly QueuedEvent[]> {
     this.#draining = true;
+    this.waiters.close();
     try {
       await this.#batcher.shutdown(deadlineMs);
       return [];
@@ -193,6 +235,8 @@ export class IngestPipeline {
   }
 
   #record(report: FlushReport): void {
+    // Room was freed (the batcher has already counted the batch out of its depth).
+    this.waiters.wake();
     const metrics = this.#metrics;
     metrics.flushes.inc({ reason: report.reason });
     metrics.batchSize.observe(report.size);
