@@ -1,5 +1,6 @@
 /**
- * `npm run bench:bulk [-- --duration=S] [--events=N] [--policies=both|standing|depth]`
+ * `npm run bench:bulk [-- --duration=S] [--events=N] [--copy-rows=N] [--depth-only | --standing-only] [--cpu-prof]`
+ * (--cpu-prof: each service writes a .cpuprofile to bench/results/<run>/profile-<policy>-<clients>/)
  *
  * Bulk NDJSON ingest against psql `\copy` of the same rows, in one run. Each client posts
  * `--events`-event NDJSON requests (default 1000) back to back on one keep-alive connection for
@@ -16,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { copyRows, writeRowsFile } from './lib/copy-baseline.ts';
 import { countRows, createModeDatabase } from './lib/database.ts';
-import { SERVER_STOP_GRACE_MS, measureDatabase, perEvent, progress, type BenchOptions, type Context } from './lib/harness.ts';
+import { ROOT, SERVER_STOP_GRACE_MS, TSX, measureDatabase, startHttpServer, perEvent, progress, type BenchOptions, type Context } from './lib/harness.ts';
 import { parseBenchArgs } from './lib/options.ts';
 import { makeEvent } from './lib/event-body.ts';
 import { sleep, stopChild } from './lib/processes.ts';
@@ -103,7 +104,20 @@ async function runClient(url: string, dispatcher: Agent, bodies: readonly string
 async function runBulk(ctx: Context, policy: Policy, clients: number, events: number, durationSeconds: number): Promise<BulkRun> {
   const id = `${policy}-${clients}`;
   const db = await createModeDatabase(ctx.server, `bulk_${policy}_${clients}`);
-  const server = await startIngestService(ctx, db, `service-${id}`, { ADMISSION_POLICY: policy });
+  const name = `service-${id}`;
+  const env = { ADMISSION_POLICY: policy };
+  // As startIngestService, with --cpu-prof (not allowed in NODE_OPTIONS).
+  const server = ctx.options.cpuProf
+    ? await startHttpServer(ctx, name, ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.runDir, `profile-${id}`)}`, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
+        DATABASE_URL: db.url,
+        LOG_LEVEL: 'warn',
+        DATA_DIR: path.join(ctx.runDir, `${name}-data`),
+        AUTH: 'off',
+        METRICS_PORT: '',
+        METRICS_ON_PUBLIC_LISTENER: 'true',
+        ...env,
+      })
+    : await startIngestService(ctx, db, name, env);
   const metricsUrl = `${server.baseUrl}/metrics`;
   const dispatcher = new Agent({ connections: clients, keepAliveTimeout: 30_000 });
   try {
@@ -153,10 +167,10 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
 
 const args = parseBenchArgs(process.argv.slice(2), {
   numeric: { duration: { default: 6, min: 1, max: 120 }, events: { default: 1000, min: 1, max: 10_000 }, 'copy-rows': { default: 100_000, min: 1000, max: 2_000_000 } },
-  flags: ['depth-only', 'standing-only'],
+  flags: ['depth-only', 'standing-only', 'cpu-prof'],
 });
 const policies: Policy[] = args['depth-only'] ? ['depth'] : args['standing-only'] ? ['standing'] : ['depth', 'standing'];
-const options: BenchOptions = { cpuProf: false, durationSeconds: args.duration, warmupSeconds: 1, connections: 4, rateConnections: 4, lowRate: 0 };
+const options: BenchOptions = { cpuProf: args['cpu-prof'], durationSeconds: args.duration, warmupSeconds: 1, connections: 4, rateConnections: 4, lowRate: 0 };
 
 await runScenario('bulk', options, `bulk: ${args.events}-event NDJSON requests back to back per client, ${args.duration} s per run, retry 429/503 after Retry-After; WAL mode; policies ${policies.join(', ')}`, async (ctx) => {
   const copyDb = await createModeDatabase(ctx.server, 'bulk_copy');
