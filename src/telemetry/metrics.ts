@@ -153,7 +153,7 @@ function createInstruments(registry: Registry) {
     }),
     walFsyncDuration: new Histogram({
       name: 'ingest_wal_fsync_duration_seconds',
-      help: 'Time of one write-ahead-log group commit (write and fdatasync); every 202 waits for one.',
+      help: 'Time of one write-ahead-log fdatasync (group commit; the next group is written while it runs); every 202 waits for one.',
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       registers: [registry],
     }),
