@@ -71,6 +71,7 @@ export class TenantFairness {
       this.#shed.delete(tenant);
       return { admit: true };
     }
+    if (this.#lastSeenMs.size <= 1) return { admit: true }; // alone: only the queue's own limits apply
     if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return { admit: true };
     if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return { admit: true };
     return this.#refusal();

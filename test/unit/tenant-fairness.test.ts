@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { IngestError } from '../../src/errors.ts';
 import { TenantFairness } from '../../src/http/tenant-fairness.ts';
+import { RoomWaiters } from '../../src/ingest/room-waiters.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 
 function fairness(depths: Map<string, number>) {
@@ -54,3 +56,66 @@ describe('TenantFairness', () => {
     assert.equal(fair.activeTenants, 1);
   });
 });
+
+describe('TenantFairness, policy standing', () => {
+  function standing(depths: Map<string, number>) {
+    const clock = createFakeClock();
+    const total = () => [...depths.values()].reduce((sum, n) => sum + n, 0);
+    return new TenantFairness({
+      clock,
+      capacity: 1000,
+      highWater: 0.8,
+      minShare: 10,
+      activeWindowMs: 10_000,
+      tenantDepth: (tenant) => depths.get(tenant) ?? 0,
+      queueDepth: total,
+      contendedAbove: 600,
+      retryAfterSeconds: () => 3,
+      waits: true,
+    });
+  }
+  const codeOf = async (promise: Promise<void>) => promise.then(() => 'admitted', (error: IngestError) => error.code);
+
+  it('a lone tenant is never refused for its share, whatever the count (its share is the whole queue)', async () => {
+    const depths = new Map([['only', 900]]);
+    const fair = standing(depths);
+    assert.equal(fair.shareOf(), 1000);
+    assert.equal(await codeOf(fair.admitWhenUnderShare(new RoomWaiters({ maxRequests: 10, maxEvents: 10_000 }), 'only', 1000, 0)), 'admitted');
+    const depth = new TenantFairness({ ...optionsOf(depths), waits: false });
+    assert.equal(depth.decide('only', 1000).admit, true, 'policy depth too: a bulk of a lone tenant is not over its share');
+  });
+
+  it('a tenant holding its share waits until its events are stored, without holding up other tenants; a wait that runs out refuses it at once after that', async () => {
+    const depths = new Map([['busy', 450], ['quiet', 160]]);
+    const fair = standing(depths);
+    const waiters = new RoomWaiters({ maxRequests: 10, maxEvents: 10_000 });
+    fair.decide('quiet', 1);
+    assert.equal(fair.decide('busy', 500).admit, true, 'decide only refuses a tenant already refused');
+    const waiting = codeOf(fair.admitWhenUnderShare(waiters, 'busy', 500, 60_000));
+    assert.equal(await codeOf(fair.admitWhenUnderShare(waiters, 'quiet', 100, 60_000)), 'admitted', 'the quiet tenant goes past the waiting one');
+    depths.set('busy', 300); // under its share of 400: may add its bulk, counted once
+    waiters.wake();
+    assert.equal(await waiting, 'admitted');
+
+    depths.set('busy', 450);
+    assert.equal(await codeOf(fair.admitWhenUnderShare(waiters, 'busy', 1, 10)), 'INGEST_ERR_TENANT_OVER_SHARE');
+    const refused = fair.decide('busy', 1);
+    assert.equal(!refused.admit && refused.code, 'INGEST_ERR_TENANT_OVER_SHARE', 'refused at once while still over its share');
+    depths.set('busy', 100);
+    assert.equal(fair.decide('busy', 1).admit, true, 'under its share again');
+  });
+});
+
+function optionsOf(depths: Map<string, number>) {
+  return {
+    clock: createFakeClock(),
+    capacity: 1000,
+    highWater: 0.8,
+    minShare: 10,
+    activeWindowMs: 10_000,
+    tenantDepth: (tenant: string) => depths.get(tenant) ?? 0,
+    queueDepth: () => [...depths.values()].reduce((sum, n) => sum + n, 0),
+    contendedAbove: 600,
+    retryAfterSeconds: () => 3,
+  };
+}
