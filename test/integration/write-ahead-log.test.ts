@@ -54,6 +54,29 @@ describe('WriteAheadLog', () => {
     assert.equal(recovery.records.length, 200);
   });
 
+  it('overlaps groups (appends while an fsync runs get written and synced at once) and keeps every record, in order, across rolls', async () => {
+    const { groups, fatal, options: walOptions } = options(directory);
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const acknowledged: number[] = [];
+    const waves: Promise<void>[] = [];
+    // Each wave is appended in its own turn of the event loop, while earlier waves' fsyncs run.
+    for (let wave = 0; wave < 40; wave += 1) {
+      for (let i = 0; i < 5; i += 1) {
+        const { seq, durable } = wal.append(payload(wave * 5 + i));
+        waves.push(durable.then(() => void acknowledged.push(seq)));
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(waves);
+    assert.deepEqual(fatal, []);
+    assert.deepEqual(acknowledged, Array.from({ length: 200 }, (_, i) => i + 1), 'acknowledged in append order');
+    assert.equal(groups.reduce((sum, n) => sum + n, 0), 200, 'every record was covered by exactly one completed fsync');
+    assert.ok((await segmentFiles(directory)).length > 1, 'the 4 KiB segments rolled');
+    await wal.close();
+    const recovery = await recoverWal(directory);
+    assert.deepEqual(recovery.records.map((record) => record.seq), Array.from({ length: 200 }, (_, i) => i + 1));
+  });
+
   it('rolls segments by size and removes each once all its records are settled', async () => {
     const { options: walOptions } = options(directory);
     const wal = await WriteAheadLog.open(walOptions, [], 1);
