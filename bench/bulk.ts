@@ -1,5 +1,6 @@
 /**
- * `npm run bench:bulk [-- --duration=S] [--events=N] [--copy-rows=N] [--depth-only | --standing-only] [--cpu-prof]`
+ * `npm run bench:bulk [-- --duration=S] [--events=N] [--copy-rows=N] [--depth-only | --standing-only] [--cpu-prof] [--one-tenant]`
+ * (--one-tenant: every client posts for the same tenant; by default each client is its own tenant)
  * (--cpu-prof: each service writes a .cpuprofile to bench/results/<run>/profile-<policy>-<clients>/)
  *
  * Bulk NDJSON ingest against psql `\copy` of the same rows, in one run. Each client posts
@@ -19,6 +20,7 @@ import { copyRows, writeRowsFile } from './lib/copy-baseline.ts';
 import { countRows, createModeDatabase } from './lib/database.ts';
 import { ROOT, SERVER_STOP_GRACE_MS, TSX, measureDatabase, startHttpServer, perEvent, progress, type BenchOptions, type Context } from './lib/harness.ts';
 import { parseBenchArgs } from './lib/options.ts';
+import { machineBusyMs, processCpuMs, serverTreeCpuMs } from './lib/cpu.ts';
 import { makeEvent } from './lib/event-body.ts';
 import { sleep, stopChild } from './lib/processes.ts';
 import { scrape, value } from './lib/prometheus.ts';
@@ -51,6 +53,10 @@ interface BulkRun {
   readonly retryWaitMs: number;
   readonly commitsPerEvent: number;
   readonly shed: string;
+  /** CPU ms per 1000 stored events: the service, PostgreSQL, the whole machine. */
+  readonly serviceCpuPer1000: number | undefined;
+  readonly postgresCpuPer1000: number | undefined;
+  readonly machineCpuPer1000: number | undefined;
 }
 
 function makeBodies(client: number, events: number): string[] {
@@ -58,7 +64,7 @@ function makeBodies(client: number, events: number): string[] {
     const lines: string[] = [];
     for (let i = 0; i < events; i++) {
       const event = makeEvent((b * events + i) % 100_000);
-      event.tenant = `bulk-tenant-${client}`;
+      event.tenant = args['one-tenant'] ? 'bulk-tenant' : `bulk-tenant-${client}`;
       lines.push(JSON.stringify(event));
     }
     return `${lines.join('\n')}\n`;
@@ -126,6 +132,7 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
     await Promise.all(bodySets.map((bodies) => runClient(`${server.baseUrl}/events`, dispatcher, bodies, events, performance.now() + 1000)));
     const before = await waitForDrain(metricsUrl);
     const stored0 = value(before, 'ingest_events_stored_total');
+    const cpu0 = { service: processCpuMs(server.child.process.pid), postgres: serverTreeCpuMs(ctx.server.postmasterPid), machine: machineBusyMs() };
     const { result, before: counters0, after: counters1 } = await measureDatabase(ctx, db, async () => {
       const started = performance.now();
       const stopAt = started + durationSeconds * 1000;
@@ -139,8 +146,11 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
         if (performance.now() - stopAt > 60_000) throw new Error(`${id}: ${acknowledged - stored} acknowledged events not stored after 60 s`);
         await sleep(POLL_MS);
       }
-      return { results, stored, seconds: (performance.now() - started) / 1000 };
+      const seconds = (performance.now() - started) / 1000;
+      const cpu1 = { service: processCpuMs(server.child.process.pid), postgres: serverTreeCpuMs(ctx.server.postmasterPid), machine: machineBusyMs() };
+      return { results, stored, seconds, cpu1 };
     });
+    const per1000 = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : ((b - a) / result.stored) * 1000);
     const after = await waitForDrain(metricsUrl);
     const sum = (pick: (r: ClientResult) => number) => result.results.reduce((total, r) => total + pick(r), 0);
     const run: BulkRun = {
@@ -156,6 +166,9 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
       retryWaitMs: sum((r) => r.retryWaitMs),
       commitsPerEvent: perEvent(ctx, counters0, counters1, result.stored, 0).commits,
       shed: counts(after, before, 'ingest_shed_total', 'reason'),
+      serviceCpuPer1000: per1000(cpu0.service, result.cpu1.service),
+      postgresCpuPer1000: per1000(cpu0.postgres, result.cpu1.postgres),
+      machineCpuPer1000: per1000(cpu0.machine, result.cpu1.machine),
     };
     progress(`${id}: ${fmt(run.stored)} stored in ${run.seconds.toFixed(2)} s = ${fmt(run.eventsPerSecond)} ev/s; ${run.requests} requests, ${run.status429}×429, ${run.status503}×503`);
     return run;
@@ -167,16 +180,22 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
 
 const args = parseBenchArgs(process.argv.slice(2), {
   numeric: { duration: { default: 6, min: 1, max: 120 }, events: { default: 1000, min: 1, max: 10_000 }, 'copy-rows': { default: 100_000, min: 1000, max: 2_000_000 } },
-  flags: ['depth-only', 'standing-only', 'cpu-prof'],
+  flags: ['depth-only', 'standing-only', 'cpu-prof', 'one-tenant'],
 });
 const policies: Policy[] = args['depth-only'] ? ['depth'] : args['standing-only'] ? ['standing'] : ['depth', 'standing'];
 const options: BenchOptions = { cpuProf: args['cpu-prof'], durationSeconds: args.duration, warmupSeconds: 1, connections: 4, rateConnections: 4, lowRate: 0 };
 
-await runScenario('bulk', options, `bulk: ${args.events}-event NDJSON requests back to back per client, ${args.duration} s per run, retry 429/503 after Retry-After; WAL mode; policies ${policies.join(', ')}`, async (ctx) => {
+await runScenario('bulk', options, `bulk: ${args.events}-event NDJSON requests back to back per client, ${args.duration} s per run, retry 429/503 after Retry-After; WAL mode; ${args['one-tenant'] ? 'one tenant for all clients' : 'one tenant per client'}; policies ${policies.join(', ')}`, async (ctx) => {
   const copyDb = await createModeDatabase(ctx.server, 'bulk_copy');
   const file = path.join(ctx.runDir, 'rows.copy');
   await writeRowsFile(file, args['copy-rows']);
+  const pg0 = serverTreeCpuMs(ctx.server.postmasterPid);
+  const machine0 = machineBusyMs();
   const copy = await copyRows(copyDb.url, file, args['copy-rows'], true, 120_000);
+  const pg1 = serverTreeCpuMs(ctx.server.postmasterPid);
+  const machine1 = machineBusyMs();
+  const copyPgPer1000 = pg0 === undefined || pg1 === undefined ? undefined : ((pg1 - pg0) / args['copy-rows']) * 1000;
+  const copyMachinePer1000 = machine0 === undefined || machine1 === undefined ? undefined : ((machine1 - machine0) / args['copy-rows']) * 1000;
   await rm(file, { force: true });
   if ((await countRows(copyDb)) !== args['copy-rows']) throw new Error('psql \\copy stored the wrong number of rows');
   const copyRate = copy.rows / copy.seconds;
@@ -188,13 +207,13 @@ await runScenario('bulk', options, `bulk: ${args.events}-event NDJSON requests b
   const lines = [
     '## Bulk ingest',
     '',
-    `psql \\copy of ${fmt(copy.rows)} rows of the same events: ${fmt(copyRate)} rows/s (${copy.seconds.toFixed(2)} s).`,
+    `psql \\copy of ${fmt(copy.rows)} rows of the same events: ${fmt(copyRate)} rows/s (${copy.seconds.toFixed(2)} s); PostgreSQL CPU ${fmt(copyPgPer1000)} ms / 1000 rows, machine ${fmt(copyMachinePer1000)} ms / 1000 rows (2 cores busy = 2000 ms/s).`,
     '',
-    '| ADMISSION_POLICY | clients | events stored | s (first request → last commit) | events/s | × psql \\copy | requests | 429 | 503 | Retry-After waited (s) | commits/event | shed reasons |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+    '| ADMISSION_POLICY | clients | events stored | s (first request → last commit) | events/s | × psql \\copy | requests | 429 | 503 | Retry-After waited (s) | commits/event | CPU ms / 1000 ev: service, PostgreSQL, machine | shed reasons |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
     ...runs.map(
       (r) =>
-        `| ${r.policy} | ${r.clients} | ${fmt(r.stored)} | ${r.seconds.toFixed(2)} | ${fmt(r.eventsPerSecond)} | ${(r.eventsPerSecond / copyRate).toFixed(2)} | ${r.requests} | ${r.status429} | ${r.status503} | ${(r.retryWaitMs / 1000).toFixed(0)} | 1/${fmt(1 / r.commitsPerEvent)} | ${r.shed} |`,
+        `| ${r.policy} | ${r.clients} | ${fmt(r.stored)} | ${r.seconds.toFixed(2)} | ${fmt(r.eventsPerSecond)} | ${(r.eventsPerSecond / copyRate).toFixed(2)} | ${r.requests} | ${r.status429} | ${r.status503} | ${(r.retryWaitMs / 1000).toFixed(0)} | 1/${fmt(1 / r.commitsPerEvent)} | ${fmt(r.serviceCpuPer1000)}, ${fmt(r.postgresCpuPer1000)}, ${fmt(r.machineCpuPer1000)} | ${r.shed} |`,
     ),
     '',
     'Targets (issue 11): one client ≥ 0.3× and four clients ≥ 0.5× psql \\copy; zero 429/503 for one client; four clients never slower than one; commits/event ≤ 1/400.',
