@@ -94,7 +94,8 @@ async function runClient(url: string, dispatcher: Agent, bodies: readonly string
       if (response.statusCode === 429) status429 += 1;
       else status503 += 1;
       const seconds = Number(response.headers['retry-after'] ?? 1);
-      const waitMs = (Number.isFinite(seconds) ? seconds : 1) * 1000;
+      // A client told to retry after the run's end stops there (the run ends at stopAtMs).
+      const waitMs = Math.min((Number.isFinite(seconds) ? seconds : 1) * 1000, Math.max(0, stopAtMs - performance.now()));
       retryWaitMs += waitMs;
       await sleep(waitMs);
       continue;
