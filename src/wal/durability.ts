@@ -54,16 +54,14 @@ export class WalDurability implements Durability {
   async persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]> {
     // All or none: refused whole (nothing written) when the log has no room for every record.
     const appended = this.#wal.appendAll(events.map((event) => event.row));
-    const outcomes = await Promise.allSettled(appended.map(({ durable }) => durable));
-    const failure = outcomes.find((outcome) => outcome.status === 'rejected');
-    if (failure) {
-      // None of these events is acknowledged or queued. The records of one request are written
-      // in one group, so they fail together (a full disk: never written, released here); should
-      // any have become durable, they are withdrawn.
-      this.#wal.settle(appended.filter((_, index) => outcomes[index]!.status === 'rejected').map(({ seq }) => seq));
-      const written = appended.filter((_, index) => outcomes[index]!.status === 'fulfilled').map(({ seq }) => seq);
-      if (written.length > 0) await this.#wal.cancel(written);
-      throw failure.reason;
+    try {
+      // The records of one request are written in one group and share one promise: they become
+      // durable together or fail together.
+      await appended[0]?.durable;
+    } catch (error) {
+      // None of these events is acknowledged or queued (a full disk: never written, released here).
+      this.#wal.settle(appended.map(({ seq }) => seq));
+      throw error;
     }
     return events.map((event, index) => ({ ...event, walSeq: appended[index]!.seq }));
   }

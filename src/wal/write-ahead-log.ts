@@ -199,9 +199,16 @@ export class WriteAheadLog {
     }
     this.#nextSeq += records.length;
     this.#totalBytes += bytes;
+    // One promise for the request: its records are in one group, durable (or failed) together.
+    let resolve: () => void = () => {};
+    let reject: (error: Error) => void = () => {};
+    const durable = new Promise<void>((onDurable, onFailed) => {
+      resolve = onDurable;
+      reject = onFailed;
+    });
     const appended = records.map((record, index) => {
       const seq = firstSeq + index;
-      const durable = new Promise<void>((resolve, reject) => this.#pending.push({ seq, record, resolve, reject }));
+      this.#pending.push({ seq, record, resolve, reject });
       return { seq, durable };
     });
     this.#flushing ??= this.#flushLoop();
