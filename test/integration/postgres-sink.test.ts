@@ -44,6 +44,31 @@ describe('PostgresCopySink', () => {
     assert.equal(await db.count("tenant = 'dup'"), 2);
   });
 
+  it('writes a batch without stored keys by plain COPY (no staging table), and only a batch holding one the staged way', async () => {
+    const staging = async () => {
+      const { rows } = await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM pg_class WHERE relname = 'events_stage' AND relpersistence = 't'");
+      return Number(rows[0]!.n);
+    };
+    const own = createPool(db.url, loadConfig({ DB_POOL_SIZE: '1' }).db, pino({ level: 'silent' }));
+    const oneConnection = new PostgresCopySink(own, { copyTimeoutMs: 5_000 });
+    try {
+      const stagedBefore = await staging();
+      const batch = Array.from({ length: 50 }, () => queued({ tenant: 'fast' }));
+      assert.deepEqual(await oneConnection.write(batch, { signal }), { inserted: 50, deadLettered: [] });
+      assert.equal(await staging(), stagedBefore, 'no staging table was needed');
+      // Half of these are stored already: the plain COPY meets 23505, the batch goes the staged way.
+      const mixed = [...batch.slice(0, 25).map((event) => queued({ tenant: 'fast' }, event.id)), ...Array.from({ length: 25 }, () => queued({ tenant: 'fast' }))];
+      assert.deepEqual(await oneConnection.write(mixed, { signal }), { inserted: 25, deadLettered: [] });
+      assert.equal(await staging(), stagedBefore + 1, 'the staging table of that connection');
+      // The next clean batch is tried the staged way first (duplicates came last time), stores
+      // everything, and switches back.
+      assert.deepEqual(await oneConnection.write(Array.from({ length: 10 }, () => queued({ tenant: 'fast' })), { signal }), { inserted: 10, deadLettered: [] });
+      assert.equal(await db.count("tenant = 'fast'"), 85);
+    } finally {
+      await own.end();
+    }
+  });
+
   it('round-trips every awkward character byte for byte', async () => {
     const awkward = 'tab\there, newline\nthere, cr\rback\\slash \\N \\. "quote" Zoë 👩‍💻 \u0001';
     const event = queued({
