@@ -151,21 +151,29 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     closing = true;
     done();
   });
-  app.addHook('onRequest', async (request, reply) => {
-    if (!closing || OPS_PATHS.has(request.routeOptions.url ?? '')) return undefined;
-    return sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }));
+  // Callback-style hooks here and below: they run on every request, and an async hook costs a
+  // promise and a microtask each time.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!closing || OPS_PATHS.has(request.routeOptions.url ?? '')) {
+      done();
+      return;
+    }
+    sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }));
   });
   // One labelled child per (route, status), looked up once: prom-client hashes labels on every inc.
-  const responseCounters = new Map<string, { inc(): void; observe(seconds: number): void }>();
-  app.addHook('onResponse', async (request, reply) => {
+  // Keyed by route, then status: no key string is built per request.
+  type ResponseCounter = { inc(): void; observe(seconds: number): void };
+  const responseCounters = new Map<string, Map<number, ResponseCounter>>();
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    const key = `${route} ${reply.statusCode}`;
-    let counter = responseCounters.get(key);
+    let byStatus = responseCounters.get(route);
+    if (!byStatus) responseCounters.set(route, (byStatus = new Map<number, ResponseCounter>()));
+    let counter = byStatus.get(reply.statusCode);
     if (!counter) {
-      const responses = metrics.httpResponses.labels({ route, status: reply.statusCode });
+      const tally = metrics.responseTally(route, reply.statusCode);
       const duration = metrics.httpRequestDuration.labels({ route, status_class: statusClass(reply.statusCode) });
-      counter = { inc: () => responses.inc(), observe: (seconds) => duration.observe(seconds) };
-      responseCounters.set(key, counter);
+      counter = { inc: () => void (tally.count += 1), observe: (seconds) => duration.observe(seconds) };
+      byStatus.set(reply.statusCode, counter);
     }
     counter.inc();
     counter.observe(reply.elapsedTime / 1000);
@@ -178,6 +186,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     }
     const shedReason = reply.problemCode === undefined ? undefined : SHED_REASONS[reply.problemCode];
     if (shedReason) metrics.shed.inc({ reason: shedReason });
+    done();
   });
 
   app.decorateRequest('tenant', undefined);

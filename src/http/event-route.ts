@@ -7,13 +7,20 @@ import { prepareEvent } from './prepare-event.ts';
 import { eventQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
 
+const ID_BODY = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: false } as const;
+
 /** POST /event: validate, stamp, encode once, enqueue; 202 when queued or 201 when committed. */
 export function registerEventRoute(app: FastifyInstance, context: IngestContext, limits: { bodyLimitBytes: number }): void {
   const { admission, fairness, clock, ackMode } = context;
 
   app.post(
     '/event',
-    { bodyLimit: limits.bodyLimitBytes, onRequest: validateQuery(eventQuerySchema) },
+    {
+      bodyLimit: limits.bodyLimitBytes,
+      onRequest: validateQuery(eventQuerySchema),
+      // Compiled serialisers (fast-json-stringify) for the two success bodies; problems keep JSON.stringify.
+      schema: { response: { 201: ID_BODY, 202: ID_BODY } },
+    },
     async (request, reply) => {
       const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant, requestSpanOf(request));
       if (!prepared.ok) {

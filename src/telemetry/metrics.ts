@@ -56,6 +56,7 @@ function createInstruments(registry: Registry) {
   let readWal: () => { bytes: number; segments: number } = () => ({ bytes: 0, segments: 0 });
   let readPool: () => { total: number; idle: number; waiting: number } = () => ({ total: 0, idle: 0, waiting: 0 });
   let readOldestAgeSeconds: () => number = () => 0;
+  const responseTallies = new Map<string, { readonly labels: { route: string; status: number }; count: number }>();
   return {
     registry,
     /** The queue depth gauge reads this at scrape time, so the hot path never updates it. */
@@ -296,6 +297,23 @@ function createInstruments(registry: Registry) {
       help: 'HTTP responses by route and status code.',
       labelNames: ['route', 'status'] as const,
       registers: [registry],
+      collect() {
+        for (const tally of responseTallies.values()) {
+          if (tally.count === 0) continue;
+          this.inc(tally.labels, tally.count);
+          tally.count = 0;
+        }
+      },
     }),
+    /**
+     * A counter of responses for one (route, status), added to ingest_http_responses_total at each
+     * scrape: per request it is one integer increment, where prom-client's inc hashes the labels.
+     */
+    responseTally(route: string, status: number): { count: number } {
+      const key = `${route} ${status}`;
+      let tally = responseTallies.get(key);
+      if (!tally) responseTallies.set(key, (tally = { labels: { route, status }, count: 0 }));
+      return tally;
+    },
   };
 }
