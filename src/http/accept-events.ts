@@ -32,10 +32,15 @@ export async function acceptEvents(
   refuseUnlessOpen(context);
   const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
   if (admission.waits) {
+    // Each returns undefined when there was nothing to wait for (no promise on the common path).
     if (context.fairness) {
-      for (const [tenant, count] of countByTenant(events)) await context.fairness.admitWhenUnderShare(pipeline.waiters, tenant, count, admission.waitMs, signal);
+      for (const [tenant, count] of countByTenant(events)) {
+        const share = context.fairness.admitWhenUnderShare(pipeline.waiters, tenant, count, admission.waitMs, signal);
+        if (share) await share;
+      }
     }
-    await admission.admitWhenRoom(pipeline, events.length, bytes, signal); // reserves the room
+    const room = admission.admitWhenRoom(pipeline, events.length, bytes, signal); // reserves the room
+    if (room) await room;
     try {
       refuseUnlessOpen(context); // the log or the service may have changed during the wait
     } catch (error) {

@@ -1,5 +1,5 @@
 import { IngestError, type ErrorCode } from '../errors.ts';
-import type { RoomWaiters } from '../ingest/room-waiters.ts';
+import type { RoomWaiters, WaitOutcome } from '../ingest/room-waiters.ts';
 
 export interface QueueView {
   readonly depth: number;
@@ -116,13 +116,13 @@ export class Admission {
   /**
    * Policy `standing`: take room for `count` events of `bytes` under the high-water mark (and
    * within capacity, besides every reservation), waiting for it in FIFO order up to waitMs. The
-   * room is reserved on `room` when this resolves; the caller releases it. Throws the IngestError
+   * room is reserved on `room` when this returns undefined (room was there: no promise, no wait)
+   * or when the promise it returns resolves; the caller releases it. Throws the IngestError
    * to answer otherwise: 429 when shedding, when the wait ran out, or when too many wait already;
    * 503 when the service began to drain. Nothing of the request has been written by then.
    */
-  async admitWhenRoom(room: RoomView, count: number, bytes: number, signal?: AbortSignal): Promise<void> {
-    const queue = this.#queue;
-    const highWater = queue.capacity * this.#highWater;
+  admitWhenRoom(room: RoomView, count: number, bytes: number, signal?: AbortSignal): Promise<void> | undefined {
+    const highWater = this.#queue.capacity * this.#highWater;
     const decision = this.decide(count, bytes);
     if (!decision.admit) throw new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds });
     // Larger than the whole queue: waiting would not help.
@@ -134,7 +134,16 @@ export class Admission {
       room.reserve(count, bytes);
       return true;
     };
-    const outcome = await room.waiters.wait({ count, fifo: true, timeoutMs: this.#waitMs, signal, tryGrant });
+    const outcome = room.waiters.wait({ count, fifo: true, timeoutMs: this.#waitMs, signal, tryGrant });
+    if (typeof outcome === 'string') {
+      this.#conclude(room, highWater, outcome);
+      return undefined;
+    }
+    return outcome.then((waited) => this.#conclude(room, highWater, waited));
+  }
+
+  /** Returns when the room was granted; otherwise throws the refusal. */
+  #conclude(room: RoomView, highWater: number, outcome: WaitOutcome): void {
     if (outcome === 'granted') return;
     if (outcome === 'closed') throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: 1 });
     if (outcome === 'timeout' && room.depth + 1 > highWater) {

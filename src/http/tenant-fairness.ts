@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.ts';
 import { IngestError } from '../errors.ts';
-import type { RoomWaiters } from '../ingest/room-waiters.ts';
+import type { RoomWaiters, WaitOutcome } from '../ingest/room-waiters.ts';
 import type { AdmissionDecision } from './admission.ts';
 
 export interface TenantFairnessOptions {
@@ -83,14 +83,22 @@ export class TenantFairness {
    * a bulk request counts as its events once. Throws INGEST_ERR_TENANT_OVER_SHARE when the wait
    * runs out (the tenant is then refused at once while it stays over its share).
    */
-  async admitWhenUnderShare(waiters: RoomWaiters, tenant: string, count: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  admitWhenUnderShare(waiters: RoomWaiters, tenant: string, count: number, timeoutMs: number, signal?: AbortSignal): Promise<void> | undefined {
     this.#see(tenant);
     if (!this.#over(tenant, count)) {
       this.#shed.delete(tenant);
-      return;
+      return undefined;
     }
     if (this.#shed.has(tenant)) throw new IngestError('INGEST_ERR_TENANT_OVER_SHARE', undefined, { retryAfterSeconds: this.#options.retryAfterSeconds() });
-    const outcome = await waiters.wait({ count, fifo: false, timeoutMs, signal, tryGrant: () => !this.#over(tenant, count) });
+    const outcome = waiters.wait({ count, fifo: false, timeoutMs, signal, tryGrant: () => !this.#over(tenant, count) });
+    if (typeof outcome === 'string') {
+      this.#conclude(tenant, outcome);
+      return undefined;
+    }
+    return outcome.then((waited) => this.#conclude(tenant, waited));
+  }
+
+  #conclude(tenant: string, outcome: WaitOutcome): void {
     if (outcome === 'granted') return;
     if (outcome === 'closed') throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: 1 });
     if (outcome === 'timeout') this.#shed.add(tenant);

@@ -25,6 +25,7 @@ export class RoomWaiters {
   readonly #maxEvents: number;
   #entries: Entry[] = [];
   #waitingEvents = 0;
+  #fifoWaiting = 0;
   #closed = false;
 
   constructor(options: { maxRequests: number; maxEvents: number }) {
@@ -39,7 +40,7 @@ export class RoomWaiters {
 
   /** A FIFO waiter is queued: a new room request must queue behind it, not overtake it. */
   get hasFifoWaiters(): boolean {
-    return this.#entries.some((entry) => entry.fifo);
+    return this.#fifoWaiting > 0;
   }
 
   get waitingEvents(): number {
@@ -48,14 +49,15 @@ export class RoomWaiters {
 
   /**
    * Wait until `tryGrant()` returns true (it is tried at once first, unless `fifo` and another
-   * FIFO waiter is ahead), at most `timeoutMs`.
+   * FIFO waiter is ahead), at most `timeoutMs`. Answers synchronously (no promise) when the
+   * outcome is known at once: the common case costs no wait.
    */
-  wait(options: { count: number; fifo: boolean; timeoutMs: number; signal?: AbortSignal | undefined; tryGrant: () => boolean }): Promise<WaitOutcome> {
-    if (this.#closed) return Promise.resolve('closed');
-    if (options.signal?.aborted) return Promise.resolve('aborted');
-    if (!(options.fifo && this.hasFifoWaiters) && options.tryGrant()) return Promise.resolve('granted');
-    if (options.timeoutMs <= 0) return Promise.resolve('timeout');
-    if (this.#entries.length >= this.#maxRequests || this.#waitingEvents + options.count > this.#maxEvents) return Promise.resolve('full');
+  wait(options: { count: number; fifo: boolean; timeoutMs: number; signal?: AbortSignal | undefined; tryGrant: () => boolean }): WaitOutcome | Promise<WaitOutcome> {
+    if (this.#closed) return 'closed';
+    if (options.signal?.aborted) return 'aborted';
+    if (!(options.fifo && this.hasFifoWaiters) && options.tryGrant()) return 'granted';
+    if (options.timeoutMs <= 0) return 'timeout';
+    if (this.#entries.length >= this.#maxRequests || this.#waitingEvents + options.count > this.#maxEvents) return 'full';
     return new Promise<WaitOutcome>((resolve) => {
       const signal = options.signal;
       const onAbort = () => entry.finish('aborted');
@@ -73,6 +75,7 @@ export class RoomWaiters {
           const index = this.#entries.indexOf(entry);
           if (index >= 0) this.#entries.splice(index, 1);
           this.#waitingEvents -= entry.count;
+          if (entry.fifo) this.#fifoWaiting -= 1;
           resolve(outcome);
           // A FIFO head that gave up may unblock the ones behind it.
           if (outcome !== 'granted' && entry.fifo && !this.#closed) queueMicrotask(() => this.wake());
@@ -81,6 +84,7 @@ export class RoomWaiters {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#entries.push(entry);
       this.#waitingEvents += entry.count;
+      if (entry.fifo) this.#fifoWaiting += 1;
     });
   }
 

@@ -17,6 +17,12 @@ function queue(overrides: Partial<QueueView> = {}): QueueView & { depth: number;
   };
 }
 
+
+/** Call now, synchronously (an async function runs to its first await): a throw becomes a rejection. */
+async function run(call: () => Promise<void> | undefined): Promise<void> {
+  await call();
+}
+
 describe('Admission', () => {
   it('sheds above the high-water mark and admits again only below the low-water mark', () => {
     const view = queue();
@@ -100,8 +106,8 @@ describe('Admission, policy standing', () => {
     view.depth = 70;
     assert.equal(admission.decide().admit, true, 'one depth reading above nothing: admitted');
     const order: string[] = [];
-    const big = admission.admitWhenRoom(view, 40, 0).then(() => order.push('big'));
-    const small = admission.admitWhenRoom(view, 5, 0).then(() => order.push('small'));
+    const big = run(() => admission.admitWhenRoom(view, 40, 0)).then(() => order.push('big'));
+    const small = run(() => admission.admitWhenRoom(view, 5, 0)).then(() => order.push('small'));
     await Promise.resolve();
     assert.equal(view.waiters.size, 2);
     view.settle(10); // 60: room for the small one, not the big one ahead of it
@@ -118,7 +124,7 @@ describe('Admission, policy standing', () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 20 });
     view.depth = 80;
-    const results = await Promise.all([codeOf(admission.admitWhenRoom(view, 1, 0)), codeOf(admission.admitWhenRoom(view, 1, 0))]);
+    const results = await Promise.all([codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0)))]);
     assert.deepEqual(results, ['INGEST_ERR_OVERLOADED', 'INGEST_ERR_OVERLOADED']);
     assert.equal(admission.shedding, true);
     const decisions: string[] = [];
@@ -134,19 +140,19 @@ describe('Admission, policy standing', () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 20 });
     view.depth = 50;
-    assert.equal(await codeOf(admission.admitWhenRoom(view, 40, 0)), 'INGEST_ERR_OVERLOADED');
+    assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 40, 0))), 'INGEST_ERR_OVERLOADED');
     assert.equal(admission.shedding, false);
-    assert.equal(await codeOf(admission.admitWhenRoom(view, 1, 0)), 'admitted');
+    assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), 'admitted');
   });
 
   it('refuses at once what could never fit, and past the bound on waiting requests; a drain or a client gone ends the wait', async () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 60_000 });
-    assert.equal(await codeOf(admission.admitWhenRoom(view, 101, 0)), 'INGEST_ERR_QUEUE_FULL');
+    assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 101, 0))), 'INGEST_ERR_QUEUE_FULL');
     view.depth = 80;
     const gone = new AbortController();
-    const waiting = [codeOf(admission.admitWhenRoom(view, 1, 0, gone.signal)), codeOf(admission.admitWhenRoom(view, 1, 0)), codeOf(admission.admitWhenRoom(view, 1, 0))];
-    assert.equal(await codeOf(admission.admitWhenRoom(view, 1, 0)), 'INGEST_ERR_OVERLOADED', 'a fourth waiter is past maxRequests: refused at once');
+    const waiting = [codeOf(run(() => admission.admitWhenRoom(view, 1, 0, gone.signal))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0)))];
+    assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), 'INGEST_ERR_OVERLOADED', 'a fourth waiter is past maxRequests: refused at once');
     gone.abort();
     assert.equal(await waiting[0], 'INGEST_ERR_OVERLOADED');
     view.waiters.close();

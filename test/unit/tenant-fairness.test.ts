@@ -24,6 +24,12 @@ function fairness(depths: Map<string, number>) {
   };
 }
 
+
+/** Call now, synchronously (an async function runs to its first await): a throw becomes a rejection. */
+async function run(call: () => Promise<void> | undefined): Promise<void> {
+  await call();
+}
+
 describe('TenantFairness', () => {
   it('lets a lone busy tenant use an idle queue (work-conserving below the low-water mark)', () => {
     const depths = new Map([['busy', 500]]);
@@ -80,7 +86,7 @@ describe('TenantFairness, policy standing', () => {
     const depths = new Map([['only', 900]]);
     const fair = standing(depths);
     assert.equal(fair.shareOf(), 1000);
-    assert.equal(await codeOf(fair.admitWhenUnderShare(new RoomWaiters({ maxRequests: 10, maxEvents: 10_000 }), 'only', 1000, 0)), 'admitted');
+    assert.equal(await codeOf(run(() => fair.admitWhenUnderShare(new RoomWaiters({ maxRequests: 10, maxEvents: 10_000 }), 'only', 1000, 0))), 'admitted');
     const depth = new TenantFairness({ ...optionsOf(depths), waits: false });
     assert.equal(depth.decide('only', 1000).admit, true, 'policy depth too: a bulk of a lone tenant is not over its share');
   });
@@ -91,14 +97,14 @@ describe('TenantFairness, policy standing', () => {
     const waiters = new RoomWaiters({ maxRequests: 10, maxEvents: 10_000 });
     fair.decide('quiet', 1);
     assert.equal(fair.decide('busy', 500).admit, true, 'decide only refuses a tenant already refused');
-    const waiting = codeOf(fair.admitWhenUnderShare(waiters, 'busy', 500, 60_000));
-    assert.equal(await codeOf(fair.admitWhenUnderShare(waiters, 'quiet', 100, 60_000)), 'admitted', 'the quiet tenant goes past the waiting one');
+    const waiting = codeOf(run(() => fair.admitWhenUnderShare(waiters, 'busy', 500, 60_000)));
+    assert.equal(await codeOf(run(() => fair.admitWhenUnderShare(waiters, 'quiet', 100, 60_000))), 'admitted', 'the quiet tenant goes past the waiting one');
     depths.set('busy', 300); // under its share of 400: may add its bulk, counted once
     waiters.wake();
     assert.equal(await waiting, 'admitted');
 
     depths.set('busy', 450);
-    assert.equal(await codeOf(fair.admitWhenUnderShare(waiters, 'busy', 1, 10)), 'INGEST_ERR_TENANT_OVER_SHARE');
+    assert.equal(await codeOf(run(() => fair.admitWhenUnderShare(waiters, 'busy', 1, 10))), 'INGEST_ERR_TENANT_OVER_SHARE');
     const refused = fair.decide('busy', 1);
     assert.equal(!refused.admit && refused.code, 'INGEST_ERR_TENANT_OVER_SHARE', 'refused at once while still over its share');
     depths.set('busy', 100);
