@@ -33,9 +33,13 @@ export async function acceptEvents(
   const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
   if (admission.waits) {
     // Each returns undefined when there was nothing to wait for (no promise on the common path).
-    if (context.fairness) {
+    const fairness = context.fairness;
+    if (fairness && events.length === 1) {
+      const share = fairness.admitWhenUnderShare(pipeline.waiters, events[0]!.tenant, 1, admission.waitMs, signal);
+      if (share) await share;
+    } else if (fairness) {
       for (const [tenant, count] of countByTenant(events)) {
-        const share = context.fairness.admitWhenUnderShare(pipeline.waiters, tenant, count, admission.waitMs, signal);
+        const share = fairness.admitWhenUnderShare(pipeline.waiters, tenant, count, admission.waitMs, signal);
         if (share) await share;
       }
     }
@@ -83,8 +87,7 @@ function refuseUnlessOpen(context: Pick<IngestContext, 'pipeline' | 'durability'
   if (refusing) throw new IngestError('INGEST_ERR_WAL_FULL', `the write-ahead log refuses new events (${refusing}); nothing was acknowledged`, { retryAfterSeconds: WAL_RETRY_AFTER_SECONDS });
 }
 
-function countByTenant(events: readonly QueuedEvent[]): Iterable<[string, number]> {
-  if (events.length === 1) return [[events[0]!.tenant, 1]];
+function countByTenant(events: readonly QueuedEvent[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const event of events) counts.set(event.tenant, (counts.get(event.tenant) ?? 0) + 1);
   return counts;

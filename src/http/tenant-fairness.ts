@@ -27,6 +27,7 @@ export interface TenantFairnessOptions {
 }
 
 const PRUNE_INTERVAL_MS = 1000;
+const SEEN_RESOLUTION_MS = 50;
 
 /**
  * Fair shares of the queue. While the queue is contended (above the low-water mark), the queue up
@@ -118,6 +119,10 @@ export class TenantFairness {
 
   #see(tenant: string): void {
     const nowMs = this.#options.clock.now();
+    // Seen just now (the same request's earlier check, or a busy tenant): nothing to update. The
+    // order by last sight is then off by at most this much, against a window of seconds.
+    const seenMs = this.#lastSeenMs.get(tenant);
+    if (seenMs !== undefined && nowMs - seenMs < SEEN_RESOLUTION_MS && nowMs >= seenMs) return;
     this.#lastSeenMs.delete(tenant); // re-insert: the map stays ordered by last sight
     this.#lastSeenMs.set(tenant, nowMs);
     this.#prune(nowMs);
