@@ -42,6 +42,7 @@ export function createMetrics(registry = new Registry()) {
   for (const reason of DROP_REASONS) metrics.eventsDropped.inc({ reason }, 0);
   for (const reason of SHED_REASONS) metrics.shed.inc({ reason }, 0);
   for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
+  for (const action of ['remove', 'roll'] as const) metrics.walHousekeepingFailures.inc({ action }, 0);
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
     for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
@@ -172,6 +173,12 @@ function createInstruments(registry: Registry) {
     walQuarantined: new Counter({
       name: 'ingest_wal_quarantined_total',
       help: 'Corrupt write-ahead-log ranges skipped at start-up and kept in DATA_DIR/wal/quarantine for inspection.',
+      registers: [registry],
+    }),
+    walHousekeepingFailures: new Counter({
+      name: 'ingest_wal_housekeeping_failures_total',
+      help: 'Settled write-ahead-log segments that could not be deleted (action=remove) or rolled (action=roll); each is retried at the next settle and keeps counting toward WAL_MAX_BYTES meanwhile.',
+      labelNames: ['action'] as const,
       registers: [registry],
     }),
     walTornTails: new Counter({

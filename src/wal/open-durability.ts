@@ -92,6 +92,7 @@ async function openLog(
       },
       onFatal,
       onHousekeepingFailed: (error, file, action) => {
+        metrics.walHousekeepingFailures.inc({ action });
         logger.error(
           { file, action, code: (error as NodeJS.ErrnoException).code, error: String(error) },
           action === 'remove'
