@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { IngestError } from '../errors.ts';
-import { keepExactNumbers, mayLoseDigits, parseJsonSecurely } from '../event/exact-json.ts';
+import { endOfString, keepExactNumbers, mayLoseDigits, parseJsonSecurely } from '../event/exact-json.ts';
 import { bodyParseError, bodyText, bulkMaxEventsOf } from './body-text.ts';
 
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson';
@@ -69,20 +69,16 @@ export function parseNdjsonBulk(text: string, maxEvents: number): BulkBody {
 /**
  * Where the elements of a top-level JSON array start (after `[` or a comma at depth 1), with the
  * index of the closing bracket last; throws 413 once the array holds more than `maxEvents`.
- * Linear, no recursion, strings skipped. Only meaningful for text JSON.parse accepts.
+ * Linear, no recursion, strings skipped (endOfString). Only meaningful for text JSON.parse accepts.
  */
 function arrayElementBounds(text: string, maxEvents: number): number[] {
   const bounds: number[] = [];
   if (text.trimStart().charCodeAt(0) !== 0x5b) return bounds; // not an array: refused once parsed
   let depth = 0;
-  let inString = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text.charCodeAt(i);
-    if (inString) {
-      if (ch === 0x5c) i++;
-      else if (ch === 0x22) inString = false;
-    } else if (ch === 0x22) {
-      inString = true;
+    if (ch === 0x22) {
+      i = endOfString(text, i + 1) - 1;
     } else if (ch === 0x7b || ch === 0x5b) {
       if (++depth === 1) bounds.push(i + 1);
     } else if (ch === 0x7d || ch === 0x5d) {
