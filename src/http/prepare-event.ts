@@ -10,15 +10,17 @@ export type PreparedEvent =
   | { readonly ok: true; readonly event: QueuedEvent; readonly tenant: string }
   | { readonly ok: false; readonly issues: FieldIssue[]; readonly tenantMismatch?: true };
 
+const TENANT_MISMATCH = Symbol('tenant mismatch');
+
 /**
  * With an API key, the key decides the tenant: a body without `tenant` gets the key's, a body
- * whose `tenant` differs is refused (403).
+ * whose `tenant` differs is refused (403). Returns the body to validate (no wrapper per event).
  */
-function applyKeyTenant(body: unknown, keyTenant: string | undefined): { body: unknown } | { mismatch: true } {
-  if (keyTenant === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return { body };
+function applyKeyTenant(body: unknown, keyTenant: string | undefined): unknown {
+  if (keyTenant === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) return body;
   const bodyTenant = (body as { tenant?: unknown }).tenant;
-  if (bodyTenant === undefined) return { body: { ...body, tenant: keyTenant } };
-  return bodyTenant === keyTenant ? { body } : { mismatch: true };
+  if (bodyTenant === undefined) return { ...body, tenant: keyTenant };
+  return bodyTenant === keyTenant ? body : TENANT_MISMATCH;
 }
 
 /**
@@ -26,14 +28,14 @@ function applyKeyTenant(body: unknown, keyTenant: string | undefined): { body: u
  * new UUIDv7), received_at stamped, the COPY row encoded once. Pure apart from the id and time.
  */
 export function prepareEvent(rawBody: unknown, receivedAtIso: string, keyTenant?: string, requestSpan?: SpanContext): PreparedEvent {
-  const withTenant = applyKeyTenant(rawBody, keyTenant);
-  if ('mismatch' in withTenant) {
+  const body = applyKeyTenant(rawBody, keyTenant);
+  if (body === TENANT_MISMATCH) {
     return { ok: false, tenantMismatch: true, issues: [{ path: 'tenant', message: `must be the API key's tenant "${keyTenant}"` }] };
   }
   // The common valid event is checked by hand; anything else (every refusal) goes to zod.
-  let event = fastValidate(withTenant.body);
+  let event = fastValidate(body);
   if (event === undefined) {
-    const parsed = auditEventSchema.safeParse(withTenant.body);
+    const parsed = auditEventSchema.safeParse(body);
     if (!parsed.success) {
       return {
         ok: false,
