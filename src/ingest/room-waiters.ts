@@ -38,15 +38,6 @@ export class RoomWaiters {
     return this.#entries.length;
   }
 
-  /** A FIFO waiter is queued: a new room request must queue behind it, not overtake it. */
-  get hasFifoWaiters(): boolean {
-    return this.#fifoWaiting > 0;
-  }
-
-  get waitingEvents(): number {
-    return this.#waitingEvents;
-  }
-
   /**
    * Wait until `tryGrant()` returns true (it is tried at once first, unless `fifo` and another
    * FIFO waiter is ahead), at most `timeoutMs`. Answers synchronously (no promise) when the
@@ -55,7 +46,8 @@ export class RoomWaiters {
   wait(options: { count: number; fifo: boolean; timeoutMs: number; signal?: AbortSignal | undefined; tryGrant: () => boolean }): WaitOutcome | Promise<WaitOutcome> {
     if (this.#closed) return 'closed';
     if (options.signal?.aborted) return 'aborted';
-    if (!(options.fifo && this.hasFifoWaiters) && options.tryGrant()) return 'granted';
+    // A FIFO waiter queued: a new room request must queue behind it, not overtake it.
+    if (!(options.fifo && this.#fifoWaiting > 0) && options.tryGrant()) return 'granted';
     if (options.timeoutMs <= 0) return 'timeout';
     if (this.#entries.length >= this.#maxRequests || this.#waitingEvents + options.count > this.#maxEvents) return 'full';
     return new Promise<WaitOutcome>((resolve) => {
@@ -108,5 +100,4 @@ export class RoomWaiters {
     this.#closed = true;
     this.endAll('closed');
   }
-
 }
