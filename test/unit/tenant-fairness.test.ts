@@ -6,22 +6,8 @@ import { RoomWaiters } from '../../src/ingest/room-waiters.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 
 function fairness(depths: Map<string, number>) {
-  const clock = createFakeClock();
-  const total = () => [...depths.values()].reduce((sum, n) => sum + n, 0);
-  return {
-    clock,
-    fairness: new TenantFairness({
-      clock,
-      capacity: 1000,
-      highWater: 0.8,
-      minShare: 10,
-      activeWindowMs: 10_000,
-      tenantDepth: (tenant) => depths.get(tenant) ?? 0,
-      queueDepth: total,
-      contendedAbove: 600,
-      retryAfterSeconds: () => 3,
-    }),
-  };
+  const options = optionsOf(depths);
+  return { clock: options.clock, fairness: new TenantFairness(options) };
 }
 
 
@@ -65,20 +51,7 @@ describe('TenantFairness', () => {
 
 describe('TenantFairness, policy standing', () => {
   function standing(depths: Map<string, number>) {
-    const clock = createFakeClock();
-    const total = () => [...depths.values()].reduce((sum, n) => sum + n, 0);
-    return new TenantFairness({
-      clock,
-      capacity: 1000,
-      highWater: 0.8,
-      minShare: 10,
-      activeWindowMs: 10_000,
-      tenantDepth: (tenant) => depths.get(tenant) ?? 0,
-      queueDepth: total,
-      contendedAbove: 600,
-      retryAfterSeconds: () => 3,
-      waits: true,
-    });
+    return new TenantFairness({ ...optionsOf(depths), waits: true });
   }
   const codeOf = async (promise: Promise<void>) => promise.then(() => 'admitted', (error: IngestError) => error.code);
 
