@@ -11,6 +11,22 @@ import { WriteAheadLog, type WalOptions } from '../../src/wal/write-ahead-log.ts
 import { waitFor } from '../helpers/service.ts';
 
 const payload = (i: number) => Buffer.from(`${String(i).padStart(8, '0')}\tacme\t${'x'.repeat(100)}\n`);
+
+/** Append payload(0), payload(1), ... (each made durable) until an append is refused, at most 100. */
+async function appendUntilRefused(wal: WriteAheadLog): Promise<{ seqs: number[]; refused: unknown }> {
+  const seqs: number[] = [];
+  let refused: unknown;
+  for (let i = 0; i < 100 && refused === undefined; i += 1) {
+    try {
+      const { seq, durable } = wal.append(payload(i));
+      seqs.push(seq);
+      await durable;
+    } catch (error) {
+      refused = error;
+    }
+  }
+  return { seqs, refused };
+}
 const segmentFiles = async (directory: string) => (await readdir(directory)).filter((n) => n.endsWith('.wal')).sort();
 
 function options(directory: string, overrides: Partial<WalOptions> = {}) {
@@ -100,17 +116,7 @@ describe('WriteAheadLog', () => {
   it('refuses appends past WAL_MAX_BYTES until settled segments are removed', async () => {
     const { options: walOptions } = options(directory, { maxBytes: 2048, segmentMaxBytes: 1024 });
     const wal = await WriteAheadLog.open(walOptions, [], 1);
-    const seqs: number[] = [];
-    let refused: unknown;
-    for (let i = 0; i < 100 && refused === undefined; i += 1) {
-      try {
-        const { seq, durable } = wal.append(payload(i));
-        seqs.push(seq);
-        await durable;
-      } catch (error) {
-        refused = error;
-      }
-    }
+    const { seqs, refused } = await appendUntilRefused(wal);
     assert.ok(refused instanceof WalFullError, 'refused once full');
     assert.match(refused.message, /WAL_MAX_BYTES/);
     assert.ok(wal.bytes <= 2048, `the log never goes past WAL_MAX_BYTES (${wal.bytes} bytes)`);
@@ -124,17 +130,7 @@ describe('WriteAheadLog', () => {
   it('with WAL_MAX_BYTES below the segment size, a full log rolls and deletes its settled current segment, then accepts again', async () => {
     const { options: walOptions } = options(directory, { maxBytes: 2048, segmentMaxBytes: 64 * 1024 });
     const wal = await WriteAheadLog.open(walOptions, [], 1);
-    const seqs: number[] = [];
-    let refused: unknown;
-    for (let i = 0; i < 100 && refused === undefined; i += 1) {
-      try {
-        const { seq, durable } = wal.append(payload(i));
-        seqs.push(seq);
-        await durable;
-      } catch (error) {
-        refused = error;
-      }
-    }
+    const { seqs, refused } = await appendUntilRefused(wal);
     assert.ok(refused instanceof WalFullError, 'refused once full');
     assert.equal((await segmentFiles(directory)).length, 1, 'everything is in the one current segment');
     wal.settle(seqs);
