@@ -60,6 +60,8 @@ interface PendingRecord {
 interface WrittenGroup {
   readonly records: readonly PendingRecord[];
   readonly bytes: number;
+  /** Its own fdatasync returned without error. */
+  synced: boolean;
 }
 
 /**
@@ -351,12 +353,12 @@ export class WriteAheadLog {
       return;
     }
     this.#writtenBytes += groupBytes;
-    const written: WrittenGroup = { records: group, bytes: groupBytes };
+    const written: WrittenGroup = { records: group, bytes: groupBytes, synced: false };
     this.#unsynced.push(written);
     this.#startSync(current, written);
   }
 
-  /** One fdatasync covering every group written so far, up to `last`; not awaited by the writer. */
+  /** The fdatasync of `last` (it covers every group written so far); not awaited by the writer. */
   #startSync(current: Segment, last: WrittenGroup): void {
     const handle = this.#handle!;
     const startedAtMs = this.#options.now();
@@ -364,7 +366,8 @@ export class WriteAheadLog {
     handle.datasync().then(
       () => {
         this.#syncsInFlight -= 1;
-        if (!this.#failed) this.#completeUpTo(current, last, this.#options.now() - startedAtMs);
+        last.synced = true;
+        if (!this.#failed) this.#completeSynced(current, this.#options.now() - startedAtMs);
         this.#wakeSyncWaiters();
       },
       (error: unknown) => {
@@ -382,13 +385,19 @@ export class WriteAheadLog {
     for (const wake of waiters) wake();
   }
 
-  /** An fsync returned: every group written up to `last` is durable; complete them in order. */
-  #completeUpTo(current: Segment, last: WrittenGroup, durationMs: number): void {
-    if (!this.#unsynced.includes(last)) return; // a later fsync returned first and completed it
+  /**
+   * An fsync returned: complete, in write order, every group whose own fsync has returned and
+   * all of whose predecessors' did. A later fsync returning first does not complete an earlier
+   * group: after a write-back error Linux may report it to one fsync call only, so an earlier
+   * group is durable only once its own fsync says so (a failed one fails the log, and every
+   * group still waiting is refused).
+   */
+  #completeSynced(current: Segment, durationMs: number): void {
+    if (!this.#unsynced[0]?.synced) return;
     this.#diskFullAtMs = undefined;
     let records = 0;
     let emptied = false;
-    for (;;) {
+    while (this.#unsynced[0]?.synced) {
       const written = this.#unsynced.shift()!;
       current.bytes += written.bytes;
       current.lastSeq = written.records.at(-1)!.seq;
@@ -404,7 +413,6 @@ export class WriteAheadLog {
       }
       records += written.records.length;
       for (const pending of written.records) pending.resolve();
-      if (written === last) break;
     }
     this.#options.onGroupCommit?.(durationMs, records);
     if (emptied) this.#houseKeep();
