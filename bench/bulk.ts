@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { copyRows, writeRowsFile } from './lib/copy-baseline.ts';
 import { countRows, createModeDatabase } from './lib/database.ts';
-import { ROOT, SERVER_STOP_GRACE_MS, TSX, measureDatabase, startHttpServer, perEvent, progress, type BenchOptions, type Context } from './lib/harness.ts';
+import { SERVER_STOP_GRACE_MS, measureDatabase, perEvent, progress, type BenchOptions, type Context } from './lib/harness.ts';
 import { parseBenchArgs } from './lib/options.ts';
 import { machineBusyMs, processCpuMs, serverTreeCpuMs } from './lib/cpu.ts';
 import { makeEvent } from './lib/event-body.ts';
@@ -113,18 +113,8 @@ async function runBulk(ctx: Context, policy: Policy, clients: number, events: nu
   const db = await createModeDatabase(ctx.server, `bulk_${policy}_${clients}`);
   const name = `service-${id}`;
   const env = { ADMISSION_POLICY: policy };
-  // As startIngestService, with --cpu-prof (not allowed in NODE_OPTIONS).
-  const server = ctx.options.cpuProf
-    ? await startHttpServer(ctx, name, ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.runDir, `profile-${id}`)}`, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
-        DATABASE_URL: db.url,
-        LOG_LEVEL: 'warn',
-        DATA_DIR: path.join(ctx.runDir, `${name}-data`),
-        AUTH: 'off',
-        METRICS_PORT: '',
-        METRICS_ON_PUBLIC_LISTENER: 'true',
-        ...env,
-      })
-    : await startIngestService(ctx, db, name, env);
+  const profile = ctx.options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.runDir, `profile-${id}`)}`] : [];
+  const server = await startIngestService(ctx, db, name, env, profile);
   const metricsUrl = `${server.baseUrl}/metrics`;
   const dispatcher = new Agent({ connections: clients, keepAliveTimeout: 30_000 });
   try {

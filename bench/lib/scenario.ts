@@ -97,10 +97,11 @@ export function machineSection(machine: Machine, server: BenchServer, setup: str
 
 /**
  * src/server.ts on `db` with AUTH=off, /metrics on the main listener, LOG_LEVEL=warn and a fresh
- * DATA_DIR (so no write-ahead log of an earlier start is replayed); `env` on top.
+ * DATA_DIR (so no write-ahead log of an earlier start is replayed); `env` on top; `nodeArgs` before tsx
+ * (for flags NODE_OPTIONS does not allow, such as --cpu-prof).
  */
-export function startIngestService(ctx: Context, db: ModeDatabase, name: string, env: Record<string, string>): Promise<HttpServer> {
-  return startHttpServer(ctx, name, [...TSX, path.join(ROOT, 'src', 'server.ts')], {
+export function startIngestService(ctx: Context, db: ModeDatabase, name: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<HttpServer> {
+  return startHttpServer(ctx, name, [...nodeArgs, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
     DATABASE_URL: db.url,
     LOG_LEVEL: 'warn',
     DATA_DIR: path.join(ctx.runDir, `${name}-data`),
