@@ -63,6 +63,9 @@ const environmentSchema = z
     BATCH_MAX_SIZE: integer(1, 100_000).default(500),
     BATCH_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
     BATCH_MAX_WAIT_MS: integer(0, 60_000).default(200),
+    BATCH_FLUSH: z.enum(['natural', 'window']).optional(),
+    BATCH_WINDOW: z.enum(['static', 'adaptive']).default('static'),
+    BATCH_LATENCY_SLO_MS: integer(1, 600_000).default(250),
     QUEUE_CAPACITY: integer(1, 10_000_000).default(2048),
     QUEUE_MAX_BYTES: integer(1024, 4 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
     BATCH_PARTITION: z.enum(['none', 'tenant']).default('none'),
@@ -157,6 +160,16 @@ export interface Config {
     readonly maxSize: number;
     readonly maxBytes: number;
     readonly maxWaitMs: number;
+    /**
+     * BATCH_FLUSH: 'natural' sends a batch as soon as a flush slot is free (no linger timer),
+     * 'window' waits for maxWaitMs or maxSize. Unset: natural with ACK_MODE=committed, window with
+     * queued (README "Batch flushing").
+     */
+    readonly flushPolicy: 'natural' | 'window';
+    /** BATCH_WINDOW: 'adaptive' lets the AIMD controller (adaptive-window.ts) move size and wait. */
+    readonly window: 'static' | 'adaptive';
+    /** BATCH_LATENCY_SLO_MS: the accepted → committed latency the adaptive window keeps under. */
+    readonly latencySloMs: number;
     readonly flushConcurrency: number;
     /** 'tenant': one open batch per tenant, so a batch never mixes tenants. */
     readonly partition: 'none' | 'tenant';
@@ -258,6 +271,9 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       maxSize: env.BATCH_MAX_SIZE,
       maxBytes: env.BATCH_MAX_BYTES,
       maxWaitMs: env.BATCH_MAX_WAIT_MS,
+      flushPolicy: env.BATCH_FLUSH ?? (env.ACK_MODE === 'committed' ? 'natural' : 'window'),
+      window: env.BATCH_WINDOW,
+      latencySloMs: env.BATCH_LATENCY_SLO_MS,
       flushConcurrency: env.FLUSH_CONCURRENCY,
       partition: env.BATCH_PARTITION,
       maxOpenPartitions: env.BATCH_MAX_OPEN_PARTITIONS,

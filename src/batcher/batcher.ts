@@ -3,9 +3,25 @@ import { BatcherClosedError, BatcherDrainTimeoutError } from './errors.ts';
 
 /**
  * Why a batch left the buffer. `partitions`: sealed early to make room for a new partition when
- * maxOpenPartitions batches were already open.
+ * maxOpenPartitions batches were already open. `natural`: flushPolicy 'natural' sealed it because
+ * a flush slot was free at the end of the event-loop turn in which it grew.
  */
-export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown' | 'partitions';
+export type FlushReason = 'size' | 'bytes' | 'time' | 'shutdown' | 'partitions' | 'natural';
+
+/**
+ * When a batch that has not reached its size or bytes leaves:
+ *  - `window`: maxWaitMs after its first item (the linger timer);
+ *  - `natural`: as soon as a flush slot is free, at the end of the event-loop turn in which items
+ *    arrived (so whatever arrived together goes together). While every slot is busy the batch
+ *    grows; it is what accumulated while the previous writes ran ("smart batching"). No timer.
+ */
+export type FlushPolicy = 'window' | 'natural';
+
+/** The limits a batch is sealed on; setWindow changes them while running (adaptive window). */
+export interface BatchWindow {
+  readonly maxBatchSize: number;
+  readonly maxWaitMs: number;
+}
 
 /**
  * What became of one item: `stored` (including an item the sink found already stored),
@@ -46,6 +62,13 @@ export interface BatcherOptions<T> {
   readonly maxBatchSize: number;
   readonly maxBatchBytes: number;
   readonly maxWaitMs: number;
+  /** Default 'window'. */
+  readonly flushPolicy?: FlushPolicy;
+  /**
+   * Runs a callback once the current event-loop turn's I/O callbacks have run (flushPolicy
+   * 'natural'). Default setImmediate; not on the Clock: it is an ordering, not a time.
+   */
+  readonly atEndOfTurn?: (callback: () => void) => void;
   /** Items accepted and not yet settled (buffered + waiting + in flight) never exceed this. */
   readonly capacity: number;
   readonly capacityBytes: number;
@@ -99,8 +122,10 @@ type State = 'running' | 'draining' | 'stopped';
  *
  * States: running → (shutdown) draining → stopped. While running, items enter the open batch; the
  * open batch is sealed when it reaches maxBatchSize, when the next item would take it past
- * maxBatchBytes, or maxWaitMs after its first item. Sealed batches wait in FIFO order for one of
- * flushConcurrency slots. A sealed batch is never touched again, so a sink may keep the array.
+ * maxBatchBytes, or (flushPolicy 'window') maxWaitMs after its first item, or (flushPolicy
+ * 'natural') at the end of an event-loop turn in which a flush slot is free. Sealed batches wait
+ * in FIFO order for one of flushConcurrency slots. A sealed batch is never touched again, so a
+ * sink may keep the array.
  */
 export class Batcher<T> {
   readonly #options: BatcherOptions<T>;
@@ -120,6 +145,11 @@ export class Batcher<T> {
   /** Exponentially weighted drain rate, items per second, measured over settled flushes. */
   #drainRatePerSecond = 0;
   #lastSettledAtMs: number | undefined;
+  #window: BatchWindow;
+  readonly #natural: boolean;
+  readonly #atEndOfTurn: (callback: () => void) => void;
+  /** A natural-flush check is scheduled for the end of this turn (at most one at a time). */
+  #naturalCheckPending = false;
 
   constructor(options: BatcherOptions<T>) {
     for (const key of ['maxBatchSize', 'maxBatchBytes', 'capacity', 'capacityBytes', 'flushConcurrency'] as const) {
@@ -127,6 +157,24 @@ export class Batcher<T> {
     }
     if (!(options.maxWaitMs >= 0)) throw new RangeError('maxWaitMs must be non-negative');
     this.#options = options;
+    this.#window = { maxBatchSize: options.maxBatchSize, maxWaitMs: options.maxWaitMs };
+    this.#natural = options.flushPolicy === 'natural';
+    this.#atEndOfTurn = options.atEndOfTurn ?? ((callback) => setImmediate(callback));
+  }
+
+  /** The size and wait batches are sealed on now. */
+  get window(): BatchWindow {
+    return this.#window;
+  }
+
+  /**
+   * Change the size and wait limits (the adaptive window). The size applies to the open batches
+   * from their next item on; the wait to batches opened from now on.
+   */
+  setWindow(window: BatchWindow): void {
+    if (!(window.maxBatchSize >= 1)) throw new RangeError('maxBatchSize must be at least 1');
+    if (!(window.maxWaitMs >= 0)) throw new RangeError('maxWaitMs must be non-negative');
+    this.#window = { maxBatchSize: window.maxBatchSize, maxWaitMs: window.maxWaitMs };
   }
 
   static #newBatch<T>(partition: string): Batch<T> {
@@ -224,9 +272,27 @@ export class Batcher<T> {
     }
     this.#counters.enqueued += 1;
 
-    if (batch.items.length >= this.#options.maxBatchSize) this.#seal(partition, 'size');
+    if (batch.items.length >= this.#window.maxBatchSize) this.#seal(partition, 'size');
     else if (batch.bytes >= this.#options.maxBatchBytes) this.#seal(partition, 'bytes');
+    else if (this.#natural) this.#scheduleNaturalCheck();
     return { ok: true };
+  }
+
+  /** Flush slots neither running a flush nor claimed by a sealed batch waiting for one. */
+  #freeSlots(): number {
+    return this.#options.flushConcurrency - this.#inFlight.size - this.#sealed.length;
+  }
+
+  /** Once per turn: if a slot is free then, open batches leave (oldest first), one per free slot. */
+  #scheduleNaturalCheck(): void {
+    if (this.#naturalCheckPending || this.#freeSlots() <= 0 || this.#open.size === 0) return;
+    this.#naturalCheckPending = true;
+    this.#atEndOfTurn(() => {
+      this.#naturalCheckPending = false;
+      while (this.#freeSlots() > 0 && this.#open.size > 0) {
+        this.#seal(this.#open.keys().next().value as string, 'natural');
+      }
+    });
   }
 
   /** The partition's open batch, opened (with its timer) if it has none. */
@@ -238,9 +304,12 @@ export class Batcher<T> {
       this.#seal(oldest, 'partitions');
     }
     const batch = Batcher.#newBatch<T>(partition);
-    const timer = this.#options.clock.setTimeout(() => {
-      if (this.#open.get(partition)?.batch === batch) this.#seal(partition, 'time');
-    }, this.#options.maxWaitMs);
+    // Natural flushing has no linger timer: a batch waits for a slot, never for time.
+    const timer = this.#natural
+      ? undefined
+      : this.#options.clock.setTimeout(() => {
+          if (this.#open.get(partition)?.batch === batch) this.#seal(partition, 'time');
+        }, this.#window.maxWaitMs);
     this.#open.set(partition, { batch, timer });
     return batch;
   }
@@ -301,6 +370,7 @@ export class Batcher<T> {
     });
     Batcher.#notify(batch, failed ? 'failed' : 'stored', rejected);
     this.#pump();
+    if (this.#natural) this.#scheduleNaturalCheck();
     this.#checkIdle();
   }
 

@@ -63,6 +63,7 @@ export class IngestPipeline {
       maxBatchSize: options.batch.maxSize,
       maxBatchBytes: options.batch.maxBytes,
       maxWaitMs: options.batch.maxWaitMs,
+      flushPolicy: options.batch.flushPolicy,
       flushConcurrency: options.batch.flushConcurrency,
       capacity: options.queue.capacity,
       capacityBytes: options.queue.maxBytes,

@@ -12,7 +12,7 @@ const LATENCY_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25,
 const HTTP_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** Label values known in advance, started at 0 so a fresh scrape already has their series. */
-const FLUSH_REASONS = ['size', 'bytes', 'time', 'shutdown', 'partitions'] as const;
+const FLUSH_REASONS = ['size', 'bytes', 'time', 'shutdown', 'partitions', 'natural'] as const;
 const DROP_REASONS = ['spilled', 'left_in_wal'] as const;
 const SHED_REASONS = ['overloaded', 'queue_full', 'draining', 'tenant_over_share'] as const;
 const BREAKER_STATES = ['open', 'half_open', 'closed'] as const;
@@ -212,7 +212,7 @@ function createInstruments(registry: Registry) {
     }),
     flushes: new Counter({
       name: 'ingest_flushes_total',
-      help: 'Batches flushed, by what triggered the flush (size, bytes, time, shutdown).',
+      help: 'Batches flushed, by what triggered the flush (size, bytes, time, shutdown, partitions; natural: BATCH_FLUSH=natural sent it because a flush slot was free).',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
