@@ -7,8 +7,8 @@
  *    shares;
  *  - dead-letter records' timestamps.
  * Deliberately NOT on it: timeouts that bound real I/O and are tested against real I/O — the COPY
- * timeout (AbortSignal.timeout), the readiness probe, the pool's connect timeout, retry backoff and
- * the breaker's open period (cockatiel's own timers), the WAL's fsync timing and its disk-full
+ * timeout (AbortSignal.timeout), the readiness probe, the pool's connect timeout, retry backoff (cockatiel's timers),
+ * the breaker's open period and probe schedule (real unref'd timers), the WAL's fsync timing and its disk-full
  * retry (performance.now), and the spill/replay wait for room. A fake clock cannot make a socket or
  * a disk faster, so these tests use short real timeouts instead.
  */

@@ -232,6 +232,7 @@ export class IngestRuntime {
     const remainingMs = Math.max(deadlineMs - (Date.now() - startedAtMs), 0);
     const unstored = await this.pipeline.shutdown(remainingMs);
     const report = await this.#keepUnstored(unstored);
+    this.chain.breaker.close(); // no more database probes
     // 4. close the log, the dead-letter file and the pool, then the embedded database.
     await this.#opened.close();
     await this.deadLetterQueue.close();

@@ -68,3 +68,32 @@ export function classifyFailure(error: unknown): FailureKind {
 
 export const isPermanentFailure = (error: unknown): boolean => classifyFailure(error) === 'permanent';
 export const isTransientFailure = (error: unknown): boolean => classifyFailure(error) === 'transient';
+
+/**
+ * Failures that say the database, or the path to it, is not there (as opposed to a database that
+ * answers but cannot take this write: a lock wait, a full disk, a missing table). For these a
+ * `SELECT 1` on a fresh connection tells whether it is back, so the breaker probes instead of
+ * sitting out its open window (src/sink/breaker-sink.ts).
+ */
+const CONNECTION_FAILURE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'DB_ERR_CONNECT_TIMEOUT', // no connection within DB_CONNECT_TIMEOUT_MS
+  '57P01', // admin_shutdown: the server is stopping (pg_ctl stop/restart)
+  '57P02', // crash_shutdown: another backend crashed, every session ended
+  '57P03', // cannot_connect_now: starting up or in recovery
+]);
+/** pg's own errors for a socket that closed under it carry no code. */
+const CONNECTION_FAILURE_MESSAGES: readonly RegExp[] = [/^Connection terminated/];
+
+export function isConnectionFailure(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return CONNECTION_FAILURE_CODES.has(code) || (SQLSTATE.test(code) && code.startsWith('08'));
+  return error instanceof Error && CONNECTION_FAILURE_MESSAGES.some((pattern) => pattern.test(error.message));
+}

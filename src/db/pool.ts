@@ -74,11 +74,14 @@ export function onCheckedOutClientError(client: pg.PoolClient, onError: (error: 
   return () => client.off('error', listener);
 }
 
-/** True when the database answers a trivial query within `timeoutMs`. */
+/** True when the database answers a trivial query within `timeoutMs` (through the pool). */
 export async function isDatabaseReachable(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    const probe = pool.query('SELECT 1');
+    // query_timeout too: on a peer that answers nothing the query would otherwise hold its pool
+    // connection for as long as the socket lives (a frozen path never resets it), and a readiness
+    // check every few seconds would soon hold them all.
+    const probe = pool.query({ text: 'SELECT 1', query_timeout: timeoutMs } as pg.QueryConfig);
     probe.catch(() => {}); // a late failure after the timeout is not an unhandled rejection
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);

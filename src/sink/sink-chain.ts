@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type pg from 'pg';
 import type { Clock } from '../clock.ts';
 import { recognisedFailure, sqlstateOf } from '../db/failure-class.ts';
+import { probeDatabase } from '../db/probe.ts';
 import type { Config } from '../config.ts';
 import type { DeadLetterQueue } from '../dlq/dead-letter-queue.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
@@ -12,6 +13,9 @@ import { PoisonSplittingSink } from './poison-splitting-sink.ts';
 import { PostgresCopySink } from './postgres-copy-sink.ts';
 import { RetryingSink } from './retrying-sink.ts';
 import type { Sink } from './sink.ts';
+
+/** The longest a breaker probe (connect + SELECT 1 on a fresh connection) may take. */
+const PROBE_TIMEOUT_MS = 1000;
 
 const BREAKER_STATE_VALUES: Record<BreakerState, number> = { closed: 0, open: 1, half_open: 2 };
 
@@ -48,16 +52,26 @@ export function createSinkChain(options: {
   const copy = new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
   const base = options.wrapBase ? options.wrapBase(copy) : copy;
   metrics.breakerState.set(0);
+  // A probe answers or gives up well inside the 5 s target from a healed network to the first commit.
+  const probeTimeoutMs = Math.min(config.db.connectTimeoutMs, PROBE_TIMEOUT_MS);
   const breaker = new BreakerSink(base, {
     ...config.breaker,
+    probe: () => probeDatabase(options.pool.options, probeTimeoutMs),
+    onProbe: (result, error) => {
+      metrics.databaseProbes.inc({ result });
+      if (result === 'success') logger.warn('the database answered a probe: the breaker lets one batch through to test it');
+      else logger.debug({ err: error }, 'the database did not answer a probe; the breaker stays open and probes again after a backoff');
+    },
     onStateChange: (state) => {
       metrics.breakerState.set(BREAKER_STATE_VALUES[state]);
       metrics.breakerTransitions.inc({ to: state });
       const log = state === 'open' ? logger.error.bind(logger) : logger.warn.bind(logger);
       log(
-        { breaker: state, openMs: config.breaker.openMs },
+        { breaker: state, recovery: state === 'open' ? breaker.recovery : undefined, openMs: config.breaker.openMs },
         state === 'open'
-          ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe succeeds. Check that the database is up and reachable'
+          ? breaker.recovery === 'probe'
+            ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe (SELECT 1 on a fresh connection) answers. Check that the database is up and reachable'
+            : 'database circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. The database answers but refuses the writes: look for locks, a full disk, a missing table'
           : `database circuit breaker is now ${state}`,
       );
     },

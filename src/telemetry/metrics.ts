@@ -42,6 +42,7 @@ export function createMetrics(registry = new Registry()) {
   for (const reason of DROP_REASONS) metrics.eventsDropped.inc({ reason }, 0);
   for (const reason of SHED_REASONS) metrics.shed.inc({ reason }, 0);
   for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
+  for (const result of ['success', 'failure'] as const) metrics.databaseProbes.inc({ result }, 0);
   for (const action of ['remove', 'roll'] as const) metrics.walHousekeepingFailures.inc({ action }, 0);
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
@@ -267,7 +268,13 @@ function createInstruments(registry: Registry) {
     }),
     breakerState: new Gauge({
       name: 'ingest_breaker_state',
-      help: 'Circuit breaker in front of the database: 0 closed, 1 open (no writes sent), 2 half-open (one probe batch).',
+      help: 'Circuit breaker in front of the database: 0 closed, 1 open (no writes sent), 2 half-open (one test batch).',
+      registers: [registry],
+    }),
+    databaseProbes: new Counter({
+      name: 'ingest_database_probes_total',
+      help: 'Probes of the database (SELECT 1 on a fresh connection) while the circuit breaker is open after connection failures, by result; they back off while they fail.',
+      labelNames: ['result'] as const,
       registers: [registry],
     }),
     breakerTransitions: new Counter({

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { classifyFailure, recognisedFailure, sqlstateOf } from '../../src/db/failure-class.ts';
+import { classifyFailure, isConnectionFailure, recognisedFailure, sqlstateOf } from '../../src/db/failure-class.ts';
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 
@@ -48,4 +48,26 @@ describe('sqlstateOf', () => {
     assert.equal(sqlstateOf(withCode('ECONNREFUSED')), undefined);
     assert.equal(sqlstateOf(null), undefined);
   });
+});
+
+describe('isConnectionFailure: the database or the path to it is not there (the breaker probes)', () => {
+  const table: [string, unknown, boolean][] = [
+    ['connection refused', withCode('ECONNREFUSED'), true],
+    ['connection reset', withCode('ECONNRESET'), true],
+    ['pool connect timeout', withCode('DB_ERR_CONNECT_TIMEOUT'), true],
+    ['connection exception 08006', withCode('08006'), true],
+    ['admin shutdown 57P01', withCode('57P01'), true],
+    ['crash shutdown 57P02', withCode('57P02'), true],
+    ['starting up 57P03', withCode('57P03'), true],
+    ['backend gone (pg, no code)', new Error('Connection terminated unexpectedly'), true],
+    ['COPY timeout (a lock looks the same)', withCode('SINK_ERR_COPY_TIMEOUT'), false],
+    ['statement timeout 57014', withCode('57014'), false],
+    ['disk full 53100', withCode('53100'), false],
+    ['undefined table 42P01', withCode('42P01'), false],
+    ['check violation 23514', withCode('23514'), false],
+    ['a plain Error', new Error('boom'), false],
+  ];
+  for (const [name, error, expected] of table) {
+    it(`${name} → ${expected}`, () => assert.equal(isConnectionFailure(error), expected));
+  }
 });

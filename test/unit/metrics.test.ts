@@ -23,6 +23,7 @@ const ZERO_SERIES = [
   ...['spilled', 'left_in_wal'].map((reason) => `ingest_events_dropped_total{reason="${reason}"}`),
   ...['overloaded', 'queue_full', 'draining', 'tenant_over_share'].map((reason) => `ingest_shed_total{reason="${reason}"}`),
   ...['open', 'half_open', 'closed'].map((to) => `ingest_breaker_transitions_total{to="${to}"}`),
+  ...['success', 'failure'].map((result) => `ingest_database_probes_total{result="${result}"}`),
   ...['/event', '/events'].flatMap((route) =>
     ['201', '202', '400', '401', '413', '429', '503'].map((status) => `ingest_http_responses_total{route="${route}",status="${status}"}`),
   ),

@@ -204,4 +204,107 @@ describe('BreakerSink', () => {
     await waiting;
     assert.equal(reached, 3);
   });
+
+  describe('recovery by probing, after connection failures', () => {
+    const refused = () => Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+
+    it('probes on a growing, capped backoff while the database stays down, and never sends a batch meanwhile', async () => {
+      const inner = new ScriptedSink(() => {
+        throw refused();
+      });
+      const probeTimes: number[] = [];
+      const breaker = new BreakerSink(inner, {
+        failureThreshold: 1,
+        openMs: 3_600_000,
+        probe: async () => {
+          probeTimes.push(Date.now());
+          await Promise.resolve();
+          throw refused();
+        },
+        probeBackoff: { initialDelayMs: 250, maxDelayMs: 2000 },
+      });
+      const openedAt = Date.now();
+      await assert.rejects(breaker.write(fakeEvents(1), { signal }), { code: 'ECONNREFUSED' });
+      assert.equal(breaker.state, 'open');
+      assert.equal(breaker.recovery, 'probe');
+      const waiting = breaker.write(fakeEvents(1), { signal: AbortSignal.timeout(3_600_000) });
+      waiting.catch(() => {});
+      await clock.tickAsync(60_000);
+      assert.equal(inner.calls.length, 1, 'only the write that failed reached the sink');
+      assert.ok(probeTimes[0]! - openedAt <= 1000, `the first probe ${probeTimes[0]! - openedAt} ms after opening`);
+      const gaps = probeTimes.slice(1).map((time, i) => time - probeTimes[i]!);
+      assert.ok(gaps.every((gap) => gap <= 2000), `every gap within the 2 s cap: ${gaps.join(', ')}`);
+      const early = gaps.slice(0, 2).reduce((a, b) => a + b, 0) / 2;
+      const late = gaps.slice(-10).reduce((a, b) => a + b, 0) / 10;
+      assert.ok(late > early * 2, `probes back off: mean gap ${early} ms at first, ${late} ms after a minute`);
+      assert.ok(probeTimes.length <= 60, `${probeTimes.length} probes in a minute (a fixed 250 ms would be 240)`);
+      breaker.close();
+    });
+
+    it('lets the waiting writes through the moment a probe answers: one test batch, then the rest', async () => {
+      let healthy = false;
+      const inner = new ScriptedSink(() => {
+        if (!healthy) throw refused();
+      });
+      const transitions: BreakerState[] = [];
+      const probeResults: string[] = [];
+      const breaker = new BreakerSink(inner, {
+        failureThreshold: 2,
+        openMs: 3_600_000,
+        probe: async () => {
+          await Promise.resolve();
+          if (!healthy) throw refused();
+        },
+        onStateChange: (state) => transitions.push(state),
+        onProbe: (result) => probeResults.push(result),
+      });
+      for (let i = 0; i < 2; i += 1) await assert.rejects(breaker.write(fakeEvents(1), { signal }));
+      const waiting = [breaker.write(fakeEvents(1), { signal }), breaker.write(fakeEvents(1), { signal })];
+      await clock.tickAsync(5_000);
+      assert.equal(inner.calls.length, 2, 'no batch while open');
+      assert.ok(probeResults.length >= 2 && probeResults.every((r) => r === 'failure'));
+      healthy = true;
+      await clock.tickAsync(2_000);
+      await Promise.all(waiting);
+      assert.equal(inner.calls.length, 4);
+      assert.equal(breaker.state, 'closed');
+      assert.deepEqual(transitions, ['open', 'half_open', 'closed']);
+      assert.equal(probeResults.at(-1), 'success');
+    });
+
+    it('a write waiting at the open breaker ends when its signal aborts (the drain deadline)', async () => {
+      const inner = new ScriptedSink(() => {
+        throw refused();
+      });
+      const breaker = new BreakerSink(inner, { failureThreshold: 1, openMs: 3_600_000, probe: () => Promise.reject(refused()) });
+      await assert.rejects(breaker.write(fakeEvents(1), { signal }));
+      const deadline = new AbortController();
+      const waiting = breaker.write(fakeEvents(1), { signal: deadline.signal });
+      await clock.tickAsync(1000);
+      deadline.abort(new Error('drain deadline'));
+      await assert.rejects(waiting, /drain deadline/);
+      breaker.close();
+    });
+
+    it('waits out openMs instead when no failure of the run was a connection failure (a lock: SELECT 1 would answer)', async () => {
+      const inner = new ScriptedSink(() => {
+        throw Object.assign(new Error('copy timeout'), { code: 'SINK_ERR_COPY_TIMEOUT' });
+      });
+      let probes = 0;
+      const breaker = new BreakerSink(inner, {
+        failureThreshold: 2,
+        openMs: 30_000,
+        probe: async () => {
+          probes += 1;
+          await Promise.resolve();
+        },
+      });
+      for (let i = 0; i < 2; i += 1) await assert.rejects(breaker.write(fakeEvents(1), { signal }));
+      assert.equal(breaker.recovery, 'window');
+      await assert.rejects(breaker.write(fakeEvents(1), { signal }), BrokenCircuitError);
+      await clock.tickAsync(30_000);
+      assert.equal(breaker.state, 'half_open');
+      assert.equal(probes, 0);
+    });
+  });
 });
