@@ -10,6 +10,7 @@ import { isDatabaseReachable } from './db/pool.ts';
 import { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import type { Admission } from './http/admission.ts';
 import { IngestPipeline } from './ingest/pipeline.ts';
+import { FailureObservingSink } from './sink/failure-observing-sink.ts';
 import { createSinkChain, type SinkChain } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
@@ -51,6 +52,9 @@ export function createIngestService(options: {
     maxFileBytes: config.deadLetter.maxFileBytes,
     clock,
   });
+  // Every failed write attempt reaches the pipeline (its adaptive window backs off on congestion).
+  // The pipeline is built after the chain; no write can fail before it exists.
+  const wrapBaseSink = options.wrapBaseSink;
   const chain = createSinkChain({
     pool,
     config,
@@ -58,7 +62,7 @@ export function createIngestService(options: {
     clock,
     metrics,
     logger,
-    ...(options.wrapBaseSink ? { wrapBase: options.wrapBaseSink } : {}),
+    wrapBase: (copy) => new FailureObservingSink(wrapBaseSink ? wrapBaseSink(copy) : copy, (error) => pipeline.noteWriteFailure(error)),
     ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
   });
   const pipeline = new IngestPipeline({

@@ -1,9 +1,11 @@
 import type { Logger } from 'pino';
 import { SpanStatusCode, type Attributes } from '@opentelemetry/api';
+import { AdaptiveWindow, adaptiveBounds, type WindowChange } from '../batcher/adaptive-window.ts';
 import { Batcher, type EnqueueResult, type FlushReason, type FlushReport, type FlushResult, type Waiter } from '../batcher/batcher.ts';
 import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
+import { isCongestionSignal } from '../db/congestion-signal.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
 import type { Sink } from '../sink/sink.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
@@ -40,6 +42,8 @@ export class IngestPipeline {
   readonly #metrics: IngestMetrics;
   readonly #logger: Logger;
   readonly #clock: Clock;
+  /** BATCH_WINDOW=adaptive: moves the batcher's size and wait; undefined with a static window. */
+  readonly #adaptiveWindow: AdaptiveWindow | undefined;
   #draining = false;
   #reservedEvents = 0;
   readonly #capacityBytes: number;
@@ -75,7 +79,19 @@ export class IngestPipeline {
       flush: (batch, { signal, reason }) => this.#write(batch, signal, reason),
       onFlushSettled: (report) => this.#record(report),
     });
+    const initialWindow = { maxBatchSize: options.batch.maxSize, maxWaitMs: options.batch.maxWaitMs };
+    this.#adaptiveWindow =
+      options.batch.window === 'adaptive'
+        ? new AdaptiveWindow({
+            initial: initialWindow,
+            ...adaptiveBounds(initialWindow, options.queue.capacity, options.batch.latencySloMs),
+            latencySloMs: options.batch.latencySloMs,
+            now: () => options.clock.now(),
+          })
+        : undefined;
     const { metrics } = options;
+    metrics.batchWindowSize.set(initialWindow.maxBatchSize);
+    metrics.batchWindowWait.set(initialWindow.maxWaitMs / 1000);
     metrics.queueCapacity.set(options.queue.capacity);
     metrics.setQueueDepthSource(() => this.#batcher.depth);
     metrics.setTenantDepthSource(() => this.#batcher.groupDepths());
@@ -192,6 +208,21 @@ export class IngestPipeline {
     }
   }
 
+  /** A write attempt failed (it may be retried): with an adaptive window, congestion shrinks it. */
+  noteWriteFailure(error: unknown): void {
+    if (this.#adaptiveWindow && isCongestionSignal(error)) this.#applyWindowChange(this.#adaptiveWindow.noteCongestion());
+  }
+
+  #applyWindowChange(change: WindowChange | undefined): void {
+    if (!change) return;
+    this.#metrics.batchWindowDecisions.inc({ reason: change.decision });
+    if (change.decision === 'hold') return;
+    this.#batcher.setWindow(change.window);
+    this.#metrics.batchWindowSize.set(change.window.maxBatchSize);
+    this.#metrics.batchWindowWait.set(change.window.maxWaitMs / 1000);
+    this.#logger.debug({ decision: change.decision, window: change.window, latencyEstimateMs: change.latencyEstimateMs }, 'adaptive batch window changed');
+  }
+
   /** Account for events written to the spill file, so accepted = stored + failed + dropped holds. */
   recordSpilled(count: number, reason: 'spilled' | 'left_in_wal' = 'spilled'): void {
     this.#metrics.eventsDropped.inc({ reason }, count);
@@ -254,6 +285,11 @@ export class IngestPipeline {
     metrics.copyBytes.inc(report.bytes);
     const nowMs = this.#clock.now();
     for (const enqueuedAtMs of report.enqueuedAtMs) metrics.batchLatency.observe((nowMs - enqueuedAtMs) / 1000);
+    const openedAtMs = report.enqueuedAtMs[0];
+    if (this.#adaptiveWindow && openedAtMs !== undefined) {
+      const filled = report.reason === 'size' || report.reason === 'bytes';
+      this.#applyWindowChange(this.#adaptiveWindow.observeBatch({ openedAtMs, latencyMs: nowMs - openedAtMs, filled, timed: report.reason === 'time' }));
+    }
     this.#logger.debug(
       { batchSize: report.size, batchBytes: report.bytes, reason: report.reason, durationMs: report.durationMs, deadLettered: report.rejected },
       'batch settled',

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { WINDOW_DECISIONS } from '../batcher/adaptive-window.ts';
 
 const TOP_TENANTS = 20;
 
@@ -39,6 +40,7 @@ export function createMetrics(registry = new Registry()) {
   // "No data" after a restart and rate() misses the first increment: start every known label
   // value at 0. test/unit/metrics.test.ts scrapes a fresh registry for each of them.
   for (const reason of FLUSH_REASONS) metrics.flushes.inc({ reason }, 0);
+  for (const reason of WINDOW_DECISIONS) metrics.batchWindowDecisions.inc({ reason }, 0);
   for (const reason of DROP_REASONS) metrics.eventsDropped.inc({ reason }, 0);
   for (const reason of SHED_REASONS) metrics.shed.inc({ reason }, 0);
   for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
@@ -224,6 +226,22 @@ function createInstruments(registry: Registry) {
       collect() {
         this.set(readQueueDepth());
       },
+    }),
+    batchWindowSize: new Gauge({
+      name: 'ingest_batch_window_size',
+      help: 'Events a batch is sealed at now: BATCH_MAX_SIZE, or where BATCH_WINDOW=adaptive has moved it.',
+      registers: [registry],
+    }),
+    batchWindowWait: new Gauge({
+      name: 'ingest_batch_window_wait_seconds',
+      help: 'How long a batch lingers for more events now (BATCH_FLUSH=window): BATCH_MAX_WAIT_MS, or where BATCH_WINDOW=adaptive has moved it.',
+      registers: [registry],
+    }),
+    batchWindowDecisions: new Counter({
+      name: 'ingest_batch_window_decisions_total',
+      help: 'Decisions of the adaptive batch window (BATCH_WINDOW=adaptive), by reason: increase_size, increase_wait (latency well under BATCH_LATENCY_SLO_MS), decrease_latency (over it), decrease_congestion (database timeouts, too many connections, lost connections), hold.',
+      labelNames: ['reason'] as const,
+      registers: [registry],
     }),
     queueCapacity: new Gauge({
       name: 'ingest_queue_capacity',

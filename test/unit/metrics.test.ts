@@ -20,6 +20,7 @@ function samples(text: string): Map<string, number> {
 
 const ZERO_SERIES = [
   ...['size', 'bytes', 'time', 'shutdown', 'partitions', 'natural'].map((reason) => `ingest_flushes_total{reason="${reason}"}`),
+  ...['increase_size', 'increase_wait', 'decrease_latency', 'decrease_congestion', 'hold'].map((reason) => `ingest_batch_window_decisions_total{reason="${reason}"}`),
   ...['spilled', 'left_in_wal'].map((reason) => `ingest_events_dropped_total{reason="${reason}"}`),
   ...['overloaded', 'queue_full', 'draining', 'tenant_over_share'].map((reason) => `ingest_shed_total{reason="${reason}"}`),
   ...['open', 'half_open', 'closed'].map((to) => `ingest_breaker_transitions_total{to="${to}"}`),
