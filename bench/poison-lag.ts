@@ -16,6 +16,7 @@ import { BENCH_DIR, SERVER_STOP_GRACE_MS, TSX, progress, runLoadProcess, startHt
 import { sleep, stopChild } from './lib/processes.ts';
 import { scrape, value, type Scrape } from './lib/prometheus.ts';
 import { parseBenchArgs } from './lib/options.ts';
+import { lineChart, writeFigure } from './lib/plot.ts';
 import { delta, fmt, runScenario, startIngestService, waitForDrain } from './lib/scenario.ts';
 import type { LoadResult } from './generators/load.ts';
 
@@ -35,6 +36,8 @@ interface Sample {
   readonly second: number;
   readonly depth: number | undefined;
   readonly shed429: number | undefined;
+  /** ingest_oldest_unsettled_event_age_seconds: how far behind storage is. */
+  readonly lagSeconds: number | undefined;
 }
 
 interface VariantResult {
@@ -149,7 +152,12 @@ async function runVariant(
     for (let second = 1; second <= seconds + TAIL_SECONDS || !loadDone; second++) {
       await sleep(Math.max(0, started + second * 1000 - Date.now()));
       const metrics = await scrape(metricsUrl).catch(() => undefined);
-      samples.push({ second, depth: metrics && value(metrics, 'ingest_queue_depth'), shed429: metrics && count429(metrics) - count429(before) });
+      samples.push({
+        second,
+        depth: metrics && value(metrics, 'ingest_queue_depth'),
+        shed429: metrics && count429(metrics) - count429(before),
+        lagSeconds: metrics && value(metrics, 'ingest_oldest_unsettled_event_age_seconds'),
+      });
       if (second > seconds + 60) throw new Error('the load generator did not finish within a minute of its end');
     }
     const load = await loading;
@@ -185,14 +193,17 @@ function render(results: readonly VariantResult[], rate: number, peak: number | 
   const lines = [
     `## Queue depth under ${fmt(rate)} events/s with 1 in ${poisonEvery} poison (ingest_queue_depth, scraped every second)`,
     '',
-    '| time (s) | depth (isolating) | depth (whole-batch retry) | 429s so far (isolating) | 429s so far (whole-batch retry) |',
-    '| ---: | ---: | ---: | ---: | ---: |',
+    '| time (s) | depth (isolating) | depth (whole-batch retry) | lag s (isolating) | lag s (whole-batch retry) | 429s so far (isolating) | 429s so far (whole-batch retry) |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (let i = 0; i < rows; i++) {
     const a = isolating?.samples[i];
     const b = retry?.samples[i];
     const second = a?.second ?? b?.second ?? i + 1;
-    lines.push(`| ${second}${second > seconds ? ' (load over)' : ''} | ${cell(a?.depth)} | ${cell(b?.depth)} | ${cell(a?.shed429)} | ${cell(b?.shed429)} |`);
+    const lag = (n: number | undefined) => (n === undefined ? '—' : n.toFixed(2));
+    lines.push(
+      `| ${second}${second > seconds ? ' (load over)' : ''} | ${cell(a?.depth)} | ${cell(b?.depth)} | ${lag(a?.lagSeconds)} | ${lag(b?.lagSeconds)} | ${cell(a?.shed429)} | ${cell(b?.shed429)} |`,
+    );
   }
   lines.push(
     '',
@@ -220,11 +231,31 @@ function render(results: readonly VariantResult[], rate: number, peak: number | 
     `- Load: the open-loop paced generator (lib/paced.ts via generators/load.ts, 32 connections) at ${fmt(rate)} events/s for ${seconds} s; body i is poison when (i + 1) % ${poisonEvery} = 0 (lib/bodies.ts), so ${isolating ? fmt(poisonSent(isolating)) : '—'} of the service's and ${retry ? fmt(poisonSent(retry)) : '—'} of the baseline's requests carried poison. Before it, ${WARMUP_SECONDS} s of clean events at the same rate warm each server up; those are left out of every count here.`,
     '- (i) src/server.ts as is (AUTH=off, defaults otherwise: DURABILITY=wal, BATCH_MAX_SIZE 500, BATCH_MAX_WAIT_MS 200, FLUSH_CONCURRENCY 2, QUEUE_CAPACITY 2048, shedding at 80 %): a batch refused for a permanent reason is halved recursively, each half written on its own; an event refused alone goes to the dead-letter queue (fsynced) and counts in ingest_events_dead_lettered_total.',
     `- (ii) bench/servers/whole-batch-retry.ts: the service's own runtime (src/runtime.ts: the same app, batcher, Admission with the same 429 shedding, metrics and COPY sink), same settings, DURABILITY=memory (202 once queued), with the write path replaced: its flush retries the whole batch every ${RETRY_FIXED_DELAY_MS} ms until it commits. A batch holding a poison event never commits, so both flush slots stay stuck and the queue fills to the high-water mark, after which every request is shed.`,
-    `- depth = ingest_queue_depth (accepted, not yet settled) scraped at start + k s; 429s so far = Δ ingest_http_responses_total{route="/event",status="429"}. Sampling continues ${TAIL_SECONDS} s after the load ends.`,
+    `- depth = ingest_queue_depth (accepted, not yet settled) scraped at start + k s; lag = ingest_oldest_unsettled_event_age_seconds (age of the oldest accepted event not yet stored or dead-lettered) in the same scrape; 429s so far = Δ ingest_http_responses_total{route="/event",status="429"}. Sampling continues ${TAIL_SECONDS} s after the load ends.`,
     '- DB sessions / rollbacks: pg_stat_database.sessions and xact_rollback of each server\'s database over its whole life (calibration and warm-up included), read after the server exited. Both servers use a pool of 4 connections; after a refused (sub-)batch PostgresCopySink rolls back and keeps its connection, so refusals show as rollbacks, not new sessions.',
     '- sent / 202 / 429 are the generator\'s counts; accepted = Δ ingest_events_accepted_total; dead-lettered = Δ ingest_events_dead_lettered_total; stored = rows in events after the server stopped less rows before the poisoned run (the service drained first; the baseline was stopped with its stuck batches, which its 2 s shutdown deadline abandons: exit code 3). "accepted, never settled" = accepted − stored − dead-lettered: events acknowledged with 202 and lost when the baseline stopped.',
   );
   return lines.join('\n');
+}
+
+/** Lag and depth over time, both variants: one panel each. */
+function lagFigure(results: readonly VariantResult[]) {
+  const data = results.flatMap((r) =>
+    r.samples.flatMap((sample) => [
+      { t: sample.second, variant: LABELS[r.variant], panel: 'lag: oldest unsettled event age (s)', value: sample.lagSeconds ?? null },
+      { t: sample.second, variant: LABELS[r.variant], panel: 'queue depth (events)', value: sample.depth ?? null },
+    ]),
+  );
+  return lineChart({
+    name: 'poison-lag',
+    title: 'Poison (1 in N events refused by a CHECK): lag and depth over time',
+    data,
+    x: { field: 't', title: 'time (s)' },
+    y: { field: 'value', title: 'value' },
+    series: { field: 'variant', title: 'variant' },
+    row: { field: 'panel', title: '' },
+    points: true,
+  });
 }
 
 const args = parseBenchArgs(process.argv.slice(2), {
@@ -243,6 +274,8 @@ await runScenario(
     // The baseline runs at the rate chosen for the service.
     const retry = await runVariant(ctx, 'retry', isolating.rate, seconds, poisonEvery);
     const results = [isolating, retry];
-    return { markdown: render(results, isolating.rate, isolating.peak, requestedRate !== undefined, seconds, poisonEvery), json: results };
+    const figure = await writeFigure(ctx.runDir, lagFigure(results));
+    const markdown = `${render(results, isolating.rate, isolating.peak, requestedRate !== undefined, seconds, poisonEvery)}\n\nFigure: ${path.basename(figure.svg)} (and .png)`;
+    return { markdown, json: results };
   },
 );
