@@ -11,7 +11,8 @@ import { createModeDatabase } from './lib/database.ts';
 import { SERVER_STOP_GRACE_MS, progress, warmUp, type BenchOptions, type Context } from './lib/harness.ts';
 import { parseBenchArgs } from './lib/options.ts';
 import { stopChild } from './lib/processes.ts';
-import { batching, fmt, measureServiceRun, ms, passText, runScenario, startIngestService, type Batching, type ServiceRun } from './lib/scenario.ts';
+import { fmt, measureServiceRun, ms, passText, runScenario, startIngestService } from './lib/scenario.ts';
+import { runFigures, type RunFigures } from './lib/run-figures.ts';
 import { perEventText } from './lib/report.ts';
 import type { LoadOptions } from './generators/load.ts';
 
@@ -31,38 +32,10 @@ const COMBINATIONS: readonly Combination[] = [
 /** Open-loop connections: opened only as requests are in flight. */
 const PACED_CONNECTIONS = 128;
 
-interface RunFigures {
-  readonly load: string;
-  readonly eventsPerSecond: number;
-  readonly ok2xx: number;
-  readonly notOk: number;
-  readonly stored: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly commitsPerEvent: number;
-  readonly serverCpuMsPer1k: number | undefined;
-  readonly batching: Batching;
-}
-
 interface CombinationResult {
   readonly combination: Combination;
   readonly runs: readonly RunFigures[];
   readonly exitCode: number | null;
-}
-
-function figures(load: string, run: ServiceRun): RunFigures {
-  return {
-    load,
-    eventsPerSecond: run.load.ok2xx / run.load.durationSeconds,
-    ok2xx: run.load.ok2xx,
-    notOk: run.load.non2xx + run.load.errors + run.load.timeouts,
-    stored: run.stored,
-    p50Ms: run.load.latency.p50,
-    p99Ms: run.load.latency.p99,
-    commitsPerEvent: run.perEvent.commits,
-    serverCpuMsPer1k: run.cpu.serverMs === undefined ? undefined : (run.cpu.serverMs / run.load.ok2xx) * 1000,
-    batching: batching(run.after, run.before),
-  };
 }
 
 async function runCombination(ctx: Context, combination: Combination, rates: { trickle: number; steady: number }): Promise<CombinationResult> {
@@ -74,7 +47,7 @@ async function runCombination(ctx: Context, combination: Combination, rates: { t
   let exitCode: number | null = null;
   try {
     const { measured } = await warmUp(ctx, combination.id, `${server.baseUrl}/event`);
-    runs.push(figures(`full load, ${ctx.options.connections} connections`, await measureServiceRun(ctx, db, server, `${combination.id}-full`, measured)));
+    runs.push(runFigures(`full load, ${ctx.options.connections} connections`, await measureServiceRun(ctx, db, server, `${combination.id}-full`, measured)));
     for (const rate of [rates.trickle, rates.steady]) {
       const paced: LoadOptions = {
         url: `${server.baseUrl}/event`,
@@ -83,7 +56,7 @@ async function runCombination(ctx: Context, combination: Combination, rates: { t
         overallRate: rate,
         rateGenerator: 'paced',
       };
-      runs.push(figures(`${rate}/s open loop`, await measureServiceRun(ctx, db, server, `${combination.id}-${rate}`, paced)));
+      runs.push(runFigures(`${rate}/s open loop`, await measureServiceRun(ctx, db, server, `${combination.id}-${rate}`, paced)));
     }
   } finally {
     exitCode = await stopChild(server.child, SERVER_STOP_GRACE_MS);
