@@ -54,6 +54,15 @@ interface Result {
   readonly trickleEndToEndP99Ms?: number;
   readonly trickleEndToEndP50Ms?: number;
   readonly trickleCommitsPerEvent?: number;
+  /** Mean batch size and mean flush duration (ingest_flush_duration_seconds) at full load and at the trickle. */
+  readonly flushFit?: { fullSize: number; fullMs: number; trickleSize: number; trickleMs: number };
+}
+
+/** The fixed part of a flush: the intercept of flush duration = fixed + per-event × size through the two loads. */
+function fixedCostMs(fit: NonNullable<Result['flushFit']>): { fixedMs: number; perEventUs: number } | undefined {
+  if (!(fit.fullSize > fit.trickleSize)) return undefined;
+  const perEventMs = (fit.fullMs - fit.trickleMs) / (fit.fullSize - fit.trickleSize);
+  return { fixedMs: fit.trickleMs - perEventMs * fit.trickleSize, perEventUs: perEventMs * 1000 };
 }
 
 function startRow(ctx: Context, db: ModeDatabase, row: Row, faultEvery: number): Promise<HttpServer> {
@@ -113,6 +122,9 @@ async function runServiceRow(ctx: Context, db: ModeDatabase, server: HttpServer,
   });
   const latency = histogramDelta(histogram(slow.after, 'ingest_batch_latency_seconds'), histogram(slow.before, 'ingest_batch_latency_seconds'));
   const failed = (run: typeof full) => delta(run.after, run.before, 'ingest_events_failed_total');
+  const flushMeanMs = (run: typeof full) =>
+    (delta(run.after, run.before, 'ingest_flush_duration_seconds_sum') / Math.max(1, delta(run.after, run.before, 'ingest_flush_duration_seconds_count'))) * 1000;
+  const slowSizes = histogramDelta(histogram(slow.after, 'ingest_batch_size'), histogram(slow.before, 'ingest_batch_size'));
   const stored = full.stored;
   return {
     row,
@@ -129,6 +141,12 @@ async function runServiceRow(ctx: Context, db: ModeDatabase, server: HttpServer,
     trickleEndToEndP99Ms: (quantile(latency, 0.99) ?? NaN) * 1000,
     trickleEndToEndP50Ms: (quantile(latency, 0.5) ?? NaN) * 1000,
     trickleCommitsPerEvent: slow.perEvent.commits,
+    flushFit: {
+      fullSize: sizes.count > 0 ? sizes.sum / sizes.count : 0,
+      fullMs: flushMeanMs(full),
+      trickleSize: slowSizes.count > 0 ? slowSizes.sum / slowSizes.count : 0,
+      trickleMs: flushMeanMs(slow),
+    },
   };
 }
 
@@ -196,6 +214,14 @@ function render(results: readonly Result[], trickle: number, faultEvery: number,
       `| ${r.row.label} | ${fmt(r.fullEventsPerSecond)} | ${ms(r.fullHttpP99Ms)} | ${perEventText(r.commitsPerEvent)} | ${perEventText(r.roundTripsPerEvent)} | ${perEventText(r.fsyncsPerEvent)} | ${fmt(r.meanBatch, 1)} | ${fmt(r.failedEvents)} | ${fmt(r.retries)} | ${ms(r.trickleEndToEndP50Ms)} / ${ms(r.trickleEndToEndP99Ms)} | ${ms(r.trickleHttpP99Ms)} | ${perEventText(r.trickleCommitsPerEvent)} |`,
     );
   }
+  lines.push('', '### The fixed cost being amortised', '', '| row | mean batch / flush ms at full load | mean batch / flush ms at the trickle | fixed cost per batch ms (intercept) | marginal µs per event |', '| --- | ---: | ---: | ---: | ---: |');
+  for (const r of results) {
+    if (!r.flushFit) continue;
+    const fit = fixedCostMs(r.flushFit);
+    lines.push(
+      `| ${r.row.label} | ${fmt(r.flushFit.fullSize, 1)} / ${ms(r.flushFit.fullMs)} | ${fmt(r.flushFit.trickleSize, 1)} / ${ms(r.flushFit.trickleMs)} | ${fit ? ms(fit.fixedMs) : '—'} | ${fit ? fmt(fit.perEventUs, 1) : '—'} |`,
+    );
+  }
   lines.push(
     '',
     ...files.map((f) => `Figure: ${f} (and .png)`),
@@ -205,6 +231,7 @@ function render(results: readonly Result[], trickle: number, faultEvery: number,
     '- One embedded PostgreSQL (fsync on), a fresh migrated database per row, rows one after another. Full load: a timed closed-loop warm-up sizes a counted run (every request answered). Trickle: lib/paced.ts, open loop, 16 connections.',
     '- commits/event: transaction ids taken during the run per event stored (pg_current_snapshot xmax); round trips/event: pg_stat_statements statements less the COMMITs sent with the INSERT; fsyncs/event: the service\'s WAL group fsyncs (ingest_wal_fsync_duration_seconds_count) per event plus one PostgreSQL WAL flush per commit (synchronous_commit=on).',
     '- End to end: for the service, accepted → committed (ingest_batch_latency_seconds, per event, quantiles from buckets); for naive, the HTTP latency of its 201 (answered after the commit).',
+    '- Fixed cost: mean flush duration (ingest_flush_duration_seconds: one COPY + commit, the PostgreSQL WAL flush included) against mean batch size at the two loads, a straight line through the two points; its intercept is what a batch costs whatever its size, the slope what each event adds. The naive row pays the intercept once per event.',
     `- Faults: bench/servers/write-path.ts wraps the COPY sink so that every ${faultEvery}th batch write throws SQLSTATE 40001 before reaching the database. "plain" sends batches straight to the COPY sink (a failed batch\'s events count in ingest_events_failed_total); "service" is the service\'s own write path (retry with backoff, breaker, poison splitting, dead-letter queue). The naive server has no fault injection.`,
   );
   return lines.join('\n');
