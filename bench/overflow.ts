@@ -128,7 +128,7 @@ async function figures(ctx: Context, results: readonly VariantResult[]): Promise
       title: 'Producer faster than the consumer: queue depth and RSS, bounded vs unbounded',
       data,
       x: { field: 't', title: 'time (s)' },
-      y: { field: 'value', title: 'value' },
+      y: { field: 'value', title: '' },
       series: { field: 'variant', title: 'variant' },
       row: { field: 'panel', title: '' },
     }),
@@ -165,9 +165,9 @@ function render(results: readonly VariantResult[], rate: number, seconds: number
 
 const args = parseBenchArgs(process.argv.slice(2), {
   numeric: {
-    duration: { default: 20, min: 2, max: 60 },
-    rate: { default: 10_000, min: 1000, max: 100_000 },
-    'heap-mb': { default: 128, min: 32, max: 4096 },
+    duration: { default: 25, min: 2, max: 60 },
+    rate: { default: 20_000, min: 1000, max: 100_000 },
+    'heap-mb': { default: 96, min: 32, max: 4096 },
     'write-delay-ms': { default: 500, min: 0, max: 10_000 },
   },
 });

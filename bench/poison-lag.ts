@@ -251,7 +251,7 @@ function lagFigure(results: readonly VariantResult[]) {
     title: 'Poison (1 in N events refused by a CHECK): lag and depth over time',
     data,
     x: { field: 't', title: 'time (s)' },
-    y: { field: 'value', title: 'value' },
+    y: { field: 'value', title: '' },
     series: { field: 'variant', title: 'variant' },
     row: { field: 'panel', title: '' },
     points: true,

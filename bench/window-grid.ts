@@ -25,7 +25,9 @@ import { delta, fmt, ms, runScenario, shares, startIngestService } from './lib/s
 export const SLO = { acceptedToCommittedP99Ms: 250, singleHttpP99Ms: 25 } as const;
 
 const SIZES = [100, 500, 1000] as const;
-const WAITS_MS = [10, 50, 200] as const;
+const WAITS_MS = [10, 50, 100, 200] as const;
+/** Windows whose batches per event are within this factor of the fewest count as equally cheap. */
+const CHEAP_ENOUGH = 1.2;
 /** Seconds whose base rate is below this and that hold no burst are "low load". */
 const LOW_LOAD_PER_SECOND = 200;
 
@@ -96,11 +98,23 @@ async function runCell(ctx: Context, schedule: Schedule, scheduleFile: string, s
   }
 }
 
-const withinSlo = (cell: Cell) =>
-  cell.latencyP99Ms !== undefined &&
-  cell.latencyP99Ms <= SLO.acceptedToCommittedP99Ms &&
-  cell.run.replay.single.p99 <= SLO.singleHttpP99Ms &&
-  cell.non2xx === 0;
+/**
+ * The window's part of the SLO: accepted → committed p99 and no refusals. The HTTP p99 of a 202
+ * (WAL mode: one group fsync) does not depend on the window; it is reported, and checked apart.
+ */
+const withinSlo = (cell: Cell) => cell.latencyP99Ms !== undefined && cell.latencyP99Ms <= SLO.acceptedToCommittedP99Ms && cell.non2xx === 0;
+
+/**
+ * Among the windows inside the SLO: those within CHEAP_ENOUGH of the fewest batches per event,
+ * then the smallest BATCH_MAX_SIZE (less to retry or split on a failure, less held per flush), then
+ * the fewest batches.
+ */
+function choose(cells: readonly Cell[]): Cell | undefined {
+  const inSlo = cells.filter(withinSlo);
+  const perEvent = (c: Cell) => c.flushes / c.stored;
+  const best = Math.min(...inSlo.map(perEvent));
+  return inSlo.filter((c) => perEvent(c) <= best * CHEAP_ENOUGH).sort((a, b) => a.size - b.size || perEvent(a) - perEvent(b))[0];
+}
 
 const mean = (h: Histogram | undefined) => (h && h.count > 0 ? h.sum / h.count : undefined);
 
@@ -202,14 +216,14 @@ function render(schedule: Schedule, cells: readonly Cell[], chosen: Cell | undef
   const lines = [
     `## Static windows on the bursty replay (seed ${o.seed}, ${o.durationSeconds} s)`,
     '',
-    `Schedule: ${fmt(schedule.arrivals.length)} requests, ${fmt(offered.reduce((a, b) => a + b, 0))} events; base ${o.troughPerSecond}→${o.peakPerSecond}→${o.troughPerSecond} events/s (Poisson, cosine "day"), ${schedule.burstStartsMs.length} bursts of ${fmt(o.burstEvents)} events (${Math.ceil(o.burstEvents / o.burstRequestEvents)} NDJSON requests of ${o.burstRequestEvents}, over ${o.burstSpreadMs} ms) at ${schedule.burstStartsMs.map((t) => (t / 1000).toFixed(1)).join(', ')} s. SLO: accepted → committed p99 ≤ ${SLO.acceptedToCommittedP99Ms} ms, single-event HTTP p99 ≤ ${SLO.singleHttpP99Ms} ms, no refusals.`,
+    `Schedule: ${fmt(schedule.arrivals.length)} requests, ${fmt(offered.reduce((a, b) => a + b, 0))} events; base ${o.troughPerSecond}→${o.peakPerSecond}→${o.troughPerSecond} events/s (Poisson, cosine "day"), ${schedule.burstStartsMs.length} bursts of ${fmt(o.burstEvents)} events (${Math.ceil(o.burstEvents / o.burstRequestEvents)} NDJSON requests of ${o.burstRequestEvents}, over ${o.burstSpreadMs} ms) at ${schedule.burstStartsMs.map((t) => (t / 1000).toFixed(1)).join(', ')} s. SLO: accepted → committed p99 ≤ ${SLO.acceptedToCommittedP99Ms} ms with no refusals (the window's part, "in SLO" below); single-event HTTP p99 ≤ ${SLO.singleHttpP99Ms} ms (reported: a 202 waits for a WAL fsync, not for the batch).`,
     '',
-    '| BATCH_MAX_SIZE | BATCH_MAX_WAIT_MS | events stored | batches | batches/event | mean batch: peak / low | accepted → committed p50 / p99 ms | p99 at peak / low ms | single HTTP p50 / p99 ms | burst request p99 ms | non-2xx + errors | flush reasons | in SLO |',
+    '| BATCH_MAX_SIZE | BATCH_MAX_WAIT_MS | events stored | batches | batches/event | mean batch: peak / low | accepted → committed p50 / p99 ms | p99 at peak / low ms | single HTTP p50 / p99 ms (outside bursts p99) | burst request p99 ms | non-2xx + errors | flush reasons | in SLO |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const c of cells) {
     lines.push(
-      `| ${c.size} | ${c.waitMs} | ${fmt(c.stored)} | ${fmt(c.flushes)} | ${c.stored > 0 ? `1/${fmt(c.stored / c.flushes)}` : '—'} | ${fmt(mean(c.peakSizes), 0)} / ${fmt(mean(c.lowSizes), 1)} | ${ms(c.latencyP50Ms)} / ${ms(c.latencyP99Ms)} | ${ms(c.peakLatencyP99Ms)} / ${ms(c.lowLatencyP99Ms)} | ${ms(c.run.replay.single.p50)} / ${ms(c.run.replay.single.p99)} | ${ms(c.run.replay.bulk.p99)} | ${fmt(c.non2xx)} | ${c.flushReasons} | ${withinSlo(c) ? 'yes' : 'no'} |`,
+      `| ${c.size} | ${c.waitMs} | ${fmt(c.stored)} | ${fmt(c.flushes)} | ${c.stored > 0 ? `1/${fmt(c.stored / c.flushes)}` : '—'} | ${fmt(mean(c.peakSizes), 0)} / ${fmt(mean(c.lowSizes), 1)} | ${ms(c.latencyP50Ms)} / ${ms(c.latencyP99Ms)} | ${ms(c.peakLatencyP99Ms)} / ${ms(c.lowLatencyP99Ms)} | ${ms(c.run.replay.single.p50)} / ${ms(c.run.replay.single.p99)} (${ms(c.run.replay.singleOutsideBursts.p99)}) | ${ms(c.run.replay.bulk.p99)} | ${fmt(c.non2xx)} | ${c.flushReasons} | ${withinSlo(c) ? 'yes' : 'no'} |`,
     );
   }
   lines.push('', '### Batch-size histograms (ingest_batch_size, batches per bucket)', '', '| window | peak (seconds with a burst) | low load (base < 200/s, no burst) |', '| --- | --- | --- |');
@@ -217,7 +231,7 @@ function render(schedule: Schedule, cells: readonly Cell[], chosen: Cell | undef
   lines.push(
     '',
     chosen
-      ? `**Chosen: BATCH_MAX_SIZE=${chosen.size}, BATCH_MAX_WAIT_MS=${chosen.waitMs}** — the fewest batches per event (1/${fmt(chosen.stored / chosen.flushes)}) among the windows inside the SLO (accepted → committed p99 ${ms(chosen.latencyP99Ms)} ms, single HTTP p99 ${ms(chosen.run.replay.single.p99)} ms).`
+      ? `**Chosen: BATCH_MAX_SIZE=${chosen.size}, BATCH_MAX_WAIT_MS=${chosen.waitMs}** — among the windows inside the SLO, within ${CHEAP_ENOUGH}× of the fewest batches per event, the smallest size (1/${fmt(chosen.stored / chosen.flushes)} batches per event; accepted → committed p99 ${ms(chosen.latencyP99Ms)} ms; single HTTP p99 ${ms(chosen.run.replay.single.p99)} ms, ${ms(chosen.run.replay.singleOutsideBursts.p99)} ms outside bursts).`
       : '**No window of the grid met the SLO in this run.**',
     '',
     '### Figures',
@@ -227,7 +241,7 @@ function render(schedule: Schedule, cells: readonly Cell[], chosen: Cell | undef
     '### Method',
     '',
     '- Each cell: src/server.ts (WAL mode, defaults otherwise: QUEUE_CAPACITY 2048, FLUSH_CONCURRENCY 2, ADMISSION_POLICY standing) on a fresh database; 2 s of 500 events/s (paced) to warm it up; then the schedule replayed open loop by generators/replay.ts (undici pools: 64 connections for single events, 16 for burst requests; latency from when each request was due).',
-    '- accepted → committed: ingest_batch_latency_seconds (one observation per event, at its batch\'s settle), quantiles from the buckets (linear within a bucket, as histogram_quantile). Peak / low: the same histogram summed over the seconds (per-second scrapes) that hold a burst or follow one, and over the seconds whose base rate is below 200/s with no burst.',
+    '- accepted → committed: ingest_batch_latency_seconds (one observation per event, at its batch\'s settle), quantiles from the buckets (linear within a bucket, as histogram_quantile: the buckets are 50, 100, 150, 200, 250 ms…, so a p99 just past a bucket bound reads near the next one — a 50 ms wait shows ~97 ms). Peak / low: the same histogram summed over the seconds (per-second scrapes) that hold a burst or follow one, and over the seconds whose base rate is below 200/s with no burst.',
     '- batches/event: Δ ingest_flushes_total ÷ Δ ingest_events_stored_total; each batch is one COPY and one commit (and one PostgreSQL WAL flush), so this is the fixed cost paid per event.',
   );
   return lines.join('\n');
@@ -241,8 +255,7 @@ await runScenario('window', options, `replay generator in its own process; open 
   progress(`schedule: ${schedule.arrivals.length} requests, ${schedule.burstStartsMs.length} bursts; written to ${path.basename(scheduleFile)}`);
   const cells: Cell[] = [];
   for (const size of SIZES) for (const waitMs of WAITS_MS) cells.push(await runCell(ctx, schedule, scheduleFile, size, waitMs));
-  const inSlo = cells.filter(withinSlo);
-  const chosen = inSlo.sort((a, b) => a.flushes / a.stored - b.flushes / b.stored)[0];
+  const chosen = choose(cells);
   const files = await figures(ctx, schedule, cells, chosen);
   return {
     markdown: render(schedule, cells, chosen, files),

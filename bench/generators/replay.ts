@@ -40,6 +40,8 @@ export interface ReplayResult {
   /** Events in 2xx answers. */
   readonly eventsOk: number;
   readonly single: LatencySummary;
+  /** Single events due outside the second after each burst's start. */
+  readonly singleOutsideBursts: LatencySummary;
   readonly bulk: LatencySummary;
   /** Per second of the schedule (by due time): offered events, and p99 of single-event latency. */
   readonly perSecond: readonly { second: number; offered: number; singleP99Ms: number; singleCount: number }[];
@@ -62,6 +64,8 @@ export async function replay(options: ReplayOptions): Promise<ReplayResult> {
   const bulkPool = new Pool(options.baseUrl, { connections: options.bulkConnections ?? 16, pipelining: 1, keepAliveTimeout: 60_000 });
   const statusCodes: Record<string, number> = {};
   const singleLatencies: number[] = [];
+  const singleOutside: number[] = [];
+  const inBurst = (atMs: number) => schedule.burstStartsMs.some((startMs) => atMs >= startMs && atMs < startMs + 1000);
   const bulkLatencies: number[] = [];
   const seconds = Math.ceil(schedule.options.durationSeconds);
   const offered = Array.from({ length: seconds }, () => 0);
@@ -92,6 +96,7 @@ export async function replay(options: ReplayOptions): Promise<ReplayResult> {
             eventsOk += arrival.events;
             (bulk ? bulkLatencies : singleLatencies).push(latency);
             if (!bulk) singleBySecond[second]!.push(latency);
+            if (!bulk && !inBurst(arrival.atMs)) singleOutside.push(latency);
           }
         },
         () => {
@@ -123,6 +128,7 @@ export async function replay(options: ReplayOptions): Promise<ReplayResult> {
     errors,
     eventsOk,
     single: summarise(singleLatencies),
+    singleOutsideBursts: summarise(singleOutside),
     bulk: summarise(bulkLatencies),
     perSecond: offered.map((n, second) => {
       const values = Float64Array.from(singleBySecond[second]!).sort();
