@@ -106,8 +106,14 @@ function parseNumberExactly(text: string): number | LosslessNumber {
   return String(value) === text ? value : new LosslessNumber(text);
 }
 
-/** Parse `text` with secure-json-parse only: throws SyntaxError, or on a prototype-polluting key. */
+/**
+ * Parse `text` with secure-json-parse's rules: throws SyntaxError, or on a prototype-polluting key.
+ * Text with no backslash (so no \u-escaped key), no `__proto__`, no `constructor` and no BOM cannot
+ * hold such a key: JSON.parse alone gives secure-json-parse's answer, without its two regex scans
+ * (three indexOf scans are cheaper; this runs for every event). Anything else goes to it.
+ */
 export function parseJsonSecurely(text: string): unknown {
+  if (text.charCodeAt(0) !== 0xfeff && !text.includes('\\') && !text.includes('__proto__') && !text.includes('constructor')) return JSON.parse(text);
   return secureJson.parse(text, undefined, SECURE_PARSE_OPTIONS);
 }
 

@@ -38,20 +38,24 @@ export function metadataProblem(value: unknown, depth = 1, found: { exact: boole
     }
     return undefined;
   }
-  for (const [key, element] of Object.entries(value)) {
+  // for…in, not Object.entries: no array of pairs per object (this runs for every event). A parsed
+  // or plain object has no enumerable inherited keys, so these are its own keys.
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
     if (FORBIDDEN_KEYS.has(key)) return `has the forbidden key "${key}"`;
     if (!isStorableText(key) && key !== '') return 'has a key with NUL or unpaired surrogates';
-    const problem = metadataProblem(element, depth + 1, found);
+    const problem = metadataProblem((value as Record<string, unknown>)[key], depth + 1, found);
     if (problem) return problem;
   }
   return undefined;
 }
 
 /**
- * The JSON text of each validated metadata object, serialised once by the schema (which needs it
- * for the size check) and taken by encodeEventRow; keyed by the object, so it goes with it.
+ * The JSON text of the metadata object validated last, serialised once by the schema (which needs
+ * it for the size check) and taken by encodeEventRow (metadataJson).
  */
-const metadataText = new WeakMap<object, string>();
+let lastMetadata: object | undefined;
+let lastMetadataText = '';
 
 /**
  * The metadata check after its type: a message for the first problem, or undefined when it can be
@@ -63,14 +67,20 @@ export function acceptMetadata(value: Record<string, unknown>): string | undefin
   const problem = metadataProblem(value, 1, found);
   if (problem) return problem;
   const text = found.exact ? stringifyExactJson(value) : JSON.stringify(value);
-  if (Buffer.byteLength(text) > METADATA_MAX_BYTES) return `must be at most ${METADATA_MAX_BYTES} bytes serialised`;
-  metadataText.set(value, text);
+  // At most 3 UTF-8 bytes per UTF-16 unit: short text needs no byte count.
+  if (text.length * 3 > METADATA_MAX_BYTES && Buffer.byteLength(text) > METADATA_MAX_BYTES) return `must be at most ${METADATA_MAX_BYTES} bytes serialised`;
+  lastMetadata = value;
+  lastMetadataText = text;
   return undefined;
 }
 
-/** The JSON text of validated metadata, numbers as sent. */
+/**
+ * The JSON text of validated metadata, numbers as sent. An event is validated and then encoded at
+ * once (prepareEvent), so the text is the one acceptMetadata just made: kept in one slot, not in a
+ * WeakMap entry per event (which the collector must trace). Any other object is serialised again.
+ */
 export function metadataJson(metadata: Record<string, unknown>): string {
-  return metadataText.get(metadata) ?? JSON.stringify(metadata);
+  return metadata === lastMetadata ? lastMetadataText : stringifyExactJson(metadata);
 }
 
 /**

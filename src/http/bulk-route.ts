@@ -33,7 +33,13 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
     // The body parsers read config.bulkMaxEvents: they count the events before parsing any.
-    { bodyLimit: limits.bodyLimitBytes, config: { bulkMaxEvents: limits.maxEvents }, onRequest: validateQuery(bulkQuerySchema) },
+    {
+      bodyLimit: limits.bodyLimitBytes,
+      config: { bulkMaxEvents: limits.maxEvents },
+      onRequest: validateQuery(bulkQuerySchema),
+      // Bodies may be compressed (decompression stays on); responses never are: no per-request hook for it.
+      compress: false,
+    },
     async (request, reply) => {
       if (!(request.body instanceof BulkBody)) throw new IngestError('INGEST_ERR_VALIDATION', 'the body must be a JSON array of events or NDJSON', { issues: [{ path: '(body)', message: 'must be an array of events' }] });
       const { lines } = request.body;

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { IngestError } from '../errors.ts';
 import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
-import { acceptEvents } from './accept-events.ts';
+import { acceptEvents, acceptEventsNow } from './accept-events.ts';
 import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
 import { eventQuerySchema, validateQuery } from './query.ts';
@@ -18,6 +18,8 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
     {
       bodyLimit: limits.bodyLimitBytes,
       onRequest: validateQuery(eventQuerySchema),
+      // Bodies may be compressed (decompression stays on); responses never are: no per-request hook for it.
+      compress: false,
       // Compiled serialisers (fast-json-stringify) for the two success bodies; problems keep JSON.stringify.
       schema: { response: { 201: ID_BODY, 202: ID_BODY } },
     },
@@ -33,7 +35,8 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
       if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
 
       if (ackMode === 'queued') {
-        await acceptEvents(context, [queued]);
+        const accepting = acceptEventsNow(context, [queued]);
+        if (accepting) await accepting;
         return reply.code(202).send({ id });
       }
       const { waiters, outcomes } = outcomeWaiters(1);

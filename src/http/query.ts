@@ -16,6 +16,11 @@ export const eventQuerySchema = z.strictObject({});
 export function validateQuery(schema: z.ZodType) {
   // Callback style: it runs on every request, and almost every one has no query string.
   return function queryGate(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+    // No '?' in the URL: no parameter, and fastify's query object need not be built.
+    if (request.raw.url?.includes('?') !== true) {
+      done();
+      return;
+    }
     const query = request.query as Record<string, unknown>;
     let empty = true;
     for (const _key in query) {

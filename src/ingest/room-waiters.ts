@@ -39,6 +39,15 @@ export class RoomWaiters {
   }
 
   /**
+   * True when a new request may be granted at once without waiting (if its condition holds): not
+   * closed, not aborted and, for a FIFO request, no FIFO waiter ahead. `wait` would then try its
+   * grant first; a caller may try it itself and skip building a waiter.
+   */
+  mayGrantAtOnce(fifo: boolean, signal?: AbortSignal): boolean {
+    return !this.#closed && !signal?.aborted && !(fifo && this.#fifoWaiting > 0);
+  }
+
+  /**
    * Wait until `tryGrant()` returns true (it is tried at once first, unless `fifo` and another
    * FIFO waiter is ahead), at most `timeoutMs`. Answers synchronously (no promise) when the
    * outcome is known at once: the common case costs no wait.

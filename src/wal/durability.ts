@@ -9,10 +9,11 @@ import type { WriteAheadLog } from './write-ahead-log.ts';
 export interface Durability {
   readonly mode: 'memory' | 'wal';
   /**
-   * Resolves with the events as they must be queued (with their log positions) once durable. All
-   * or none: when it throws, none of the events will be replayed by a later start.
+   * The events as they must be queued (with their log positions) once durable: at once when
+   * nothing has to be waited for (memory), else a promise. All or none: when it throws or
+   * rejects, none of the events will be replayed by a later start.
    */
-  persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]>;
+  persist(events: readonly QueuedEvent[]): readonly QueuedEvent[] | Promise<readonly QueuedEvent[]>;
   /** These events are settled (stored, duplicate or dead-lettered). */
   settle(events: readonly QueuedEvent[]): void;
   /**
@@ -28,7 +29,7 @@ export interface Durability {
 
 export const memoryDurability: Durability = {
   mode: 'memory',
-  persist: (events) => Promise.resolve(events),
+  persist: (events) => events,
   settle: () => {},
   cancel: () => Promise.resolve(),
   refusing: undefined,
@@ -90,8 +91,8 @@ export class ReplayOnlyDurability implements Durability {
     this.#wal = wal;
   }
 
-  persist(events: readonly QueuedEvent[]): Promise<readonly QueuedEvent[]> {
-    return Promise.resolve(events);
+  persist(events: readonly QueuedEvent[]): readonly QueuedEvent[] {
+    return events;
   }
 
   settle(events: readonly QueuedEvent[]): void {
