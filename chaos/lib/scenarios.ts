@@ -137,7 +137,7 @@ export const SCENARIOS: readonly Scenario[] = [
           await r.killService('SIGKILL');
           r.proxy.thaw();
           const starting = r.spawnService();
-          const replaying = await starting.waitForLog(/replaying the write-ahead log/);
+          const replaying = await starting.waitForStartupLog(/replaying the write-ahead log/);
           await r.killService('SIGKILL');
           if (replaying) duringReplay += 1;
           else r.notes.push(`round ${i + 1}: the start ended before its replay was seen`);
@@ -156,14 +156,16 @@ export const SCENARIOS: readonly Scenario[] = [
     id: 'disk-full',
     title: 'disk full under the WAL and the dead-letter queue (tmpfs)',
     unavailable: () => (userInfo().uid === 0 ? undefined : 'needs root to mount a small tmpfs: skipped (run `npm run chaos` as root for it)'),
-    async setUp() {
+    async setUp(r) {
       const mountPoint = path.join(tmpdir(), `ingest-chaos-tmpfs-${process.pid}-${Date.now()}`);
       await mkdir(mountPoint, { recursive: true });
       await run('mount', ['-t', 'tmpfs', '-o', 'size=32m,mode=0755', 'ingest-chaos', mountPoint]);
       mounted = mountPoint;
       return {
         dataDir: mountPoint,
-        poisonEvery: 10,
+        // About 20 refused events a second, whatever the rate: each costs a split and an fsynced
+        // dead-letter write, and many more would make this a poison-throughput scenario.
+        poisonEvery: Math.max(10, Math.round(r.options.eventsPerSecond / 20)),
         environment: { WAL_SEGMENT_BYTES: String(1024 * 1024), WAL_MAX_BYTES: String(256 * 1024 * 1024) },
         beforeStart: async (run: ScenarioRun) => {
           // The database refuses the poison events for good: they must go to the dead-letter queue.

@@ -88,9 +88,15 @@ export class ServiceProcess {
     }
   }
 
-  /** Resolves at the first log line (from now on) that matches; false if the process exits first. */
-  waitForLog(pattern: RegExp): Promise<boolean> {
-    return Promise.race([new Promise<boolean>((resolve) => this.#watchers.push({ pattern, resolve: () => resolve(true) })), this.exited.then(() => false)]);
+  /** Resolves at the first log line of its start-up that matches; false if it listens or exits first. */
+  waitForStartupLog(pattern: RegExp): Promise<boolean> {
+    return Promise.race([
+      new Promise<boolean>((resolve) => this.#watchers.push({ pattern, resolve: () => resolve(true) })),
+      this.listening.then(
+        () => false,
+        () => false,
+      ),
+    ]);
   }
 
   kill(signal: NodeJS.Signals): void {
