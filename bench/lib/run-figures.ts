@@ -1,6 +1,6 @@
 /** One service run's figures as the batching scenarios (batch-flush.ts, adaptive-window.ts) report them. */
 import { batching, type Batching, type ServiceRun } from './scenario.ts';
-import { value } from './prometheus.ts';
+import { histogram, histogramDelta, quantile, value } from './prometheus.ts';
 
 export interface RunFigures {
   readonly load: string;
@@ -11,6 +11,11 @@ export interface RunFigures {
   readonly stored: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
+  readonly maxMs: number;
+  /** Open loop: how late the generator itself sent, p99 (it counts in the latencies). */
+  readonly generatorLagP99Ms: number | undefined;
+  /** The write-ahead log's group commit (write + fdatasync), p99 from its histogram. */
+  readonly walFsyncP99Ms: number | undefined;
   readonly commitsPerEvent: number;
   readonly serverCpuMsPer1k: number | undefined;
   readonly batching: Batching;
@@ -18,6 +23,9 @@ export interface RunFigures {
   readonly windowSize: number;
   readonly windowWaitMs: number;
 }
+
+const FSYNC = 'ingest_wal_fsync_duration_seconds';
+const msOf = (seconds: number | undefined) => (seconds === undefined ? undefined : seconds * 1000);
 
 export function runFigures(load: string, run: ServiceRun): RunFigures {
   return {
@@ -28,6 +36,9 @@ export function runFigures(load: string, run: ServiceRun): RunFigures {
     stored: run.stored,
     p50Ms: run.load.latency.p50,
     p99Ms: run.load.latency.p99,
+    maxMs: run.load.latency.max,
+    generatorLagP99Ms: run.load.generatorLagP99Ms,
+    walFsyncP99Ms: msOf(quantile(histogramDelta(histogram(run.after, FSYNC), histogram(run.before, FSYNC)), 0.99)),
     commitsPerEvent: run.perEvent.commits,
     serverCpuMsPer1k: run.cpu.serverMs === undefined ? undefined : (run.cpu.serverMs / run.load.ok2xx) * 1000,
     batching: batching(run.after, run.before),
