@@ -34,3 +34,18 @@ export const systemClock: Clock = {
     clearTimeout(handle as NodeJS.Timeout);
   },
 };
+
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+
+/**
+ * `new Date(ms).toISOString()`, remembered for the last millisecond asked: under load many events
+ * are received within one millisecond, and each would otherwise build a Date and a string.
+ */
+export function isoAt(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
+}

@@ -29,7 +29,8 @@ export function bodyParseError(error: unknown): IngestError {
  * instead of being "repaired" into U+FFFD and stored changed.
  */
 export function bodyText(body: Buffer, contentType: string | undefined): string {
-  const charset = parseContentType(contentType ?? '').parameters.charset;
+  // The common header has no parameter: nothing to parse.
+  const charset = contentType === 'application/json' || contentType === 'application/x-ndjson' ? undefined : parseContentType(contentType ?? '').parameters.charset;
   if (charset !== undefined && charset.toLowerCase() !== 'utf-8') {
     throw new IngestError('INGEST_ERR_UNSUPPORTED_CHARSET', `charset=${charset} is not supported; send UTF-8 (charset=utf-8, or no charset)`);
   }

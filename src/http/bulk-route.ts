@@ -8,6 +8,7 @@ import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
 import { bulkQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
+import { isoAt } from '../clock.ts';
 
 
 /** What one bulk answer reports at most: its size stays bounded whatever the body holds. */
@@ -47,7 +48,7 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
       if (lines.length > limits.maxEvents) {
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${limits.maxEvents} (BULK_MAX_EVENTS)`);
       }
-      const receivedAtIso = new Date(clock.now()).toISOString();
+      const receivedAtIso = isoAt(clock.now());
       const requestSpan = requestSpanOf(request);
       const accepted: { index: number; event: QueuedEvent; tenant: string }[] = [];
       const rejected: RejectedLine[] = [];

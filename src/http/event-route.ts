@@ -6,6 +6,7 @@ import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';
 import { eventQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
+import { isoAt } from '../clock.ts';
 
 const ID_BODY = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: false } as const;
 
@@ -24,7 +25,7 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
       schema: { response: { 201: ID_BODY, 202: ID_BODY } },
     },
     async (request, reply) => {
-      const prepared = prepareEvent(request.body, new Date(clock.now()).toISOString(), request.tenant, requestSpanOf(request));
+      const prepared = prepareEvent(request.body, isoAt(clock.now()), request.tenant, requestSpanOf(request));
       if (!prepared.ok) {
         if (prepared.tenantMismatch) throw new IngestError('INGEST_ERR_TENANT_MISMATCH', prepared.issues[0]!.message);
         throw new IngestError('INGEST_ERR_VALIDATION', `${prepared.issues.length} field(s) are invalid`, { issues: prepared.issues });
