@@ -35,6 +35,9 @@ export type AdmissionPolicy = 'depth' | 'standing';
 
 const MAX_RETRY_AFTER_SECONDS = 60;
 
+/** The one "admitted" answer (frozen, shared): no object per request. */
+export const ADMIT: AdmissionDecision = Object.freeze({ admit: true });
+
 /**
  * Load shedding with hysteresis: once the queue passes the high-water mark, intake answers 429
  * until the queue falls below the low-water mark, so the service does not flap at the threshold.
@@ -81,7 +84,7 @@ export class Admission {
     if (this.#policy === 'standing') {
       // Only the standing state refuses here; room is waited for in admitWhenRoom.
       if (this.#shedding && queue.depth < queue.capacity * this.#lowWater) this.#shedding = false;
-      return this.#shedding ? { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() } : { admit: true };
+      return this.#shedding ? { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() } : ADMIT;
     }
     const depth = queue.depth;
     if (this.#shedding) {
@@ -95,7 +98,7 @@ export class Admission {
     if (this.#shedding) {
       return { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() };
     }
-    return { admit: true };
+    return ADMIT;
   }
 
   /**
@@ -110,7 +113,7 @@ export class Admission {
     if (queue.depth + count > queue.capacity * this.#highWater || !queue.hasRoomFor(count, bytes)) {
       return { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() };
     }
-    return { admit: true };
+    return ADMIT;
   }
 
   /**

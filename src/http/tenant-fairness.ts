@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.ts';
 import { IngestError } from '../errors.ts';
 import type { RoomWaiters, WaitOutcome } from '../ingest/room-waiters.ts';
-import type { AdmissionDecision } from './admission.ts';
+import { ADMIT, type AdmissionDecision } from './admission.ts';
 
 export interface TenantFairnessOptions {
   readonly clock: Clock;
@@ -67,14 +67,14 @@ export class TenantFairness {
   decide(tenant: string, count: number): AdmissionDecision {
     this.#see(tenant);
     if (this.#options.waits) {
-      if (!this.#shed.has(tenant)) return { admit: true };
+      if (!this.#shed.has(tenant)) return ADMIT;
       if (this.#over(tenant, count)) return this.#refusal();
       this.#shed.delete(tenant);
-      return { admit: true };
+      return ADMIT;
     }
-    if (this.#lastSeenMs.size <= 1) return { admit: true }; // alone: only the queue's own limits apply
-    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return { admit: true };
-    if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return { admit: true };
+    if (this.#lastSeenMs.size <= 1) return ADMIT; // alone: only the queue's own limits apply
+    if (this.#options.queueDepth() + count <= this.#options.contendedAbove) return ADMIT;
+    if (this.#options.tenantDepth(tenant) + count <= this.shareOf()) return ADMIT;
     return this.#refusal();
   }
 
