@@ -36,6 +36,8 @@ interface Exchange {
 }
 
 const HEADER_END = '\r\n\r\n';
+/** Keep-alive connections the strace run opens, one after another. */
+const httpConnections = 3;
 
 /** Sequential exchanges on one keep-alive connection; `send` writes one request. Latency per exchange. */
 async function exchanges(label: string, port: number, noDelay: boolean, count: number, send: (socket: net.Socket, i: number) => void): Promise<Exchange> {
@@ -107,15 +109,17 @@ interface SocketOption {
 }
 
 /** (C): the service under strace; its setsockopt(TCP_NODELAY) calls. */
-async function straceService(ctx: Context, requests: number): Promise<{ options: SocketOption[]; servicePort: number; postgresPort: string; httpConnections: number; poolConnections: number; strace: string }> {
+async function straceService(
+  ctx: Context,
+  requests: number,
+): Promise<{ options: SocketOption[]; servicePort: number; postgresPort: string; accepted: number; postgresConnects: number; poolConnections: number; strace: string }> {
   const db = await createModeDatabase(ctx.server, 'nagle');
   const port = await freePort();
-  const traceFile = path.join(ctx.runDir, 'strace-setsockopt.txt');
-  const child = spawnChild('strace', ['-f', '-qq', '-yy', '-e', 'trace=setsockopt', '-o', traceFile, process.execPath, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
+  const traceFile = path.join(ctx.runDir, 'strace-sockets.txt');
+  const child = spawnChild('strace', ['-f', '-qq', '-yy', '-e', 'trace=setsockopt,accept4,connect', '-o', traceFile, process.execPath, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
     env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'warn', DATA_DIR: path.join(ctx.runDir, 'nagle-data'), AUTH: 'off', METRICS_PORT: '', METRICS_ON_PUBLIC_LISTENER: 'true', PORT: String(port), HOST: '127.0.0.1' },
     logFile: path.join(ctx.runDir, 'nagle-service.log'),
   });
-  const httpConnections = 3;
   let poolConnections = 0;
   try {
     await waitUntilHealthy(`http://127.0.0.1:${port}/healthz`, child, SERVER_START_TIMEOUT_MS);
@@ -136,10 +140,15 @@ async function straceService(ctx: Context, requests: number): Promise<{ options:
   const strace = readFileSync(traceFile, 'utf8');
   const options: SocketOption[] = [];
   for (const line of strace.split('\n')) {
-    const match = /^(\d+)\s+setsockopt\(\d+<([^>]*)>, SOL_TCP, TCP_NODELAY, \[(\d+)\]/.exec(line);
+    // -yy: "PID setsockopt(FD<TCP:[local->remote]>, SOL_TCP, TCP_NODELAY, [1], 4) = 0" (the addresses hold a '>').
+    const match = /^(\d+)\s+setsockopt\(\d+<(TCP:\[[^\]]*\])>, SOL_TCP, TCP_NODELAY, \[(\d+)\]/.exec(line);
     if (match) options.push({ pid: match[1]!, socket: match[2]!, value: match[3]! });
   }
-  return { options, servicePort: port, postgresPort: new URL(db.url).port, httpConnections, poolConnections, strace };
+  const postgresPort = new URL(db.url).port;
+  // accept4(...) = FD<TCP:[service port->client]>; connect(FD<…>, {… sin_port=htons(PORT) …}).
+  const accepted = strace.split('\n').filter((line) => /accept4\(/.test(line) && line.includes(`= `) && line.includes(`<TCP:[127.0.0.1:${port}->`)).length;
+  const postgresConnects = strace.split('\n').filter((line) => /\bconnect\(/.test(line) && line.includes(`htons(${postgresPort})`)).length;
+  return { options, servicePort: port, postgresPort, accepted, postgresConnects, poolConnections, strace };
 }
 
 const args = parseBenchArgs(process.argv.slice(2), { numeric: { requests: { default: 100, min: 10, max: 2000 } } });
@@ -212,18 +221,18 @@ await runScenario('nagle', options, `one keep-alive connection at a time, ${args
     '',
     `Figure: ${path.basename(figure.svg)} (and .png)`,
     '',
-    '## Which of the service\'s sockets set TCP_NODELAY (strace -f -yy -e trace=setsockopt, the service as started by npm start)',
+    '## Which of the service\'s sockets set TCP_NODELAY (strace -f -yy -e trace=setsockopt,accept4,connect, the service as started by npm start)',
     '',
-    '| sockets | connections made | setsockopt(TCP_NODELAY, 1) calls | with value 0 |',
+    '| sockets | connections (accept4 / connect calls in the trace) | setsockopt(TCP_NODELAY, 1) calls | with value 0 |',
     '| --- | ---: | ---: | ---: |',
-    `| accepted HTTP connections (local port ${traced.servicePort}) | ${traced.httpConnections} (this bench's, plus its readiness polls) | ${fmt(http.filter((o) => o.value === '1').length)} | ${fmt(http.filter((o) => o.value === '0').length)} |`,
-    `| PostgreSQL connections (to port ${traced.postgresPort}) | ${traced.poolConnections} open at the end (pg_stat_activity), plus migrations' and probes' | ${fmt(postgres.filter((o) => o.value === '1').length)} | ${fmt(postgres.filter((o) => o.value === '0').length)} |`,
+    `| accepted HTTP connections (local port ${traced.servicePort}: this bench's ${httpConnections} and the readiness polls) | ${fmt(traced.accepted)} | ${fmt(http.filter((o) => o.value === '1').length)} | ${fmt(http.filter((o) => o.value === '0').length)} |`,
+    `| PostgreSQL connections (to port ${traced.postgresPort}: migrations, pool, probes; ${traced.poolConnections} open at the end) | ${fmt(traced.postgresConnects)} | ${fmt(postgres.filter((o) => o.value === '1').length)} | ${fmt(postgres.filter((o) => o.value === '0').length)} |`,
     `| other (socket not yet connected when set, or another peer) | — | ${fmt(other.filter((o) => o.value === '1').length)} | ${fmt(other.filter((o) => o.value === '0').length)} |`,
     '',
     'First lines of the trace:',
     '',
     '```',
-    ...traced.strace.split('\n').filter((l) => l.includes('TCP_NODELAY')).slice(0, 8),
+    ...traced.strace.split('\n').filter((l) => l.includes('TCP_NODELAY') || l.includes('accept4(') || l.includes('htons(')).slice(0, 10),
     '```',
     '',
     '### Method',
