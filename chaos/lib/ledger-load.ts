@@ -17,8 +17,6 @@ export interface LoadOptions {
   readonly bulk: number;
   readonly connections: number;
   readonly tenant: string;
-  /** Every this many events, one the database will refuse (action `chaos.poison`); 0: none. */
-  readonly poisonEvery?: number;
 }
 
 export const POISON_ACTION = 'chaos.poison';
@@ -33,6 +31,8 @@ export class LedgerLoad {
   errors = 0;
   /** When 2xx answers arrived (ms since epoch, at most one entry per 50 ms). */
   readonly ackTimesMs: number[] = [];
+  /** Every this many events, one the database will refuse (action `chaos.poison`); 0: none. Changeable mid-run. */
+  poisonEvery = 0;
   readonly #options: LoadOptions;
   readonly #client: Pool;
   #running = false;
@@ -121,7 +121,7 @@ export class LedgerLoad {
 
   #event(): ChaosEvent {
     this.#sequence += 1;
-    const poisonEvery = this.#options.poisonEvery ?? 0;
+    const poisonEvery = this.poisonEvery;
     return {
       id: randomUUID(),
       tenant: this.#options.tenant,

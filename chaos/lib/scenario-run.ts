@@ -78,7 +78,7 @@ export class ScenarioRun {
     this.options = options;
   }
 
-  async setUp(options: { environment?: Record<string, string>; dataDir?: string; poisonEvery?: number; beforeStart?: (run: ScenarioRun) => Promise<void> } = {}): Promise<void> {
+  async setUp(options: { environment?: Record<string, string>; dataDir?: string; beforeStart?: (run: ScenarioRun) => Promise<void> } = {}): Promise<void> {
     this.#databaseName = `chaos_${randomBytes(5).toString('hex')}`;
     this.databaseUrl = await this.server.createDatabase(this.#databaseName);
     const target = new URL(this.server.url);
@@ -102,7 +102,6 @@ export class ScenarioRun {
       bulk: this.options.bulk,
       connections: this.options.connections,
       tenant: 'chaos',
-      ...(options.poisonEvery ? { poisonEvery: options.poisonEvery } : {}),
     });
     this.load.start();
   }

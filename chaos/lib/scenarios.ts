@@ -156,16 +156,13 @@ export const SCENARIOS: readonly Scenario[] = [
     id: 'disk-full',
     title: 'disk full under the WAL and the dead-letter queue (tmpfs)',
     unavailable: () => (userInfo().uid === 0 ? undefined : 'needs root to mount a small tmpfs: skipped (run `npm run chaos` as root for it)'),
-    async setUp(r) {
+    async setUp() {
       const mountPoint = path.join(tmpdir(), `ingest-chaos-tmpfs-${process.pid}-${Date.now()}`);
       await mkdir(mountPoint, { recursive: true });
       await run('mount', ['-t', 'tmpfs', '-o', 'size=32m,mode=0755', 'ingest-chaos', mountPoint]);
       mounted = mountPoint;
       return {
         dataDir: mountPoint,
-        // About 20 refused events a second, whatever the rate: each costs a split and an fsynced
-        // dead-letter write, and many more would make this a poison-throughput scenario.
-        poisonEvery: Math.max(10, Math.round(r.options.eventsPerSecond / 20)),
         environment: { WAL_SEGMENT_BYTES: String(1024 * 1024), WAL_MAX_BYTES: String(256 * 1024 * 1024) },
         beforeStart: async (run: ScenarioRun) => {
           // The database refuses the poison events for good: they must go to the dead-letter queue.
@@ -178,12 +175,15 @@ export const SCENARIOS: readonly Scenario[] = [
     },
     async inject(r) {
       await sleep(2000);
-      // Hold the batches (and their poison events) back while the disk fills, so the dead-letter
-      // writes meet the full disk too.
+      // Events the database refuses (one in ten, from now until the heal: each costs a split and
+      // an fsynced dead-letter write, so more for longer would test poison throughput instead),
+      // held back with their batches while the disk fills, so the dead-letter writes meet the
+      // full disk too.
       const locker = new pg.Client({ connectionString: r.databaseUrl });
       await locker.connect();
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
+      r.load.poisonEvery = 10;
       await sleep(500);
       const filler = path.join(r.dataDir, 'filler');
       const { bavail, bsize } = await statfs(r.dataDir);
@@ -197,6 +197,7 @@ export const SCENARIOS: readonly Scenario[] = [
       const ready = await fetch(`${r.service!.origin}/readyz`);
       r.notes.push(`while full: ${dlqErrors} dead-letter write errors, /readyz ${ready.status} ${JSON.stringify(await ready.json())}`);
       const healed = Date.now();
+      r.load.poisonEvery = 0;
       await unlink(filler);
       const walFull = r.load.statuses.get(503) ?? 0;
       r.notes.push(`${walFull} requests refused 503 while the disk was full`);
