@@ -58,8 +58,13 @@ describe('crash recovery with the write-ahead log', () => {
     // /metrics on the public listener too: the last start is watched through it.
     const environment = { DATABASE_URL: db.url, DATA_DIR: dataDir, BATCH_MAX_WAIT_MS: '50', BATCH_MAX_SIZE: '64', METRICS_ON_PUBLIC_LISTENER: 'true' };
     const phases = ['under load', 'under load', 'under load', 'during the SIGTERM drain', 'under load', 'during the SIGTERM drain'];
+    // Starts that found acknowledged events in the log and replayed them (the log is replayed
+    // before the service listens). The last kill can land after a drain emptied the log, so the
+    // check is that kills left work to replay at all, not that the final start had some.
+    let replays = 0;
     for (const [round, phase] of phases.entries()) {
       const server = await startServerProcess(environment);
+      if (server.logs.some((line) => line.includes('write-ahead log replayed'))) replays += 1;
       const load = loadUntilDeath(server, 16);
       const target = acknowledged.size + 300 + round * 97;
       await waitFor(() => acknowledged.size >= target, 20_000, `round ${round}: acknowledgements`);
@@ -73,8 +78,8 @@ describe('crash recovery with the write-ahead log', () => {
       t.diagnostic(`round ${round} (${phase}): ${acknowledged.size} acknowledged so far`);
     }
     const final = await startServerProcess(environment);
-    const replayed = final.logs.find((line) => line.includes('write-ahead log replayed'));
-    assert.ok(replayed, 'the last start replayed the log');
+    if (final.logs.some((line) => line.includes('write-ahead log replayed'))) replays += 1;
+    assert.ok(replays >= 3, `starts after a SIGKILL replayed the log (${replays} of ${phases.length} did)`);
     await waitFor(async () => {
       const metrics = await (await fetch(`${final.origin}/metrics`)).text();
       return /^ingest_queue_depth 0$/m.test(metrics);
