@@ -21,6 +21,16 @@ export interface ServerProcess {
 }
 
 /**
+ * Servers still running. A test that fails between a spawn and its kill would otherwise leave its
+ * server running after the test process ends (it was seen: orphaned crash-recovery servers kept
+ * loading the machine), so whatever is left is SIGKILLed when this process exits.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/**
  * Spawn the real server (`src/server.ts`) and wait until it listens. METRICS_PORT defaults to 0
  * (a free port) so that servers running side by side do not fight over 9464, and
  * METRICS_ON_PUBLIC_LISTENER to true so a test reads `${origin}/metrics`; pass '' for the
@@ -39,8 +49,12 @@ export async function startServerProcess(
     detached: options.detached ?? false,
   });
   const logs: string[] = [];
+  running.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    }),
   );
   const origin = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not listen within ${startTimeoutMs} ms:\n${logs.join('\n')}`)), startTimeoutMs);
