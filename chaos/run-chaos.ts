@@ -4,7 +4,7 @@
  * Every fault we can make on one machine, each under load with the obligation ledger, and a table
  * at the end (see chaos/chaos.ts). Loopback only; every process it starts (a PostgreSQL server of
  * its own, the service, the load) stops with it. Exit 0 when every scenario passed, 1 otherwise.
- * `--soak` runs the 20-minute soak instead of the scenarios.
+ * `--soak` runs the 20-minute soak instead of the scenarios (at half of the measured peak, or `--rate`).
  */
 import { parseArgs } from 'node:util';
 import { cpus, totalmem } from 'node:os';
@@ -53,7 +53,8 @@ log(`${cpu}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; N
 let passed: boolean;
 if (values.soak) {
   const minutes = Number(values['soak-minutes']);
-  const { result } = await withServer(options.databaseUrl, (server) => runSoak(server, options, minutes));
+  const rate = values.rate === undefined ? undefined : Number(values.rate);
+  const { result } = await withServer(options.databaseUrl, (server) => runSoak(server, options, minutes, rate));
   process.stdout.write(`${resultTable([result])}\n`);
   passed = result.problems.length === 0;
 } else {

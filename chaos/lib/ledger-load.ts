@@ -36,6 +36,8 @@ export class LedgerLoad {
   readonly #options: LoadOptions;
   readonly #client: Pool;
   #running = false;
+  /** Ends the workers' waits at stop(). */
+  #stopping = new AbortController();
   #workers: Promise<void>[] = [];
   #nextSendAtMs = 0;
   #sequence = 0;
@@ -59,12 +61,14 @@ export class LedgerLoad {
 
   start(): void {
     this.#running = true;
+    this.#stopping = new AbortController();
     this.#nextSendAtMs = Date.now();
     this.#workers = Array.from({ length: this.#options.connections }, () => this.#work());
   }
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopping.abort();
     await Promise.all(this.#workers);
   }
 
@@ -81,7 +85,7 @@ export class LedgerLoad {
     // No catching up after a stall beyond one interval per worker: the rate is a ceiling.
     const at = Math.max(this.#nextSendAtMs, now - intervalMs * this.#options.connections);
     this.#nextSendAtMs = at + intervalMs;
-    if (at > now) await sleep(at - now);
+    if (at > now) await this.#sleep(at - now);
   }
 
   async #work(): Promise<void> {
@@ -102,9 +106,13 @@ export class LedgerLoad {
         if (response.statusCode === 202) this.#acknowledge(events, text);
       } catch {
         this.errors += 1;
-        await sleep(50);
+        await this.#sleep(50);
       }
     }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return sleep(ms, undefined, { signal: this.#stopping.signal }).catch(() => {});
   }
 
   #acknowledge(events: readonly ChaosEvent[], body: string): void {

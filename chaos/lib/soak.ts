@@ -40,16 +40,18 @@ async function measurePeak(run: ScenarioRun): Promise<number> {
   return probe.acknowledged.size / (PEAK_PROBE_MS / 1000);
 }
 
-export async function runSoak(server: DatabaseServer, options: RunOptions, minutes: number): Promise<{ result: ScenarioResult; flatness: string }> {
-  const run = new ScenarioRun(`soak: ${minutes} min at half of peak, a database fault every minute`, server, { ...options, eventsPerSecond: 1 });
+/** `rate`: events/s to run at; undefined: half of the peak measured first. */
+export async function runSoak(server: DatabaseServer, options: RunOptions, minutes: number, rate?: number): Promise<{ result: ScenarioResult; flatness: string }> {
+  const title = `soak: ${minutes} min at ${rate === undefined ? 'half of peak' : `${rate} events/s`}, a database fault every minute`;
+  const run = new ScenarioRun(title, server, { ...options, eventsPerSecond: 1 });
   try {
     // Set up with a trickle, measure the peak, then run the load at half of it.
     await run.setUp();
     await run.load.stop();
-    const peak = await measurePeak(run);
-    const rate = Math.max(Math.round(peak / 2), 100);
-    options.log(`soak: peak ${peak.toFixed(0)} events/s; running ${minutes} min at ${rate} events/s`);
-    const load = new LedgerLoad({ origin: run.service!.origin, eventsPerSecond: rate, bulk: options.bulk, connections: options.connections, tenant: 'chaos' });
+    const peak = rate === undefined ? await measurePeak(run) : undefined;
+    const eventsPerSecond = rate ?? Math.max(Math.round(peak! / 2), 100);
+    options.log(`soak: ${peak === undefined ? 'rate given' : `peak ${peak.toFixed(0)} events/s`}; running ${minutes} min at ${eventsPerSecond} events/s`);
+    const load = new LedgerLoad({ origin: run.service!.origin, eventsPerSecond, bulk: options.bulk, connections: options.connections, tenant: 'chaos' });
     const sent = run.load.sent;
     const acknowledged = run.load.acknowledged;
     run.load = load;
@@ -69,9 +71,9 @@ export async function runSoak(server: DatabaseServer, options: RunOptions, minut
     }
     const samples = run.monitor.samples;
     const result = await run.finish();
-    run.notes.push(`${rate} events/s (peak ${peak.toFixed(0)})`);
     const flatness = flatnessReport(samples);
-    return { result: { ...result, notes: [...result.notes, flatness.summary], problems: [...result.problems, ...flatness.problems] }, flatness: flatness.summary };
+    const atRate = `${eventsPerSecond} events/s${peak === undefined ? '' : ` (half of a measured peak of ${peak.toFixed(0)})`}`;
+    return { result: { ...result, notes: [atRate, ...result.notes, flatness.summary], problems: [...result.problems, ...flatness.problems] }, flatness: flatness.summary };
   } finally {
     await run.cleanUp();
   }
