@@ -284,7 +284,7 @@ export class IngestPipeline {
     }
     metrics.copyBytes.inc(report.bytes);
     const nowMs = this.#clock.now();
-    for (const enqueuedAtMs of report.enqueuedAtMs) metrics.batchLatency.observe((nowMs - enqueuedAtMs) / 1000);
+    metrics.batchLatency.observeElapsedSince(nowMs, report.enqueuedAtMs);
     const openedAtMs = report.enqueuedAtMs[0];
     if (this.#adaptiveWindow && openedAtMs !== undefined) {
       const filled = report.reason === 'size' || report.reason === 'bytes';

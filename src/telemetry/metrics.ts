@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { WINDOW_DECISIONS } from '../batcher/adaptive-window.ts';
+import { BatchedHistogram } from './batched-histogram.ts';
 
 const TOP_TENANTS = 20;
 
@@ -248,7 +249,8 @@ function createInstruments(registry: Registry) {
       help: 'Maximum events the queue holds (QUEUE_CAPACITY); shedding starts at SHED_HIGH_WATER of it.',
       registers: [registry],
     }),
-    batchLatency: new Histogram({
+    // Observed for every event of a batch at once (batched-histogram.ts): 500 prom-client observes per batch cost ~1.6 % CPU.
+    batchLatency: new BatchedHistogram({
       name: 'ingest_batch_latency_seconds',
       help: 'Time from an event being accepted to its batch being committed (observed for every event).',
       buckets: LATENCY_SECONDS_BUCKETS,
