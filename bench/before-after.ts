@@ -203,7 +203,7 @@ function render(results: readonly Result[], trickle: number, faultEvery: number,
   const lines = [
     `## Before / after (full load: closed loop, 64 connections; trickle: ${trickle} events/s open loop; 1 in ${faultEvery} batch writes fails transiently in the service rows)`,
     '',
-    '| row | full load events/s | HTTP p99 ms (full) | commits/event | round trips/event | fsyncs/event (WAL + PostgreSQL) | mean batch | failed events | retries | trickle: end-to-end p50 / p99 ms | trickle: HTTP p99 ms | trickle: commits/event |',
+    '| row | full load events/s | HTTP p99 ms (full) | commits/event | round trips/event | fsyncs/event (service WAL groups + commits) | mean batch | failed events | retries | trickle: end-to-end p50 / p99 ms | trickle: HTTP p99 ms | trickle: commits/event |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of results) {
@@ -230,7 +230,7 @@ function render(results: readonly Result[], trickle: number, faultEvery: number,
     '### Method',
     '',
     '- One embedded PostgreSQL (fsync on), a fresh migrated database per row, rows one after another. Full load: a timed closed-loop warm-up sizes a counted run (every request answered). Trickle: lib/paced.ts, open loop, 16 connections.',
-    '- commits/event: transaction ids taken during the run per event stored (pg_current_snapshot xmax); round trips/event: pg_stat_statements statements less the COMMITs sent with the INSERT; fsyncs/event: the service\'s WAL group fsyncs (ingest_wal_fsync_duration_seconds_count) per event plus one PostgreSQL WAL flush per commit (synchronous_commit=on).',
+    '- commits/event: transaction ids taken during the run per event stored (pg_current_snapshot xmax); round trips/event: pg_stat_statements statements less the COMMITs sent with the INSERT; fsyncs/event: the service\'s WAL group fsyncs (ingest_wal_fsync_duration_seconds_count) per event plus the commits per event (synchronous_commit=on: each commit waits for a PostgreSQL WAL flush, but concurrent commits may share one, so for the naive row this is an upper bound).',
     '- End to end: for the service, accepted → committed (ingest_batch_latency_seconds, per event, quantiles from buckets); for naive, the HTTP latency of its 201 (answered after the commit).',
     '- Fixed cost: mean flush duration (ingest_flush_duration_seconds: one COPY + commit, the PostgreSQL WAL flush included) against mean batch size at the two loads, a straight line through the two points; its intercept is what a batch costs whatever its size, the slope what each event adds. The naive row pays the intercept once per event.',
     `- Faults: bench/servers/write-path.ts wraps the COPY sink so that every ${faultEvery}th batch write throws SQLSTATE 40001 before reaching the database. "plain" sends batches straight to the COPY sink (a failed batch\'s events count in ingest_events_failed_total); "service" is the service\'s own write path (retry with backoff, breaker, poison splitting, dead-letter queue). The naive server has no fault injection.`,
