@@ -27,17 +27,19 @@ import { measureDatabase, perEvent, withCpu } from './lib/harness.ts';
 interface Row {
   readonly id: string;
   readonly label: string;
+  /** For the figure's axis. */
+  readonly short: string;
   /** undefined: the naive server. */
   readonly env?: Record<string, string>;
 }
 
 const ROWS: readonly Row[] = [
-  { id: 'naive', label: 'naive: INSERT + commit per event' },
+  { id: 'naive', label: 'naive: INSERT + commit per event', short: 'naive' },
   // The timer out of the way (10 s), not off: the last partial batch of each run must still leave before the drain's deadline.
-  { id: 'size-only', label: 'size only (500; timer at 10 s)', env: { BENCH_WRITE_PATH: 'plain', BATCH_MAX_WAIT_MS: '10000' } },
-  { id: 'size-time', label: 'size + time (500 / 200 ms), no retry', env: { BENCH_WRITE_PATH: 'plain' } },
-  { id: 'retry', label: 'size + time + retry (the service)', env: { BENCH_WRITE_PATH: 'service' } },
-  { id: 'adaptive', label: 'adaptive window + retry', env: { BENCH_WRITE_PATH: 'service', BATCH_WINDOW: 'adaptive' } },
+  { id: 'size-only', label: 'size only (500; timer at 10 s)', short: 'size only', env: { BENCH_WRITE_PATH: 'plain', BATCH_MAX_WAIT_MS: '10000' } },
+  { id: 'size-time', label: 'size + time (500 / 200 ms), no retry', short: 'size + time', env: { BENCH_WRITE_PATH: 'plain' } },
+  { id: 'retry', label: 'size + time + retry (the service)', short: '+ retry', env: { BENCH_WRITE_PATH: 'service' } },
+  { id: 'adaptive', label: 'adaptive window + retry', short: 'adaptive + retry', env: { BENCH_WRITE_PATH: 'service', BATCH_WINDOW: 'adaptive' } },
 ];
 
 interface Result {
@@ -169,13 +171,13 @@ async function runRow(ctx: Context, row: Row, trickle: number, faultEvery: numbe
 }
 
 async function figures(ctx: Context, results: readonly Result[]): Promise<string[]> {
-  const order = results.map((r) => r.row.label);
+  const order = results.map((r) => r.row.short);
   const data: Datum[] = results
     .filter((r) => !r.pending)
     .flatMap((r) => [
-      { row: r.row.label, metric: 'full load: events/s', value: r.fullEventsPerSecond ?? null },
-      { row: r.row.label, metric: 'commits per 1,000 events', value: r.commitsPerEvent === undefined ? null : r.commitsPerEvent * 1000 },
-      { row: r.row.label, metric: 'trickle: end-to-end p99 ms (log)', value: r.trickleEndToEndP99Ms ?? null },
+      { row: r.row.short, metric: 'full load: events/s', value: r.fullEventsPerSecond ?? null },
+      { row: r.row.short, metric: 'commits per 1,000 events', value: r.commitsPerEvent === undefined ? null : r.commitsPerEvent * 1000 },
+      { row: r.row.short, metric: 'trickle: end-to-end p99 ms (log)', value: r.trickleEndToEndP99Ms ?? null },
     ]);
   const written = await writeFigure(ctx.runDir, {
     name: 'before-after',

@@ -102,7 +102,7 @@ export function barChart(options: {
   readonly column?: { readonly field: string; readonly title: string };
 }): Figure {
   const encoding: Record<string, unknown> = {
-    x: { field: options.x.field, type: 'ordinal', title: options.x.title, ...(options.x.sort ? { sort: options.x.sort } : {}) },
+    x: { field: options.x.field, type: 'ordinal', title: options.x.title, axis: { labelAngle: -30, labelLimit: 320 }, ...(options.x.sort ? { sort: options.x.sort } : {}) },
     y: { field: options.y.field, type: 'quantitative', title: options.y.title, ...(options.y.scale ? { scale: options.y.scale } : {}) },
     ...(options.series ? { color: { field: options.series.field, type: 'nominal', title: options.series.title }, xOffset: { field: options.series.field } } : {}),
   };
