@@ -27,11 +27,20 @@ export function encodeRecord(seq: number, payload: Buffer | string): Buffer {
   const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   const record = Buffer.allocUnsafe(HEADER_BYTES + length);
   record.writeUInt32LE(length, 0);
-  record.writeBigUInt64LE(BigInt(seq), 8);
+  writeSeq(record, seq, 8);
   if (typeof payload === 'string') record.write(payload, HEADER_BYTES, 'utf8');
   else payload.copy(record, HEADER_BYTES);
   record.writeUInt32LE(checksum(record, TYPE_EVENT, length), 4);
   return record;
+}
+
+/**
+ * A sequence number as u64 little-endian, written as two u32 (no BigInt per record: this runs for
+ * every event). Sequence numbers are safe integers (< 2^53), so the high word fits in 21 bits.
+ */
+function writeSeq(record: Buffer, seq: number, offset: number): void {
+  record.writeUInt32LE(seq >>> 0, offset);
+  record.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), offset + 4);
 }
 
 /** Encode a cancellation record (its own sequence number `seq`) for the event records `cancelled`. */
