@@ -21,6 +21,15 @@ describe('WAL record format', () => {
     assert.equal(step.kind === 'record' && step.record.payload.toString(), 'hello');
   });
 
+  it('round-trips sequence numbers past 32 bits, up to the largest safe integer, as the u64 the format defines', () => {
+    for (const seq of [2 ** 32 - 1, 2 ** 32, 2 ** 32 + 5, 2 ** 40 + 12_345, Number.MAX_SAFE_INTEGER]) {
+      const record = encodeRecord(seq, 'row\n');
+      assert.equal(record.readBigUInt64LE(8), BigInt(seq));
+      const step = parseRecordAt(record, 0);
+      assert.equal(step.kind === 'record' && step.record.seq, seq);
+    }
+  });
+
   it('encodes a string payload as UTF-8 straight into the record, the same bytes as from a Buffer', () => {
     const row = 'id\tZoë 👩‍💻 \\t\n';
     const fromString = encodeRecord(9, row);
