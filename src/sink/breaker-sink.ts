@@ -32,7 +32,8 @@ type Recovery = 'probe' | 'window';
  *
  *   closed ── `failureThreshold` transient failures in a row ──► open
  *   open (recovery 'probe': some failure of that run was a connection failure, and a probe is given)
- *        ── a probe answers ──► half_open      (probes run on a backoff while they fail)
+ *        ── a probe answers ──► half_open      (probes run on a backoff while they fail;
+ *                                               straight to closed when no batch waits to test)
  *   open (recovery 'window': the database answered but refused the writes — a lock wait, a full disk)
  *        ── `openMs` passes ──► half_open
  *   half_open ── the test batch succeeds (or is refused for its data) ──► closed
@@ -162,7 +163,11 @@ export class BreakerSink implements Sink {
       return;
     }
     this.#options.onProbe?.('success');
-    if (this.#state === 'open' && !this.#closed) this.#enter('half_open');
+    if (this.#state !== 'open' || this.#closed) return;
+    // With batches waiting, one of them tests the writes; with none (an idle service), the
+    // probe's answer is all the test there is — half-open would only wait, reported as not closed.
+    if (this.#waiters.length > 0) this.#enter('half_open');
+    else this.#succeeded();
   }
 
   #after(delayMs: number, callback: () => void): void {

@@ -272,6 +272,30 @@ describe('BreakerSink', () => {
       assert.equal(probeResults.at(-1), 'success');
     });
 
+    it('closes on the answer of a probe when no batch waits to test it (an idle service is not left half-open)', async () => {
+      let healthy = false;
+      const inner = new ScriptedSink(() => {
+        if (!healthy) throw refused();
+      });
+      const transitions: BreakerState[] = [];
+      const breaker = new BreakerSink(inner, {
+        failureThreshold: 1,
+        openMs: 3_600_000,
+        probe: async () => {
+          await Promise.resolve();
+          if (!healthy) throw refused();
+        },
+        onStateChange: (state) => transitions.push(state),
+      });
+      await assert.rejects(breaker.write(fakeEvents(1), { signal }));
+      await clock.tickAsync(3_000);
+      assert.equal(breaker.state, 'open');
+      healthy = true;
+      await clock.tickAsync(2_500);
+      assert.equal(breaker.state, 'closed');
+      assert.deepEqual(transitions, ['open', 'closed']);
+    });
+
     it('a write waiting at the open breaker ends when its signal aborts (the drain deadline)', async () => {
       const inner = new ScriptedSink(() => {
         throw refused();
