@@ -32,8 +32,12 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
       }
       const queued = prepared.event;
       const { id } = queued;
-      const fair = fairness.decide(prepared.tenant, 1);
-      if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
+      if (!admission.waits) {
+        // ADMISSION_POLICY=depth: the share is decided here, at once; with standing (the default)
+        // acceptEvents decides it once (and may wait for it), as for a bulk.
+        const fair = fairness.decide(prepared.tenant, 1);
+        if (!fair.admit) throw new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds });
+      }
 
       if (ackMode === 'queued') {
         const accepting = acceptEventsNow(context, [queued]);
