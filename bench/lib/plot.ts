@@ -71,7 +71,7 @@ export function lineChart(options: {
   const encoding: Record<string, unknown> = {
     x: { field: options.x.field, type: 'quantitative', title: options.x.title, ...(options.x.scale ? { scale: options.x.scale } : {}) },
     y: { field: options.y.field, type: 'quantitative', title: options.y.title, ...(options.y.scale ? { scale: options.y.scale } : {}) },
-    ...(options.series ? { color: { field: options.series.field, type: 'nominal', title: options.series.title } } : {}),
+    ...(options.series ? { color: { field: options.series.field, type: 'nominal', title: options.series.title, legend: { labelLimit: 360 } } } : {}),
   };
   const mark = { type: 'line', point: options.points ?? false, interpolate: 'linear' };
   if (options.row) {
@@ -104,7 +104,7 @@ export function barChart(options: {
   const encoding: Record<string, unknown> = {
     x: { field: options.x.field, type: 'ordinal', title: options.x.title, axis: { labelAngle: -30, labelLimit: 320 }, ...(options.x.sort ? { sort: options.x.sort } : {}) },
     y: { field: options.y.field, type: 'quantitative', title: options.y.title, ...(options.y.scale ? { scale: options.y.scale } : {}) },
-    ...(options.series ? { color: { field: options.series.field, type: 'nominal', title: options.series.title }, xOffset: { field: options.series.field } } : {}),
+    ...(options.series ? { color: { field: options.series.field, type: 'nominal', title: options.series.title, legend: { labelLimit: 360 } }, xOffset: { field: options.series.field } } : {}),
   };
   if (options.column) {
     return {
