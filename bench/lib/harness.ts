@@ -2,6 +2,7 @@
  * What every mode shares: the options, child servers and load runs, database and CPU counters
  * around a run, and how a full-load run is sized.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadOptions, LoadResult } from '../generators/load.ts';
@@ -14,6 +15,16 @@ export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url
 export const ROOT = path.resolve(BENCH_DIR, '..');
 export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 export const TSX = ['--import', 'tsx'];
+/**
+ * node's arguments before `src/server.ts` in `npm start` (package.json), e.g. the young-generation
+ * size and tsx: the bench runs the service exactly as a user starts it.
+ */
+export const SERVICE_NODE_ARGS: readonly string[] = (() => {
+  const start = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const match = /\bnode ((?:\S+ )*?)src\/server\.ts$/.exec(start);
+  if (!match) throw new Error(`package.json's start script is not "… node <flags> src/server.ts": ${start}`);
+  return match[1]!.trim().split(/\s+/);
+})();
 /** pg_stat_statements and transaction ids are current at once; a moment for the last replies. */
 export const STATS_SETTLE_MS = 250;
 export const SERVER_START_TIMEOUT_MS = 60_000;

@@ -11,7 +11,7 @@ import {
   DRAIN_TIMEOUT_MS,
   RESULTS_DIR,
   ROOT,
-  TSX,
+  SERVICE_NODE_ARGS,
   measureDatabase,
   perEvent,
   progress,
@@ -101,7 +101,7 @@ export function machineSection(machine: Machine, server: BenchServer, setup: str
  * (for flags NODE_OPTIONS does not allow, such as --cpu-prof).
  */
 export function startIngestService(ctx: Context, db: ModeDatabase, name: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<HttpServer> {
-  return startHttpServer(ctx, name, [...nodeArgs, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
+  return startHttpServer(ctx, name, [...nodeArgs, ...SERVICE_NODE_ARGS, path.join(ROOT, 'src', 'server.ts')], {
     DATABASE_URL: db.url,
     LOG_LEVEL: 'warn',
     DATA_DIR: path.join(ctx.runDir, `${name}-data`),

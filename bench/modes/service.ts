@@ -8,7 +8,7 @@ import {
   RESULTS_DIR,
   ROOT,
   SERVER_STOP_GRACE_MS,
-  TSX,
+  SERVICE_NODE_ARGS,
   fullScenario,
   measureDatabase,
   perEvent,
@@ -43,7 +43,7 @@ export interface ServiceRun {
 async function startService(ctx: Context, db: ModeDatabase, name: string, cpuProf: boolean): Promise<HttpServer> {
   // No --cpu-prof-name: tsx's loader thread writes a profile too, and one fixed name would be shared.
   const profiling = cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${RESULTS_DIR}`] : [];
-  return startHttpServer(ctx, name, [...profiling, ...TSX, path.join(ROOT, 'src', 'server.ts')], {
+  return startHttpServer(ctx, name, [...profiling, ...SERVICE_NODE_ARGS, path.join(ROOT, 'src', 'server.ts')], {
     DATABASE_URL: db.url,
     LOG_LEVEL: 'warn',
     DATA_DIR: path.join(ctx.runDir, 'service-data'),

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { SERVICE_NODE_ARGS } from '../../bench/lib/harness.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -51,7 +52,7 @@ describe('Dockerfile', () => {
     const argv = JSON.parse(entrypoint.args) as string[];
     assert.match(argv[0]!, /(^|\/)tini$/);
     assert.equal(argv[1], '--');
-    assert.deepEqual(argv.slice(2), ['node', '--import', 'tsx', 'src/server.ts'], 'exec form: node gets the signals from tini');
+    assert.deepEqual(argv.slice(2), ['node', ...SERVICE_NODE_ARGS, 'src/server.ts'], 'exec form: node gets the signals from tini, with the flags `npm start` uses');
     assert.ok(all.some((instruction) => instruction.keyword === 'RUN' && /apt-get install[^&]*\btini\b/.test(instruction.args)), 'tini installed');
     const user = all.filter((instruction) => instruction.keyword === 'USER').at(-1);
     assert.ok(user && !/^(root|0)(:|$)/.test(user.args), `USER ${user?.args ?? '(none: root)'}`);
