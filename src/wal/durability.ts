@@ -64,7 +64,9 @@ export class WalDurability implements Durability {
       this.#wal.settle(appended.map(({ seq }) => seq));
       throw error;
     }
-    return events.map((event, index) => ({ ...event, walSeq: appended[index]!.seq }));
+    const durable = new Array<QueuedEvent>(events.length);
+    for (let index = 0; index < events.length; index += 1) durable[index] = withWalSeq(events[index]!, appended[index]!.seq);
+    return durable;
   }
 
   settle(events: readonly QueuedEvent[]): void {
@@ -106,4 +108,13 @@ export class ReplayOnlyDurability implements Durability {
 
 function* seqsOf(events: readonly QueuedEvent[]): Generator<number> {
   for (const event of events) if (event.walSeq !== undefined) yield event.walSeq;
+}
+
+/**
+ * The event with its log position, built field by field: an object spread per event was 2 % of
+ * the service's busy time in WAL mode (and a literal keeps one shape for the batcher and the sink).
+ */
+function withWalSeq(event: QueuedEvent, walSeq: number): QueuedEvent {
+  const { id, tenant, row, bytes, requestSpan } = event;
+  return requestSpan === undefined ? { id, tenant, row, bytes, walSeq } : { id, tenant, row, bytes, walSeq, requestSpan };
 }

@@ -567,10 +567,18 @@ export class WriteAheadLog {
 }
 
 /** A promise and its settle functions (Promise.withResolvers, which Node 20 lacks). */
-function deferred(): { promise: Promise<void>; resolve: () => void; reject: (error: Error) => void } {
-  let settle: { resolve: () => void; reject: (error: Error) => void } | undefined;
-  const promise = new Promise<void>((resolve, reject) => {
-    settle = { resolve, reject };
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<void>((onResolve, onReject) => {
+    resolve = onResolve;
+    reject = onReject;
   });
-  return { promise, ...settle! };
+  return { promise, resolve, reject };
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
 }
