@@ -189,7 +189,8 @@ async function figures(ctx: Context, results: readonly Result[]): Promise<string
       spec: {
         width: 220,
         height: 240,
-        mark: 'bar',
+        // Points, not bars: a bar on a log scale has no base.
+        mark: { type: 'point', filled: true, size: 160 },
         encoding: {
           x: { field: 'row', type: 'nominal', sort: order, title: null, axis: { labelAngle: -35, labelLimit: 200 } },
           y: { field: 'value', type: 'quantitative', title: null, scale: { type: 'log' } },
