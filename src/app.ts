@@ -151,15 +151,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     closing = true;
     done();
   });
-  // Callback-style hooks here and below: they run on every request, and an async hook costs a
-  // promise and a microtask each time.
-  app.addHook('onRequest', (request, reply, done) => {
-    if (!closing || OPS_PATHS.has(request.routeOptions.url ?? '')) {
-      done();
-      return;
-    }
-    sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }));
-  });
+  // Callback-style hooks here and in the ingest gate: they run on every request, and an async
+  // hook costs a promise and a microtask each time. The closing check is the gate's first (ingest
+  // routes only; one hook less per request): ops routes keep answering, others get their 404.
   // One labelled child per (route, status), looked up once: prom-client hashes labels on every inc.
   // Keyed by route, then status: no key string is built per request.
   type ResponseCounter = { inc(): void; observe(seconds: number): void };
@@ -193,7 +187,10 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   // Ingest routes go in a plugin registered after the decompression plugin, so its preParsing
   // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.
   void app.register((routes, _options, done) => {
-    routes.addHook('onRequest', createIngestGate({ admission, fairness, authenticator: dependencies.authenticator }));
+    routes.addHook(
+      'onRequest',
+      createIngestGate({ admission, fairness, authenticator: dependencies.authenticator, isClosing: () => closing, closingRetryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }),
+    );
     const context = { pipeline, admission, fairness, durability: dependencies.durability, clock: dependencies.clock, ackMode: config.ackMode };
     registerEventRoute(routes, context, { bodyLimitBytes: config.bodyLimitBytes });
     registerBulkRoute(routes, context, { maxEvents: config.bulk.maxEvents, bodyLimitBytes: config.bulk.bodyLimitBytes });

@@ -17,8 +17,15 @@ declare module 'fastify' {
  * repeated failures), is there room (429 / 503), and is its tenant within its share (429)? None
  * of these answers costs body parsing.
  */
-export function createIngestGate(options: { admission: Admission; fairness: TenantFairness; authenticator: Authenticator | undefined }) {
-  const { admission, fairness, authenticator } = options;
+export function createIngestGate(options: {
+  admission: Admission;
+  fairness: TenantFairness;
+  authenticator: Authenticator | undefined;
+  /** The app is closing: requests still arriving on kept-alive connections get a counted INGEST_ERR_DRAINING. */
+  isClosing?: () => boolean;
+  closingRetryAfterSeconds?: number;
+}) {
+  const { admission, fairness, authenticator, isClosing, closingRetryAfterSeconds = 1 } = options;
   /** Room and share, once the tenant (if any) is known: answers the refusal, or lets the request on. */
   function admitOrRefuse(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
     const decision = admission.decide();
@@ -40,6 +47,10 @@ export function createIngestGate(options: { admission: Admission; fairness: Tena
   // Callback style (a refusal is sent and done not called): without a key to look up, the gate
   // costs no promise and no microtask on the request's way.
   return function ingestGate(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
+    if (isClosing?.()) {
+      sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: closingRetryAfterSeconds }));
+      return;
+    }
     if (!authenticator) {
       admitOrRefuse(request, reply, done);
       return;
