@@ -7,19 +7,19 @@ import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
  * flushPolicy 'natural' on a fake clock with a hand-cranked end of turn: `endTurn()` runs what the
  * batcher scheduled for the end of the current event-loop turn, so every step is deterministic.
  */
-function naturalBatcher(clock: FakeClock, overrides: Partial<ConstructorParameters<typeof Batcher<number>>[0]> = {}) {
+type Options = ConstructorParameters<typeof Batcher<number>>[0];
+
+/** Size 10, wait 200 ms, two slots, every item 1 byte. */
+function batcherOptions(clock: FakeClock, flush: Options['flush']): Options {
+  return { maxBatchSize: 10, maxBatchBytes: 1_000_000, maxWaitMs: 200, capacity: 100, capacityBytes: 1_000_000, flushConcurrency: 2, clock, sizeOf: () => 1, flush };
+}
+
+function naturalBatcher(clock: FakeClock, overrides: Partial<Options> = {}) {
   const flushes: { batch: readonly number[]; reason: FlushReason }[] = [];
   const pending: (() => void)[] = [];
   const endOfTurn: (() => void)[] = [];
   const batcher = new Batcher<number>({
-    maxBatchSize: 10,
-    maxBatchBytes: 1_000_000,
-    maxWaitMs: 200,
-    capacity: 100,
-    capacityBytes: 1_000_000,
-    flushConcurrency: 2,
-    clock,
-    sizeOf: () => 1,
+    ...batcherOptions(clock, () => Promise.resolve()),
     flushPolicy: 'natural',
     atEndOfTurn: (callback) => endOfTurn.push(callback),
     flush: (batch, { reason }) => {
@@ -132,20 +132,12 @@ describe('Batcher.setWindow', () => {
   it('applies a new size from the next item and a new wait to the next batch opened', async () => {
     const clock = createFakeClock();
     const flushes: [FlushReason, number][] = [];
-    const batcher = new Batcher<number>({
-      maxBatchSize: 10,
-      maxBatchBytes: 1_000_000,
-      maxWaitMs: 200,
-      capacity: 100,
-      capacityBytes: 1_000_000,
-      flushConcurrency: 2,
-      clock,
-      sizeOf: () => 1,
-      flush: (batch, { reason }) => {
+    const batcher = new Batcher<number>(
+      batcherOptions(clock, (batch, { reason }) => {
         flushes.push([reason, batch.length]);
         return Promise.resolve();
-      },
-    });
+      }),
+    );
     for (const item of [1, 2, 3]) batcher.enqueue(item);
     batcher.setWindow({ maxBatchSize: 4, maxWaitMs: 50 });
     assert.deepEqual(batcher.window, { maxBatchSize: 4, maxWaitMs: 50 });
