@@ -96,6 +96,12 @@ const environmentSchema = z
     BREAKER_FAILURE_THRESHOLD: integer(1, 1000).default(5),
     BREAKER_OPEN_MS: integer(10, 3_600_000).default(30_000),
     DLQ_MAX_FILE_BYTES: integer(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+    SINK: z.enum(['postgres', 'jetstream']).default('postgres'),
+    NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
+    NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]').default('AUDIT_EVENTS'),
+    NATS_PUBLISH_TIMEOUT_MS: integer(100, 600_000).default(5_000),
+    NATS_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
+    NATS_DUPLICATE_WINDOW_MS: integer(1_000, 7 * 24 * 3_600_000).default(120_000),
   })
   .refine((env) => env.HTTP_HEADERS_TIMEOUT_MS <= env.HTTP_REQUEST_TIMEOUT_MS, {
     message: 'must not exceed HTTP_REQUEST_TIMEOUT_MS',
@@ -227,6 +233,20 @@ export interface Config {
     readonly directory: string;
     readonly maxFileBytes: number;
   };
+  /** SINK: where batches go — PostgreSQL COPY (default), or a NATS JetStream stream (src/jetstream/). */
+  readonly sink: 'postgres' | 'jetstream';
+  readonly jetstream: JetStreamConfig;
+}
+
+export interface JetStreamConfig {
+  readonly url: string;
+  /** The stream events are published to (created if missing: file storage, subjects audit.>). */
+  readonly stream: string;
+  /** How long a publish waits for the stream's acknowledgement before it counts as failed (transient). */
+  readonly publishTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  /** The stream's duplicate window when this service creates it: a retried Nats-Msg-Id within it is stored once. */
+  readonly duplicateWindowMs: number;
 }
 
 export class ConfigError extends IngestInternalError {
@@ -317,6 +337,14 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     deadLetter: {
       directory: deadLetterDirectory(dataDir),
       maxFileBytes: env.DLQ_MAX_FILE_BYTES,
+    },
+    sink: env.SINK,
+    jetstream: {
+      url: env.NATS_URL,
+      stream: env.NATS_STREAM,
+      publishTimeoutMs: env.NATS_PUBLISH_TIMEOUT_MS,
+      connectTimeoutMs: env.NATS_CONNECT_TIMEOUT_MS,
+      duplicateWindowMs: env.NATS_DUPLICATE_WINDOW_MS,
     },
   });
 }
