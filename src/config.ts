@@ -99,6 +99,7 @@ const environmentSchema = z
     SINK: z.enum(['postgres', 'jetstream']).default('postgres'),
     NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
     NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]').default('AUDIT_EVENTS'),
+    NATS_SUBJECT_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'must be subject tokens of [A-Za-z0-9_-] joined by dots').default('audit'),
     NATS_PUBLISH_TIMEOUT_MS: integer(100, 600_000).default(5_000),
     NATS_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
     NATS_DUPLICATE_WINDOW_MS: integer(1_000, 7 * 24 * 3_600_000).default(120_000),
@@ -240,8 +241,10 @@ export interface Config {
 
 export interface JetStreamConfig {
   readonly url: string;
-  /** The stream events are published to (created if missing: file storage, subjects audit.>). */
+  /** The stream events are published to (created if missing: file storage, subjects `<subjectPrefix>.>`). */
   readonly stream: string;
+  /** Events go to `<subjectPrefix>.<tenant>` (default `audit`). */
+  readonly subjectPrefix: string;
   /** How long a publish waits for the stream's acknowledgement before it counts as failed (transient). */
   readonly publishTimeoutMs: number;
   readonly connectTimeoutMs: number;
@@ -342,6 +345,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
     jetstream: {
       url: env.NATS_URL,
       stream: env.NATS_STREAM,
+      subjectPrefix: env.NATS_SUBJECT_PREFIX,
       publishTimeoutMs: env.NATS_PUBLISH_TIMEOUT_MS,
       connectTimeoutMs: env.NATS_CONNECT_TIMEOUT_MS,
       duplicateWindowMs: env.NATS_DUPLICATE_WINDOW_MS,

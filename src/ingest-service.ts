@@ -11,7 +11,7 @@ import { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import type { Admission } from './http/admission.ts';
 import { IngestPipeline } from './ingest/pipeline.ts';
 import { FailureObservingSink } from './sink/failure-observing-sink.ts';
-import { createSinkChain, type SinkChain } from './sink/sink-chain.ts';
+import { createSinkChain, type SinkChain, type SinkTarget } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
 import type { Durability } from './wal/durability.ts';
@@ -41,6 +41,12 @@ export function createIngestService(options: {
   replaceWritePath?: (base: Sink) => Sink;
   /** What acknowledgement waits for: the opened write-ahead log (DURABILITY=wal) or memory. */
   durability: Durability;
+  /**
+   * SINK=jetstream: batches go to this target instead of PostgreSQL, and readiness asks whether
+   * it is reachable instead of the database (which then serves API keys only; known keys are
+   * cached, so the edge keeps taking events while the database is away).
+   */
+  target?: SinkTarget & { readonly reachable: () => Promise<boolean> };
 }): IngestService {
   const { config, pool, clock, logger, metrics, durability } = options;
   if (durability.mode !== config.durability.mode) {
@@ -62,6 +68,7 @@ export function createIngestService(options: {
     clock,
     metrics,
     logger,
+    ...(options.target ? { target: options.target } : {}),
     wrapBase: (copy) => new FailureObservingSink(wrapBaseSink ? wrapBaseSink(copy) : copy, (error) => pipeline.noteWriteFailure(error)),
     ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
   });
@@ -95,10 +102,11 @@ export function createIngestService(options: {
     metrics,
     notReadyReason: async () => {
       if (pipeline.draining) return 'draining';
-      if (chain.breaker.state === 'open') return 'database circuit breaker open';
+      const target = options.target;
+      if (chain.breaker.state === 'open') return `${target?.name ?? 'database'} circuit breaker open`;
       if (!deadLetterQueue.healthy) return 'dead-letter queue unwritable';
       if (durability.refusing) return `write-ahead log refusing events: ${durability.refusing}`;
-      if (!(await isDatabaseReachable(pool, 1000))) return 'database unreachable';
+      if (target ? !(await target.reachable()) : !(await isDatabaseReachable(pool, 1000))) return `${target?.name ?? 'database'} unreachable`;
       return undefined;
     },
   });

@@ -3,6 +3,7 @@
  * order, and `close(deadline)` takes it down in the reverse one:
  *
  *   DATA_DIR lock → tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
+ *   → NATS connection and stream (SINK=jetstream)
  *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
  *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
  *
@@ -28,6 +29,8 @@ import { migrate } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
 import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import { IngestInternalError } from './internal-errors.ts';
+import { connectJetStream, type JetStreamConnection } from './jetstream/connection.ts';
+import { JetStreamSink } from './sink/jetstream-sink.ts';
 import type { Admission } from './http/admission.ts';
 import { createMetricsApp } from './http/metrics-app.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
@@ -96,6 +99,8 @@ export class IngestRuntime {
   /** The database URL in use (the embedded server's when DATABASE_URL is unset). */
   readonly databaseUrl: string;
   readonly #embedded: EmbeddedDatabase | undefined;
+  /** SINK=jetstream: the NATS connection batches are published on. */
+  readonly jetstream: JetStreamConnection | undefined;
   readonly #opened: OpenedDurability;
   readonly #stopTracing: () => Promise<void>;
   readonly #lock: DataDirLock;
@@ -108,6 +113,7 @@ export class IngestRuntime {
     embedded: EmbeddedDatabase | undefined;
     databaseUrl: string;
     pool: pg.Pool;
+    jetstream: JetStreamConnection | undefined;
     opened: OpenedDurability;
     stopTracing: () => Promise<void>;
     lock: DataDirLock;
@@ -120,6 +126,7 @@ export class IngestRuntime {
     this.#embedded = parts.embedded;
     this.databaseUrl = parts.databaseUrl;
     this.pool = parts.pool;
+    this.jetstream = parts.jetstream;
     this.#opened = parts.opened;
     this.durability = parts.opened.durability;
     this.#stopTracing = parts.stopTracing;
@@ -131,6 +138,7 @@ export class IngestRuntime {
       logger: this.logger,
       metrics: this.metrics,
       durability: this.durability,
+      ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
       ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
     });
@@ -172,6 +180,13 @@ export class IngestRuntime {
       await migrate(databaseUrl, logger);
       const pool = createPool(databaseUrl, config.db, logger);
       undo.push(() => pool.end());
+      // SINK=jetstream: PostgreSQL still holds the API keys (and is migrated); events go to the stream.
+      let jetstream: JetStreamConnection | undefined;
+      if (config.sink === 'jetstream') {
+        jetstream = await connectJetStream(config.jetstream, logger);
+        undo.push(() => jetstream!.close());
+        logger.info({ url: config.jetstream.url, stream: config.jetstream.stream }, 'SINK=jetstream: batches are published to the JetStream stream');
+      }
       const metrics = createMetrics();
       metrics.buildInfo.set({ version: packageVersion(), node: process.version }, 1);
       if (!config.auth.enabled) {
@@ -184,7 +199,7 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, opened, stopTracing, lock });
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, jetstream, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       await runtime.#recover();
       return runtime;
@@ -233,8 +248,9 @@ export class IngestRuntime {
     const unstored = await this.pipeline.shutdown(remainingMs);
     const report = await this.#keepUnstored(unstored);
     this.chain.breaker.close(); // no more database probes
-    // 4. close the log, the dead-letter file and the pool, then the embedded database.
+    // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.
     await this.#opened.close();
+    await this.jetstream?.close();
     await this.deadLetterQueue.close();
     await this.pool.end();
     await this.metricsApp?.close();
@@ -261,6 +277,16 @@ export class IngestRuntime {
     this.logger.error({ file: spillFile, events: unstored.length }, 'unstored events written to the spill file; they are re-ingested at the next start');
     return { unstored: unstored.length, keptIn: 'spill', spillFile };
   }
+}
+
+/** The sink chain's target for SINK=jetstream: publish to the stream, probe it, ping it for readiness. */
+function jetStreamTarget(connection: JetStreamConnection, config: Config['jetstream']) {
+  return {
+    name: 'JetStream',
+    sink: new JetStreamSink(connection.js, { publishTimeoutMs: config.publishTimeoutMs, subjectPrefix: config.subjectPrefix }),
+    probe: (timeoutMs: number) => connection.probe(timeoutMs),
+    reachable: () => connection.reachable(1000),
+  };
 }
 
 function packageVersion(): string {

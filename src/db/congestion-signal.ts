@@ -25,6 +25,8 @@ const CONGESTION_CODES: ReadonlySet<string> = new Set([
   'ECONNRESET',
   'ETIMEDOUT',
   'EPIPE',
+  'JETSTREAM_ERR_TIMEOUT', // SINK=jetstream: no acknowledgement within NATS_PUBLISH_TIMEOUT_MS
+  'JETSTREAM_ERR_UNAVAILABLE',
 ]);
 
 export function isCongestionSignal(error: unknown): boolean {

@@ -44,6 +44,11 @@ const ERROR_CODES: Readonly<Record<string, FailureKind>> = {
   DB_ERR_CONNECT_TIMEOUT: 'transient', // pool.ts: no connection within DB_CONNECT_TIMEOUT_MS
   DB_ERR_QUERY_TIMEOUT: 'transient', // pool.ts: a client-side query timeout
   DLQ_ERR_WRITE: 'transient',
+  // SINK=jetstream (src/jetstream/errors.ts maps the NATS client's errors to these)
+  JETSTREAM_ERR_UNAVAILABLE: 'transient', // no connection, reconnecting, no JetStream responder
+  JETSTREAM_ERR_TIMEOUT: 'transient', // no acknowledgement within NATS_PUBLISH_TIMEOUT_MS
+  JETSTREAM_ERR_STREAM_REFUSED: 'transient', // the stream's limits, storage, permissions
+  JETSTREAM_ERR_EVENT_REFUSED: 'permanent', // this event cannot be published (max_payload, subject)
 };
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
@@ -88,6 +93,8 @@ const CONNECTION_FAILURE_CODES: ReadonlySet<string> = new Set([
   '57P01', // admin_shutdown: the server is stopping (pg_ctl stop/restart)
   '57P02', // crash_shutdown: another backend crashed, every session ended
   '57P03', // cannot_connect_now: starting up or in recovery
+  'JETSTREAM_ERR_UNAVAILABLE', // the breaker's probe (stream info) tells when NATS and the stream are back
+  'JETSTREAM_ERR_TIMEOUT',
 ]);
 /** pg's own errors for a socket that closed under it carry no code. */
 const CONNECTION_FAILURE_MESSAGES: readonly RegExp[] = [/^Connection terminated/];

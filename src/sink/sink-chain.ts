@@ -19,6 +19,16 @@ const PROBE_TIMEOUT_MS = 1000;
 
 const BREAKER_STATE_VALUES: Record<BreakerState, number> = { closed: 0, open: 1, half_open: 2 };
 
+/**
+ * What the chain writes to when it is not PostgreSQL (SINK=jetstream): the sink, the breaker's
+ * probe (bounded by the timeout it is given), and the name its log lines use.
+ */
+export interface SinkTarget {
+  readonly sink: Sink;
+  readonly probe: (timeoutMs: number) => Promise<void>;
+  readonly name: string;
+}
+
 export interface SinkChain {
   readonly sink: Sink;
   readonly breaker: BreakerSink;
@@ -36,6 +46,8 @@ export interface SinkChain {
 export function createSinkChain(options: {
   pool: pg.Pool;
   config: Pick<Config, 'db' | 'retry' | 'breaker'>;
+  /** Write somewhere else than PostgreSQL COPY on `pool` (the breaker then probes the target). */
+  target?: SinkTarget;
   deadLetterQueue: DeadLetterQueue;
   clock: Clock;
   metrics: IngestMetrics;
@@ -49,30 +61,36 @@ export function createSinkChain(options: {
   replaceWritePath?: (base: Sink) => Sink;
 }): SinkChain {
   const { config, metrics, logger } = options;
-  const copy = new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
+  const target = options.target;
+  const copy = target?.sink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
   const base = options.wrapBase ? options.wrapBase(copy) : copy;
   metrics.breakerState.set(0);
   // A probe answers or gives up well inside the 5 s target from a healed network to the first commit.
   const probeTimeoutMs = Math.min(config.db.connectTimeoutMs, PROBE_TIMEOUT_MS);
+  const targetName = target?.name ?? 'database';
   const breaker = new BreakerSink(base, {
     ...config.breaker,
-    probe: () => probeDatabase(options.pool.options, probeTimeoutMs),
+    probe: target ? () => target.probe(probeTimeoutMs) : () => probeDatabase(options.pool.options, probeTimeoutMs),
     onProbe: (result, error) => {
       metrics.databaseProbes.inc({ result });
-      if (result === 'success') logger.warn('the database answered a probe: the breaker lets one batch through to test it');
-      else logger.debug({ err: error }, 'the database did not answer a probe; the breaker stays open and probes again after a backoff');
+      if (result === 'success') logger.warn(`the ${targetName} answered a probe: the breaker lets one batch through to test it`);
+      else logger.debug({ err: error }, `the ${targetName} did not answer a probe; the breaker stays open and probes again after a backoff`);
     },
     onStateChange: (state) => {
       metrics.breakerState.set(BREAKER_STATE_VALUES[state]);
       metrics.breakerTransitions.inc({ to: state });
       const log = state === 'open' ? logger.error.bind(logger) : logger.warn.bind(logger);
       log(
-        { breaker: state, recovery: state === 'open' ? breaker.recovery : undefined, openMs: config.breaker.openMs },
-        state === 'open'
-          ? breaker.recovery === 'probe'
-            ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe (SELECT 1 on a fresh connection) answers. Check that the database is up and reachable'
-            : 'database circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. The database answers but refuses the writes: look for locks, a full disk, a missing table'
-          : `database circuit breaker is now ${state}`,
+        { breaker: state, recovery: state === 'open' ? breaker.recovery : undefined, openMs: config.breaker.openMs, target: targetName },
+        state !== 'open'
+          ? `${targetName} circuit breaker is now ${state}`
+          : target
+            ? breaker.recovery === 'probe'
+              ? `${targetName} circuit breaker opened after consecutive failures: no batches are sent until a probe answers. Check that it is up and reachable`
+              : `${targetName} circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. It answers but refuses the writes: look at its limits and storage`
+            : breaker.recovery === 'probe'
+              ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe (SELECT 1 on a fresh connection) answers. Check that the database is up and reachable'
+              : 'database circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. The database answers but refuses the writes: look for locks, a full disk, a missing table',
       );
     },
   });

@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import type { JsMsg } from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
+import type { Sink } from '../../src/sink/sink.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { createScratchStream, natsAnswers, NO_NATS_MESSAGE, type ScratchStream } from '../helpers/jetstream.ts';
+import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
+
+const natsUp = await natsAnswers();
+if (!natsUp) process.stderr.write(`jetstream-sink: skipped, ${NO_NATS_MESSAGE}\n`);
+
+/** Every message in the stream, read with an ephemeral ordered consumer. */
+async function readStream(stream: ScratchStream): Promise<JsMsg[]> {
+  const total = await stream.messageCount();
+  const consumer = await jetstream(stream.nc).consumers.get(stream.name);
+  const messages: JsMsg[] = [];
+  while (messages.length < total) {
+    const batch = await consumer.fetch({ max_messages: total - messages.length, expires: 2000 });
+    for await (const message of batch) messages.push(message);
+  }
+  return messages;
+}
+
+const metric = async (service: TestService, name: string): Promise<number> => {
+  const text = (await service.app.inject({ method: 'GET', url: '/metrics' })).body;
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return Number(line?.split(' ')[1] ?? NaN);
+};
+
+const ndjson = (events: Record<string, unknown>[]) => events.map((event) => JSON.stringify(event)).join('\n');
+
+describe('SINK=jetstream', { skip: natsUp ? false : NO_NATS_MESSAGE }, () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase();
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  it('publishes every 202 once to audit.<tenant> with Nats-Msg-Id <tenant>/<id> and the COPY row as payload; nothing goes to PostgreSQL', async () => {
+    const stream = await createScratchStream();
+    const service = await buildTestService(db.url, stream.environment);
+    try {
+      const sent = Array.from({ length: 300 }, (_, index) => sampleEvent({ id: randomUUID(), tenant: index % 3 === 0 ? 'acme.eu' : 'globex' }));
+      const response = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: ndjson(sent) });
+      assert.equal(response.statusCode, 202);
+      await waitFor(() => service.pipeline.depth === 0, 10_000, 'the queue to drain');
+      const messages = await readStream(stream);
+      assert.equal(messages.length, sent.length);
+      const byId = new Map(messages.map((message) => [message.headers?.get('Nats-Msg-Id') ?? '', message]));
+      assert.equal(byId.size, sent.length, 'one message per event');
+      for (const event of sent) {
+        const message = byId.get(`${String(event.tenant)}/${String(event.id)}`);
+        assert.ok(message, `event ${String(event.id)} reached the stream`);
+        assert.equal(message.subject, `${stream.subjectPrefix}.${String(event.tenant).replaceAll('.', '%2E')}`);
+        const row = message.string();
+        assert.ok(row.endsWith('\n') && row.startsWith(`${String(event.id)}\t`), 'the payload is the COPY row');
+      }
+      assert.equal(await metric(service, 'ingest_events_stored_total'), sent.length);
+      assert.equal(await db.count(), 0, 'the edge writes no events to PostgreSQL');
+    } finally {
+      await service.close();
+      await stream.remove();
+    }
+  });
+
+  it('ACK_MODE=committed answers 201 only once the stream acknowledged; a retried batch is stored once (Nats-Msg-Id dedupe)', async () => {
+    const stream = await createScratchStream();
+    let failNext = true;
+    // The first write reaches the stream and is then reported failed (a lost acknowledgement): the
+    // retry publishes the same ids again.
+    const loseFirstAck = (inner: Sink): Sink => ({
+      async write(batch, options) {
+        const result = await inner.write(batch, options);
+        if (failNext) {
+          failNext = false;
+          throw Object.assign(new Error('acknowledgement lost'), { code: 'JETSTREAM_ERR_TIMEOUT' });
+        }
+        return result;
+      },
+    });
+    const service = await buildTestService(db.url, { ...stream.environment, ACK_MODE: 'committed', RETRY_BASE_DELAY_MS: '10', RETRY_MAX_DELAY_MS: '20' }, { wrapBaseSink: loseFirstAck });
+    try {
+      const sent = Array.from({ length: 50 }, () => sampleEvent({ id: randomUUID() }));
+      const response = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: ndjson(sent) });
+      assert.equal(response.statusCode, 201, response.body);
+      assert.equal(failNext, false, 'the first attempt failed after publishing');
+      assert.equal(await stream.messageCount(), sent.length, 'each event is in the stream once');
+      assert.equal(await metric(service, 'ingest_retries_total'), 1);
+      assert.equal(await metric(service, 'ingest_events_duplicate_total'), sent.length, 'the retry was answered as duplicates by the stream');
+    } finally {
+      await service.close();
+      await stream.remove();
+    }
+  });
+});
