@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
 
 /** The NATS server the JetStream tests use (`nats-server -js` on the default port). */
 export const NATS_TEST_URL = 'nats://127.0.0.1:4222';
@@ -23,7 +23,7 @@ export function natsAnswers(): Promise<boolean> {
 }
 
 /**
- * A stream of one test's own: a random name and subject prefix, so tests never touch the
+ * A stream of one test's own (created here as the service creates it): a random name and subject prefix, so tests never touch the
  * AUDIT_EVENTS stream (or each other's) on a shared server. `environment` configures a service
  * or consumer for it; `remove()` deletes the stream.
  */
@@ -44,6 +44,7 @@ export async function createScratchStream(): Promise<ScratchStream> {
   const subjectPrefix = `audit_test_${suffix}`;
   const nc = await connect({ servers: NATS_TEST_URL });
   const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name, subjects: [`${subjectPrefix}.>`], storage: StorageType.File, duplicate_window: nanos(120_000) });
   return {
     name,
     subjectPrefix,
