@@ -17,7 +17,8 @@ import type { BatchWindow } from './batcher.ts';
  *  - congestion seen in the interval (timeouts, too many connections, connection errors — never
  *    data errors): size and wait × decreaseRatio (`decrease_congestion`); signals within one
  *    interval after such a decrease belong to the same episode and are not counted again;
- *  - p99 above the SLO: the same (`decrease_latency`);
+ *  - p99 above the SLO at breachDecisions decisions running (default 2: one slow interval on a
+ *    busy machine is noise, two are a trend): the same (`decrease_latency`); a first breach holds;
  *  - p99 below SLO × (1 − headroom) and batches filled (left on size or bytes): size + sizeStep
  *    (`increase_size`); or batches left on their timer: wait + waitStepMs (`increase_wait`);
  *  - otherwise `hold`.
@@ -57,6 +58,8 @@ export interface AdaptiveWindowOptions {
   readonly minIntervalMs?: number;
   /** Samples from batches formed under the current window before a latency decision. Default 3. */
   readonly minSamples?: number;
+  /** Consecutive decisions with p99 above the SLO before a decrease. Default 2. */
+  readonly breachDecisions?: number;
   readonly now: () => number;
 }
 
@@ -86,6 +89,8 @@ export class AdaptiveWindow {
   #variance = 0;
   /** Samples since the last change. */
   #samples = 0;
+  /** Decisions in a row that found p99 above the SLO. */
+  #breaches = 0;
   #changedAtMs: number;
   #nextDecisionAtMs: number;
   /** Congestion signals before this belong to the episode the last decrease answered (TCP: one cut per round trip of losses). */
@@ -109,6 +114,7 @@ export class AdaptiveWindow {
       waitStepMs: Math.max(1, Math.round(options.initial.maxWaitMs / 10)),
       minIntervalMs: 50,
       minSamples: 3,
+      breachDecisions: 2,
       ...options,
     };
     this.#window = clamp(options.initial);
@@ -172,6 +178,7 @@ export class AdaptiveWindow {
       this.#mean = undefined;
       this.#variance = 0;
       this.#samples = 0;
+      this.#breaches = 0;
     }
     this.#nextDecisionAtMs = nowMs + Math.max(this.#options.minIntervalMs, estimate ?? 0);
     if (decision === 'decrease_congestion') this.#congestionEpisodeEndsAtMs = this.#nextDecisionAtMs;
@@ -182,10 +189,12 @@ export class AdaptiveWindow {
   }
 
   #decide(estimate: number | undefined): WindowDecision {
-    const { latencySloMs, headroom, max } = this.#options;
+    const { latencySloMs, headroom, max, breachDecisions } = this.#options;
+    this.#breaches = estimate !== undefined && estimate > latencySloMs ? this.#breaches + 1 : 0;
     if (this.#congested) return 'decrease_congestion';
     if (estimate === undefined) return 'hold';
-    if (estimate > latencySloMs) return 'decrease_latency';
+    if (this.#breaches >= breachDecisions) return 'decrease_latency';
+    if (this.#breaches > 0) return 'hold';
     if (estimate >= latencySloMs * (1 - headroom)) return 'hold';
     if (this.#filled && this.#window.maxBatchSize < max.maxBatchSize) return 'increase_size';
     if (this.#timed && this.#window.maxWaitMs < max.maxWaitMs) return 'increase_wait';

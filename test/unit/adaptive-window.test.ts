@@ -73,11 +73,11 @@ describe('AdaptiveWindow', () => {
     assert.ok(decisions.every((decision) => decision === 'hold'), decisions.join(','));
   });
 
-  it('halves size and wait on a latency breach, once: batches formed under the old window are not evidence', async () => {
+  it('halves size and wait on a breach that lasts two decisions, once: batches formed under the old window are not evidence', async () => {
     const clock = createFakeClock();
     const window = controller(clock);
-    const decisions = await feed(clock, window, repeat(400, 3), 'filled');
-    assert.deepEqual(decisions, ['decrease_latency']);
+    const decisions = await feed(clock, window, repeat(400, 14), 'filled');
+    assert.deepEqual(decisions, ['hold', 'decrease_latency'], 'the first breach holds, the second (one interval later) halves');
     assert.deepEqual(window.window, { maxBatchSize: 250, maxWaitMs: 100 });
     // Batches still in flight when it halved (opened before the change) settle slow as well.
     for (let i = 0; i < 20; i += 1) {
@@ -144,7 +144,21 @@ describe('AdaptiveWindow', () => {
     const clock = createFakeClock();
     const window = controller(clock);
     assert.deepEqual(await feed(clock, window, [900, 900], 'filled'), []);
-    assert.deepEqual(await feed(clock, window, [900], 'filled'), ['decrease_latency']);
+    assert.deepEqual(await feed(clock, window, [900], 'filled'), ['hold'], 'the third sample allows a decision (a first breach: hold)');
+  });
+
+  it('one slow interval among fast ones does not move the window; it grows again after it', async () => {
+    const clock = createFakeClock();
+    const window = controller(clock);
+    // Batches that do not fill leave the window alone, so every sample below counts as evidence.
+    const decisions = [
+      ...(await feed(clock, window, repeat(80, 6), 'other')),
+      ...(await feed(clock, window, repeat(700, 3), 'other')), // a stall: the estimate passes the SLO once
+      ...(await feed(clock, window, repeat(80, 60), 'filled')),
+    ];
+    assert.ok(!decisions.includes('decrease_latency'), decisions.join(','));
+    assert.ok(decisions.includes('hold'));
+    assert.ok(window.window.maxBatchSize > 500, `grew on (${window.window.maxBatchSize})`);
   });
 });
 
