@@ -7,6 +7,7 @@ import type { Sink } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { createScratchStream, natsAnswers, NO_NATS_MESSAGE, type ScratchStream } from '../helpers/jetstream.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
+import { TcpProxy } from '../helpers/tcp-proxy.ts';
 
 const natsUp = await natsAnswers();
 if (!natsUp) process.stderr.write(`jetstream-sink: skipped, ${NO_NATS_MESSAGE}\n`);
@@ -93,6 +94,40 @@ describe('SINK=jetstream', { skip: natsUp ? false : NO_NATS_MESSAGE }, () => {
       assert.equal(await metric(service, 'ingest_events_duplicate_total'), sent.length, 'the retry was answered as duplicates by the stream');
     } finally {
       await service.close();
+      await stream.remove();
+    }
+  });
+
+  it('NATS unreachable (connections reset and refused): 202s keep coming, publishes fail as transient, are retried behind the breaker, and each event reaches the stream once when it is back', async () => {
+    const stream = await createScratchStream();
+    const proxy = new TcpProxy({ host: '127.0.0.1', port: 4222 });
+    await proxy.start();
+    const service = await buildTestService(db.url, {
+      ...stream.environment,
+      NATS_URL: `nats://127.0.0.1:${proxy.port}`,
+      NATS_PUBLISH_TIMEOUT_MS: '300',
+      RETRY_BASE_DELAY_MS: '20',
+      RETRY_MAX_DELAY_MS: '100',
+      BREAKER_FAILURE_THRESHOLD: '3',
+    });
+    try {
+      await proxy.cut();
+      const sent = Array.from({ length: 120 }, () => sampleEvent({ id: randomUUID() }));
+      const response = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: ndjson(sent) });
+      assert.equal(response.statusCode, 202, 'the write-ahead log takes them while NATS is away');
+      await waitFor(async () => (await metric(service, 'ingest_breaker_state')) === 1, 10_000, 'the breaker to open');
+      const ready = await service.app.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(ready.statusCode, 503);
+      assert.match(ready.body, /JetStream/);
+      assert.equal(await stream.messageCount(), 0);
+      await proxy.restore();
+      await waitFor(() => service.pipeline.depth === 0, 15_000, 'the backlog to reach the stream');
+      assert.equal(await stream.messageCount(), sent.length, 'each event once');
+      assert.equal(await metric(service, 'ingest_breaker_state'), 0);
+      assert.ok((await metric(service, 'ingest_retries_total')) >= 3);
+    } finally {
+      await service.close();
+      await proxy.stop();
       await stream.remove();
     }
   });
