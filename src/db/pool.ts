@@ -49,6 +49,9 @@ export function createPool(databaseUrl: string, db: Config['db'], logger: Logger
     // Lets the server notice an abandoned connection even while a query waits on a lock.
     options: '-c client_connection_check_interval=1000',
     keepAlive: true,
+    // Without a delay node-postgres calls setKeepAlive(true, 0): Linux refuses TCP_KEEPIDLE=0
+    // (EINVAL, seen with strace) and the kernel's default idle time (2 h) applies instead.
+    keepAliveInitialDelayMillis: 10_000,
   });
   pool.on('error', (error) => {
     logger.warn(
