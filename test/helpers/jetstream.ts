@@ -23,6 +23,17 @@ export function natsAnswers(): Promise<boolean> {
 }
 
 /**
+ * Whether the JetStream tests skip: false when NATS answers, the message saying how to start one
+ * otherwise. With INGEST_REQUIRE_NATS=1 (.ci/run, once a server answers) a missing server fails instead.
+ */
+export async function jetStreamSkip(file: string): Promise<string | false> {
+  if (await natsAnswers()) return false;
+  if (process.env.INGEST_REQUIRE_NATS === '1') throw new Error(`${file}: INGEST_REQUIRE_NATS=1 but ${NO_NATS_MESSAGE}`);
+  process.stderr.write(`${file}: skipped, ${NO_NATS_MESSAGE}\n`);
+  return NO_NATS_MESSAGE;
+}
+
+/**
  * A stream of one test's own (created here as the service creates it): a random name and subject prefix, so tests never touch the
  * AUDIT_EVENTS stream (or each other's) on a shared server. `environment` configures a service
  * or consumer for it; `remove()` deletes the stream.

@@ -15,11 +15,10 @@ import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { JetStreamSink } from '../../src/sink/jetstream-sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
-import { createScratchStream, natsAnswers, NO_NATS_MESSAGE, type ScratchStream } from '../helpers/jetstream.ts';
+import { createScratchStream, jetStreamSkip, type ScratchStream } from '../helpers/jetstream.ts';
 import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
-const natsUp = await natsAnswers();
-if (!natsUp) process.stderr.write(`jetstream-consumer: skipped, ${NO_NATS_MESSAGE}\n`);
+const skip = await jetStreamSkip('jetstream-consumer');
 
 const REPOSITORY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const signal = new AbortController().signal;
@@ -54,7 +53,7 @@ async function storedIds(db: TestDatabase): Promise<string[]> {
   return rows.map((row) => row.key);
 }
 
-describe('npm run consume: JetStream → PostgreSQL', { skip: natsUp ? false : NO_NATS_MESSAGE }, () => {
+describe('npm run consume: JetStream → PostgreSQL', { skip }, () => {
   let db: TestDatabase;
   before(async () => {
     db = await createTestDatabase();

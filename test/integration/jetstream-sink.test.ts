@@ -5,12 +5,11 @@ import type { JsMsg } from '@nats-io/jetstream';
 import { jetstream } from '@nats-io/jetstream';
 import type { Sink } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
-import { createScratchStream, natsAnswers, NO_NATS_MESSAGE, type ScratchStream } from '../helpers/jetstream.ts';
+import { createScratchStream, jetStreamSkip, type ScratchStream } from '../helpers/jetstream.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
 import { TcpProxy } from '../helpers/tcp-proxy.ts';
 
-const natsUp = await natsAnswers();
-if (!natsUp) process.stderr.write(`jetstream-sink: skipped, ${NO_NATS_MESSAGE}\n`);
+const skip = await jetStreamSkip('jetstream-sink');
 
 /** Every message in the stream, read with an ephemeral ordered consumer. */
 async function readStream(stream: ScratchStream): Promise<JsMsg[]> {
@@ -32,7 +31,7 @@ const metric = async (service: TestService, name: string): Promise<number> => {
 
 const ndjson = (events: Record<string, unknown>[]) => events.map((event) => JSON.stringify(event)).join('\n');
 
-describe('SINK=jetstream', { skip: natsUp ? false : NO_NATS_MESSAGE }, () => {
+describe('SINK=jetstream', { skip }, () => {
   let db: TestDatabase;
   before(async () => {
     db = await createTestDatabase();
