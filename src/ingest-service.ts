@@ -49,8 +49,10 @@ export function createIngestService(options: {
   target?: SinkTarget & { readonly reachable: () => Promise<boolean> };
 }): IngestService {
   const { config, pool, clock, logger, metrics, durability } = options;
-  if (durability.mode !== config.durability.mode) {
-    throw new Error(`DURABILITY=${config.durability.mode} but the service was given ${durability.mode} durability`);
+  // ACK_MODE=committed logs nothing new whatever DURABILITY says (open-durability.ts).
+  const expectedMode = config.ackMode === 'committed' ? 'memory' : config.durability.mode;
+  if (durability.mode !== expectedMode) {
+    throw new Error(`DURABILITY=${config.durability.mode} (ACK_MODE=${config.ackMode}) needs ${expectedMode} durability, but the service was given ${durability.mode}`);
   }
   metrics.setPoolSource(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
   const deadLetterQueue = new DeadLetterQueue({

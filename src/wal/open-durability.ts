@@ -19,23 +19,32 @@ export interface OpenedDurability {
  * Recover the write-ahead log (DURABILITY=wal) and open it for appending; or memory mode. In
  * memory mode a log left by an earlier DURABILITY=wal run is recovered and replayed too (its
  * events were acknowledged), and deleted once they are stored; nothing new is written to it.
+ *
+ * ACK_MODE=committed writes nothing new to the log either, whatever DURABILITY says: its answer
+ * (201) is sent only after the event's COMMIT, so a crash before it loses nothing acknowledged,
+ * and the log's fsync would only add a disk sync to every 201 (it was the tail of committed-mode
+ * latency at a trickle: two syncs in a row, the log's and PostgreSQL's).
  */
 export async function openDurability(
-  config: Pick<Config, 'durability'>,
+  config: Pick<Config, 'durability'> & Partial<Pick<Config, 'ackMode'>>,
   metrics: IngestMetrics,
   logger: Logger,
   onFatal: (error: WalFailedError) => void,
 ): Promise<OpenedDurability> {
   const { directory } = config.durability;
-  if (config.durability.mode === 'memory') {
-    logger.warn('DURABILITY=memory: a 202 means the event is in this process only; a crash loses up to QUEUE_CAPACITY acknowledged events');
+  if (config.durability.mode === 'memory' || config.ackMode === 'committed') {
+    if (config.durability.mode === 'memory') {
+      logger.warn('DURABILITY=memory: a 202 means the event is in this process only; a crash loses up to QUEUE_CAPACITY acknowledged events');
+    } else {
+      logger.info('ACK_MODE=committed: every 201 follows its COMMIT, so new events are not written to the write-ahead log (it would add an fsync and nothing a 201 promises); a log left by an earlier run is still replayed');
+    }
     if (!(await holdsSegments(directory))) return { durability: memoryDurability, recovered: [], close: async () => {} };
     const recovery = await recoverWal(directory);
     reportRecovery(recovery, metrics, logger);
     if (recovery.segments.length === 0) return { durability: memoryDurability, recovered: [], close: async () => {} };
     logger.warn(
       { directory, segments: recovery.segments.length, events: recovery.records.length },
-      'DURABILITY=memory, but DATA_DIR/wal holds the write-ahead log of an earlier DURABILITY=wal run: its events were acknowledged, so they are replayed now and the log is deleted once they are stored. Nothing new is written to it',
+      'new events are not logged (DURABILITY=memory or ACK_MODE=committed), but DATA_DIR/wal holds the write-ahead log of an earlier run: its events were acknowledged, so they are replayed now and the log is deleted once they are stored. Nothing new is written to it',
     );
     const wal = await openLog(config, metrics, logger, onFatal, recovery);
     return { durability: new ReplayOnlyDurability(wal), recovered: recovery.records, close: () => wal.close() };
