@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, StorageType, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 
 /** The NATS server the JetStream tests use (`nats-server -js` on the default port). */
 export const NATS_TEST_URL = 'nats://127.0.0.1:4222';
@@ -70,4 +70,16 @@ export async function createScratchStream(): Promise<ScratchStream> {
       await nc.close();
     },
   };
+}
+
+/** Every message in the stream, read with an ephemeral ordered consumer. */
+export async function readAllMessages(stream: ScratchStream): Promise<JsMsg[]> {
+  const total = await stream.messageCount();
+  const consumer = await jetstream(stream.nc).consumers.get(stream.name);
+  const messages: JsMsg[] = [];
+  while (messages.length < total) {
+    const batch = await consumer.fetch({ max_messages: Math.min(total - messages.length, 5000), expires: 2000 });
+    for await (const message of batch) messages.push(message);
+  }
+  return messages;
 }

@@ -1,27 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { JsMsg } from '@nats-io/jetstream';
-import { jetstream } from '@nats-io/jetstream';
 import type { Sink } from '../../src/sink/sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
-import { createScratchStream, jetStreamSkip, type ScratchStream } from '../helpers/jetstream.ts';
+import { createScratchStream, jetStreamSkip, readAllMessages } from '../helpers/jetstream.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
 import { TcpProxy } from '../helpers/tcp-proxy.ts';
 
 const skip = await jetStreamSkip('jetstream-sink');
-
-/** Every message in the stream, read with an ephemeral ordered consumer. */
-async function readStream(stream: ScratchStream): Promise<JsMsg[]> {
-  const total = await stream.messageCount();
-  const consumer = await jetstream(stream.nc).consumers.get(stream.name);
-  const messages: JsMsg[] = [];
-  while (messages.length < total) {
-    const batch = await consumer.fetch({ max_messages: total - messages.length, expires: 2000 });
-    for await (const message of batch) messages.push(message);
-  }
-  return messages;
-}
 
 const metric = async (service: TestService, name: string): Promise<number> => {
   const text = (await service.app.inject({ method: 'GET', url: '/metrics' })).body;
@@ -48,7 +34,7 @@ describe('SINK=jetstream', { skip }, () => {
       const response = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: ndjson(sent) });
       assert.equal(response.statusCode, 202);
       await waitFor(() => service.pipeline.depth === 0, 10_000, 'the queue to drain');
-      const messages = await readStream(stream);
+      const messages = await readAllMessages(stream);
       assert.equal(messages.length, sent.length);
       const byId = new Map(messages.map((message) => [message.headers?.get('Nats-Msg-Id') ?? '', message]));
       assert.equal(byId.size, sent.length, 'one message per event');
