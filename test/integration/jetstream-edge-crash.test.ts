@@ -26,7 +26,7 @@ describe('SINK=jetstream: SIGKILL of the edge while it publishes', { skip }, () 
     await db?.drop();
   });
 
-  it('every 202 reaches the stream exactly once: the restart replays the write-ahead log's segments, the Nats-Msg-Id window drops what had been published', async () => {
+  it('every 202 reaches the stream exactly once: the restart replays the write-ahead log segments, the Nats-Msg-Id window drops what had been published', async () => {
     const stream = await createScratchStream();
     const dataDir = path.join(tmpdir(), `edge-crash-${randomUUID()}`);
     const environment = { ...stream.environment, DATABASE_URL: db.url, DATA_DIR: dataDir, BATCH_MAX_SIZE: '200' };
