@@ -11,6 +11,10 @@
  * Every mode publishes to a scratch stream (file storage, the service's settings) with the
  * service's Nats-Msg-Id, and the stream must hold exactly the events sent afterwards.
  * Prints a Markdown table: events/s, median of the rounds (and the range).
+ *
+ * Then the other half (skip with --no-consumer): the consumer draining a backlog of `--backlog`
+ * events (default 50,000) into PostgreSQL (embedded, fsync on, or DATABASE_URL) at
+ * CONSUMER_BATCH_SIZE 100 and 500 — the rate a backlog left by a database outage drains at.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -22,8 +26,22 @@ import type { QueuedEvent } from '../src/event/queued-event.ts';
 import { auditEventSchema } from '../src/event/schema.ts';
 import { messageIdOf, subjectOfTenant } from '../src/jetstream/subject.ts';
 import { JetStreamSink } from '../src/sink/jetstream-sink.ts';
+import { loadConsumerConfig } from '../src/consumer/consumer-config.ts';
+import { ConsumerRuntime } from '../src/consumer/consumer-runtime.ts';
+import { countRows, createModeDatabase, startBenchServer } from './lib/database.ts';
+import { pino } from 'pino';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
-const { values } = parseArgs({ options: { events: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '20000' },
+    rounds: { type: 'string', default: '3' },
+    backlog: { type: 'string', default: '50000' },
+    'no-consumer': { type: 'boolean', default: false },
+  },
+});
 const EVENTS = Number(values.events);
 const ROUNDS = Number(values.rounds);
 const url = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -115,8 +133,57 @@ for (const mode of modes) {
   rows.push(`| ${mode.label} | ${mode.events.toLocaleString('en-US')} | ${fmt(median)} | ${fmt(rates[0]!)}–${fmt(rates.at(-1)!)} |`);
   process.stderr.write(`${mode.label}: ${fmt(median)} events/s\n`);
 }
+const consumerRows: string[] = [];
+if (!values['no-consumer']) {
+  const backlog = Number(values.backlog);
+  const server = await startBenchServer();
+  try {
+    for (const batchSize of [100, 500]) {
+      const suffix = randomBytes(4).toString('hex');
+      const name = `BENCH_${suffix}`;
+      const prefix = `bench_${suffix}`;
+      await jsm.streams.add({ name, subjects: [`${prefix}.>`], storage: StorageType.File, duplicate_window: nanos(120_000) });
+      const database = await createModeDatabase(server, `consumer_${batchSize}`);
+      const dataDir = path.join(tmpdir(), `bench-consumer-${suffix}`);
+      try {
+        const sink = new JetStreamSink(js, { publishTimeoutMs: 10_000, subjectPrefix: prefix });
+        const events = makeEvents(backlog);
+        for (let start = 0; start < events.length; start += 500) await sink.write(events.slice(start, start + 500), { signal });
+        const config = loadConsumerConfig({
+          NATS_URL: url,
+          NATS_STREAM: name,
+          NATS_SUBJECT_PREFIX: prefix,
+          DATABASE_URL: database.url,
+          DATA_DIR: dataDir,
+          METRICS_PORT: '0',
+          LOG_LEVEL: 'warn',
+          CONSUMER_BATCH_SIZE: String(batchSize),
+        });
+        const startedAt = performance.now();
+        const consumer = await ConsumerRuntime.start(config, pino({ level: 'warn' }));
+        void consumer.run();
+        while ((await countRows(database)) < backlog) await new Promise((resolve) => setTimeout(resolve, 20));
+        const seconds = (performance.now() - startedAt) / 1000;
+        await consumer.close(5_000);
+        const rate = Math.round(backlog / seconds).toLocaleString('en-US');
+        consumerRows.push(`| ${batchSize} | ${backlog.toLocaleString('en-US')} | ${seconds.toFixed(2)} | ${rate} |`);
+        process.stderr.write(`consumer, batch ${batchSize}: ${rate} events/s\n`);
+      } finally {
+        await jsm.streams.delete(name);
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+}
 await nc.close();
 
 process.stdout.write(`nats-server ${serverVersion}, file storage, ${ROUNDS} rounds each (fresh stream per round), events of ~${makeEvents(1)[0]!.bytes} bytes\n\n`);
 process.stdout.write('| mode | events per round | events/s (median) | range |\n|---|---|---|---|\n');
 process.stdout.write(`${rows.join('\n')}\n`);
+if (consumerRows.length > 0) {
+  process.stdout.write('\nThe consumer draining a backlog into PostgreSQL (start, fetch, COPY, commit, ack; connect and migrations included):\n\n');
+  process.stdout.write('| CONSUMER_BATCH_SIZE | events | seconds | events/s |\n|---|---|---|---|\n');
+  process.stdout.write(`${consumerRows.join('\n')}\n`);
+}
