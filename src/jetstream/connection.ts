@@ -5,6 +5,9 @@ import type { JetStreamConfig } from '../config.ts';
 import { toJetStreamError } from './errors.ts';
 import { streamSubjects } from './subject.ts';
 
+/** How long close() lets drain() flush before it closes the connection outright. */
+const CLOSE_DRAIN_TIMEOUT_MS = 2_000;
+
 /** One NATS connection with its JetStream client and manager; `close()` drains it. */
 export interface JetStreamConnection {
   readonly nc: NatsConnection;
@@ -65,7 +68,14 @@ export async function connectJetStream(config: JetStreamConfig, logger: Logger, 
         return Promise.race([answered, late]).finally(() => clearTimeout(timer));
       },
       async close() {
-        if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
+        if (nc.isClosed()) return;
+        // drain() flushes first, which waits for a reconnect while NATS is away: bounded, then closed.
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, CLOSE_DRAIN_TIMEOUT_MS);
+        });
+        await Promise.race([nc.drain().catch(() => {}), late]).finally(() => clearTimeout(timer));
+        if (!nc.isClosed()) await nc.close().catch(() => {});
       },
     };
   } catch (error) {

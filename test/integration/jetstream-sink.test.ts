@@ -116,4 +116,25 @@ describe('SINK=jetstream', { skip }, () => {
       await stream.remove();
     }
   });
+
+  it('a shutdown while NATS answers nothing (a frozen network) completes: the unpublished events stay in the write-ahead log, the connection is closed without waiting for an answer', async () => {
+    const stream = await createScratchStream();
+    const proxy = new TcpProxy({ host: '127.0.0.1', port: 4222 });
+    await proxy.start();
+    const service = await buildTestService(db.url, { ...stream.environment, NATS_URL: `nats://127.0.0.1:${proxy.port}`, NATS_PUBLISH_TIMEOUT_MS: '300' });
+    try {
+      proxy.freeze();
+      const sent = Array.from({ length: 30 }, () => sampleEvent({ id: randomUUID() }));
+      const response = await service.app.inject({ method: 'POST', url: '/events', headers: { 'content-type': 'application/x-ndjson' }, payload: ndjson(sent) });
+      assert.equal(response.statusCode, 202);
+      const report = await service.close(1_000);
+      assert.equal(report.keptIn, 'wal');
+      assert.equal(report.unstored, sent.length);
+      assert.ok(service.jetstream?.nc.isClosed(), 'the NATS connection is closed');
+    } finally {
+      await service.close();
+      await proxy.stop();
+      await stream.remove();
+    }
+  });
 });
