@@ -44,6 +44,12 @@ describe('breaker recovery follows the database, not the open window', () => {
     const service = await buildTestService(throughProxy(db.url, proxy), {
       BREAKER_OPEN_MS: String(OPEN_MS),
       BREAKER_FAILURE_THRESHOLD: '2',
+      // One pooled connection: a frozen network first shows as a COPY timeout on it (not a
+      // connection failure: a lock looks the same), then as a connect timeout on the next one.
+      // With more pooled connections than the threshold, every failure of the run could be a
+      // COPY timeout and the breaker would (rightly) wait out its window: that made this flaky.
+      // The default threshold (5) is above the default pool (4) for the same reason.
+      DB_POOL_SIZE: '1',
       DB_CONNECT_TIMEOUT_MS: '500',
       DB_COPY_TIMEOUT_MS: '1000',
       RETRY_BASE_DELAY_MS: '10',
