@@ -65,6 +65,8 @@ export class BreakerSink implements Sink {
   #testInFlight = false;
   #timer: NodeJS.Timeout | undefined;
   #backoff: IBackoff<unknown> | undefined;
+  /** Counts openings: a probe started for an earlier one (closed and reopened since) drops its answer. */
+  #openings = 0;
   #closed = false;
   /** Woken at every state change. */
   #waiters: (() => void)[] = [];
@@ -140,6 +142,7 @@ export class BreakerSink implements Sink {
   }
 
   #open(): void {
+    this.#openings += 1;
     this.#recovery = this.#connectionFailureInRun && this.#options.probe ? 'probe' : 'window';
     this.#enter('open');
     clearTimeout(this.#timer);
@@ -149,21 +152,24 @@ export class BreakerSink implements Sink {
 
   #scheduleProbe(): void {
     this.#backoff = this.#backoff ? this.#backoff.next(undefined) : this.#probeBackoff.next();
-    this.#after(this.#backoff.duration, () => void this.#runProbe());
+    const opening = this.#openings;
+    this.#after(this.#backoff.duration, () => void this.#runProbe(opening));
   }
 
-  async #runProbe(): Promise<void> {
+  async #runProbe(opening: number): Promise<void> {
     const probe = this.#options.probe;
     if (!probe || this.#closed || this.#state !== 'open') return;
+    // The breaker closed and opened again while this probe ran: the new opening has its own schedule.
+    const current = () => opening === this.#openings && this.#state === 'open' && !this.#closed;
     try {
       await probe();
     } catch (error) {
       this.#options.onProbe?.('failure', error);
-      if (this.#state === 'open' && this.#recovery === 'probe' && !this.#closed) this.#scheduleProbe();
+      if (current() && this.#recovery === 'probe') this.#scheduleProbe();
       return;
     }
     this.#options.onProbe?.('success');
-    if (this.#state !== 'open' || this.#closed) return;
+    if (!current()) return;
     // With batches waiting, one of them tests the writes; with none (an idle service), the
     // probe's answer is all the test there is — half-open would only wait, reported as not closed.
     if (this.#waiters.length > 0) this.#enter('half_open');
@@ -172,6 +178,7 @@ export class BreakerSink implements Sink {
 
   #after(delayMs: number, callback: () => void): void {
     if (this.#closed) return;
+    clearTimeout(this.#timer); // one timer at a time: a replaced one must not fire, and close() must reach it
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       callback();

@@ -241,6 +241,48 @@ describe('BreakerSink', () => {
       breaker.close();
     });
 
+    it('keeps one probe schedule when it closes and opens again while a probe is running', async () => {
+      // Write 1 fails (opens, probing); write 2, already in flight, succeeds while the first probe
+      // runs (closes); write 3 fails (opens again). The first probe's late failure must not start a
+      // second schedule beside the new opening's.
+      let finishSlowWrite: () => void = () => {};
+      let call = 0;
+      const inner = {
+        write: async (): Promise<{ inserted: number; deadLettered: [] }> => {
+          call += 1;
+          if (call === 1) await new Promise<void>((resolve) => (finishSlowWrite = resolve));
+          else throw refused();
+          return { inserted: 1, deadLettered: [] };
+        },
+      };
+      let probes = 0;
+      const breaker = new BreakerSink(inner, {
+        failureThreshold: 1,
+        openMs: 3_600_000,
+        probe: async () => {
+          probes += 1;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          throw refused();
+        },
+        probeBackoff: { initialDelayMs: 100, maxDelayMs: 100 },
+      });
+      const slow = breaker.write(fakeEvents(1), { signal });
+      const first = breaker.write(fakeEvents(1), { signal });
+      await assert.rejects(first, { code: 'ECONNREFUSED' });
+      assert.equal(breaker.state, 'open');
+      await clock.tickAsync(300); // the first probe is running
+      finishSlowWrite();
+      await slow;
+      assert.equal(breaker.state, 'closed');
+      await assert.rejects(breaker.write(fakeEvents(1), { signal }), { code: 'ECONNREFUSED' });
+      assert.equal(breaker.state, 'open');
+      const before = probes;
+      await clock.tickAsync(11_000);
+      // One schedule: a probe every 100 ms + 1 s of probing ≈ 10 in 11 s; two schedules would be ~20.
+      assert.ok(probes - before <= 11, `${probes - before} probes in 11 s`);
+      breaker.close();
+    });
+
     it('lets the waiting writes through the moment a probe answers: one test batch, then the rest', async () => {
       let healthy = false;
       const inner = new ScriptedSink(() => {
