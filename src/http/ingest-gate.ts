@@ -22,10 +22,10 @@ export function createIngestGate(options: {
   fairness: TenantFairness;
   authenticator: Authenticator | undefined;
   /** The app is closing: requests still arriving on kept-alive connections get a counted INGEST_ERR_DRAINING. */
-  isClosing?: () => boolean;
-  closingRetryAfterSeconds?: number;
+  isClosing: () => boolean;
+  closingRetryAfterSeconds: number;
 }) {
-  const { admission, fairness, authenticator, isClosing, closingRetryAfterSeconds = 1 } = options;
+  const { admission, fairness, authenticator, isClosing, closingRetryAfterSeconds } = options;
   /** Room and share, once the tenant (if any) is known: answers the refusal, or lets the request on. */
   function admitOrRefuse(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
     const decision = admission.decide();
@@ -47,7 +47,7 @@ export function createIngestGate(options: {
   // Callback style (a refusal is sent and done not called): without a key to look up, the gate
   // costs no promise and no microtask on the request's way.
   return function ingestGate(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
-    if (isClosing?.()) {
+    if (isClosing()) {
       sendProblem(reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: closingRetryAfterSeconds }));
       return;
     }

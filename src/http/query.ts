@@ -22,12 +22,7 @@ export function validateQuery(schema: z.ZodType) {
       return;
     }
     const query = request.query as Record<string, unknown>;
-    let empty = true;
-    for (const _key in query) {
-      empty = false;
-      break;
-    }
-    const parsed = empty ? undefined : schema.safeParse(query);
+    const parsed = Object.keys(query).length === 0 ? undefined : schema.safeParse(query);
     if (!parsed || parsed.success) {
       done();
       return;
