@@ -60,7 +60,7 @@ export function createIngestService(options: {
     maxFileBytes: config.deadLetter.maxFileBytes,
     clock,
   });
-  // Every failed write attempt reaches the pipeline (its adaptive window backs off on congestion).
+  // With BATCH_WINDOW=adaptive every failed write attempt reaches the pipeline (its window backs off on congestion).
   // The pipeline is built after the chain; no write can fail before it exists.
   const wrapBaseSink = options.wrapBaseSink;
   const chain = createSinkChain({
@@ -71,7 +71,11 @@ export function createIngestService(options: {
     metrics,
     logger,
     ...(options.target ? { target: options.target } : {}),
-    wrapBase: (copy) => new FailureObservingSink(wrapBaseSink ? wrapBaseSink(copy) : copy, (error) => pipeline.noteWriteFailure(error)),
+    wrapBase: (copy) => {
+      const base = wrapBaseSink ? wrapBaseSink(copy) : copy;
+      // Only an adaptive window listens to every failed attempt; a static one pays nothing for it.
+      return config.batch.window === 'adaptive' ? new FailureObservingSink(base, (error) => pipeline.noteWriteFailure(error)) : base;
+    },
     ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
   });
   const pipeline = new IngestPipeline({
