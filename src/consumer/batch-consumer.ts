@@ -1,6 +1,7 @@
 import type { Consumer, ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import { queuedEventFromRow, type QueuedEvent } from '../event/queued-event.ts';
+import { TENANT_PATTERN } from '../event/schema.ts';
 import type { Sink } from '../sink/sink.ts';
 import type { ConsumerMetrics } from './consumer-metrics.ts';
 
@@ -17,7 +18,6 @@ export interface BatchConsumerOptions {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * The queued event a message carries: exactly one COPY row (one newline, at its end: COPY text
@@ -28,7 +28,7 @@ export function eventOfMessage(message: Pick<JsMsg, 'string'>): QueuedEvent {
   const row = message.string();
   if (row.indexOf('\n') !== row.length - 1) throw new Error('the payload is not exactly one newline-terminated row');
   const event = queuedEventFromRow(row);
-  if (!UUID.test(event.id) || !TENANT.test(event.tenant)) throw new Error('the row does not start with an event id and a tenant');
+  if (!UUID.test(event.id) || !TENANT_PATTERN.test(event.tenant)) throw new Error('the row does not start with an event id and a tenant');
   return event;
 }
 
@@ -131,6 +131,7 @@ export class JetStreamBatchConsumer {
       if (last) metrics.pending.set(Math.max(last.info.pending, 0));
     } catch (error) {
       // Unacknowledged: redelivered after the ack wait, to this consumer or another.
+      metrics.unacknowledged.inc(carried.length);
       logger.error({ err: error, messages: carried.length }, 'a fetched batch could not be written; it is left unacknowledged and will be redelivered');
     } finally {
       clearInterval(keepAlive);

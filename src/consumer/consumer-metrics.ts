@@ -33,6 +33,11 @@ export function createConsumerMetrics(registry: Registry) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
+    unacknowledged: new Counter({
+      name: 'ingest_consumer_unacknowledged_messages_total',
+      help: 'Messages of fetched batches whose write failed (retries exhausted, or aborted by the shutdown deadline): left unacknowledged, JetStream redelivers them after CONSUMER_ACK_WAIT_MS',
+      registers: [registry],
+    }),
     fetchErrors: new Counter({
       name: 'ingest_consumer_fetch_errors_total',
       help: 'Fetches from JetStream that failed (NATS down, consumer or stream missing); the consumer backs off and fetches again',
