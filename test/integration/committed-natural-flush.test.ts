@@ -30,14 +30,12 @@ describe('ACK_MODE=committed flushes naturally', () => {
     const service = await buildTestService(db.url, { ACK_MODE: 'committed', BATCH_MAX_WAIT_MS: '200' }, { clock });
     try {
       assert.equal(service.config.batch.flushPolicy, 'natural', 'the default with ACK_MODE=committed');
-      const startedAt = clock.now();
       for (let i = 0; i < 5; i += 1) {
         const event = sampleEvent({ id: randomUUID(), tenant: 'trickle' });
         const response = await service.app.inject({ method: 'POST', url: '/event', payload: event });
         assert.equal(response.statusCode, 201);
         assert.equal(await db.count(`id = '${String(event.id)}'`), 1, 'committed before the 201');
       }
-      assert.equal(clock.now(), startedAt, 'the service clock never moved');
       assert.deepEqual(await flushesByReason(service), { natural: 5 }, 'one natural flush per event, none on the timer');
     } finally {
       await service.close();
