@@ -46,6 +46,7 @@ import type { Durability } from './wal/durability.ts';
 import type { WalFailedError } from './wal/errors.ts';
 import { openDurability, type OpenedDurability } from './wal/open-durability.ts';
 import { replayRecovered } from './wal/replay.ts';
+import { raceDeadline } from './deadline.ts';
 
 export interface RuntimeOptions {
   readonly config: Config;
@@ -294,10 +295,3 @@ function packageVersion(): string {
   return manifest.version ?? 'unknown';
 }
 
-function raceDeadline(promise: Promise<unknown>, deadlineMs: number): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise((resolve) => {
-    timer = setTimeout(resolve, deadlineMs);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { JetStreamConfig } from '../config.ts';
 import { toJetStreamError } from './errors.ts';
 import { streamSubjects } from './subject.ts';
+import { raceDeadline } from '../deadline.ts';
 
 /** How long close() lets drain() flush before it closes the connection outright. */
 const CLOSE_DRAIN_TIMEOUT_MS = 2_000;
@@ -57,24 +58,16 @@ export async function connectJetStream(config: JetStreamConfig, logger: Logger, 
       },
       async reachable(timeoutMs) {
         if (nc.isClosed()) return false;
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(false), timeoutMs);
-        });
         const answered = nc.flush().then(
           () => true,
           () => false,
         );
-        return Promise.race([answered, late]).finally(() => clearTimeout(timer));
+        return raceDeadline(answered, timeoutMs, false);
       },
       async close() {
         if (nc.isClosed()) return;
         // drain() flushes first, which waits for a reconnect while NATS is away: bounded, then closed.
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, CLOSE_DRAIN_TIMEOUT_MS);
-        });
-        await Promise.race([nc.drain().catch(() => {}), late]).finally(() => clearTimeout(timer));
+        await raceDeadline(nc.drain().catch(() => {}), CLOSE_DRAIN_TIMEOUT_MS);
         if (!nc.isClosed()) await nc.close().catch(() => {});
       },
     };

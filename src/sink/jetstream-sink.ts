@@ -4,6 +4,7 @@ import { toJetStreamError } from '../jetstream/errors.ts';
 import { messageIdOf, subjectOfTenant } from '../jetstream/subject.ts';
 import { isPermanentFailure } from '../db/failure-class.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
+import { untilAborted } from './retry-policy.ts';
 
 /** How many ids published by attempts that failed as a whole are remembered (see #publishedBefore). */
 const REMEMBERED_IDS = 100_000;
@@ -76,14 +77,4 @@ export class JetStreamSink implements Sink {
       if (!oldest.done) this.#publishedBefore.delete(oldest.value);
     }
   }
-}
-
-/** `promise`, or the signal's reason as soon as it aborts (publishes in flight then settle unobserved). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  let onAbort: () => void = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
 }

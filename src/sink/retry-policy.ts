@@ -30,13 +30,17 @@ export function createRetryPolicy(options: RetryOptions, shouldRetry: (error: Er
 export function executeUntilAborted<T>(policy: RetryPolicy, fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   const attempts = policy.execute(fn, signal);
+  return untilAborted(attempts, signal).finally(() => {
+    attempts.catch(() => {}); // an attempt loop abandoned at the abort settles unobserved
+  });
+}
+
+/** `promise`, or the signal's reason as soon as it aborts (the work behind `promise` is not stopped). */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   let onAbort: () => void = () => {};
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });
   });
-  return Promise.race([attempts, aborted]).finally(() => {
-    signal.removeEventListener('abort', onAbort);
-    attempts.catch(() => {}); // an attempt loop abandoned at the abort settles unobserved
-  });
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
 }
