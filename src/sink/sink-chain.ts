@@ -82,15 +82,7 @@ export function createSinkChain(options: {
       const log = state === 'open' ? logger.error.bind(logger) : logger.warn.bind(logger);
       log(
         { breaker: state, recovery: state === 'open' ? breaker.recovery : undefined, openMs: config.breaker.openMs, target: targetName },
-        state !== 'open'
-          ? `${targetName} circuit breaker is now ${state}`
-          : target
-            ? breaker.recovery === 'probe'
-              ? `${targetName} circuit breaker opened after consecutive failures: no batches are sent until a probe answers. Check that it is up and reachable`
-              : `${targetName} circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. It answers but refuses the writes: look at its limits and storage`
-            : breaker.recovery === 'probe'
-              ? 'database circuit breaker opened after consecutive failures: no batches are sent until a probe (SELECT 1 on a fresh connection) answers. Check that the database is up and reachable'
-              : 'database circuit breaker opened after consecutive failures: no batches are sent for BREAKER_OPEN_MS, then one test batch. The database answers but refuses the writes: look for locks, a full disk, a missing table',
+        state === 'open' ? breakerOpenedMessage(target ? targetName : undefined, breaker.recovery) : `${targetName} circuit breaker is now ${state}`,
       );
     },
   });
@@ -116,4 +108,20 @@ export function createSinkChain(options: {
     ? options.replaceWritePath(base)
     : new GiveUpDeadLetterSink(isolating, { deadLetter, retryMaxAttempts: config.retry.maxAttempts, logger });
   return { sink, breaker, deadLetter };
+}
+
+/** What the log says when the breaker opens: how it will recover, and where to look (`target`: a non-database sink's name). */
+function breakerOpenedMessage(target: string | undefined, recovery: 'probe' | 'window'): string {
+  const what = target === undefined ? 'database' : target;
+  const until =
+    recovery === 'window'
+      ? 'no batches are sent for BREAKER_OPEN_MS, then one test batch'
+      : `no batches are sent until a probe ${target === undefined ? '(SELECT 1 on a fresh connection) ' : ''}answers`;
+  const hint =
+    recovery === 'probe'
+      ? `Check that ${target === undefined ? 'the database' : 'it'} is up and reachable`
+      : target === undefined
+        ? 'The database answers but refuses the writes: look for locks, a full disk, a missing table'
+        : 'It answers but refuses the writes: look at its limits and storage';
+  return `${what} circuit breaker opened after consecutive failures: ${until}. ${hint}`;
 }
