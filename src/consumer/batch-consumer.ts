@@ -2,6 +2,8 @@ import type { Consumer, ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import { queuedEventFromRow, type QueuedEvent } from '../event/queued-event.ts';
 import { TENANT_PATTERN } from '../event/schema.ts';
+import { decodeCopyRow } from '../event/copy-row-decode.ts';
+import { subjectOfTenant } from '../jetstream/subject.ts';
 import type { Sink } from '../sink/sink.ts';
 import type { ConsumerMetrics } from './consumer-metrics.ts';
 
@@ -15,6 +17,8 @@ export interface BatchConsumerOptions {
   readonly ackWaitMs: number;
   readonly metrics: ConsumerMetrics;
   readonly logger: Logger;
+  /** NATS_SUBJECT_PREFIX: a row is taken only from its own tenant's subject (`<prefix>.<tenant>`). */
+  readonly subjectPrefix: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -29,6 +33,16 @@ export function eventOfMessage(message: Pick<JsMsg, 'string'>): QueuedEvent {
   if (row.indexOf('\n') !== row.length - 1) throw new Error('the payload is not exactly one newline-terminated row');
   const event = queuedEventFromRow(row);
   if (!UUID.test(event.id) || !TENANT_PATTERN.test(event.tenant)) throw new Error('the row does not start with an event id and a tenant');
+  decodeCopyRow(row); // every column there, every escape one the encoder writes (throws otherwise)
+  return event;
+}
+
+/** eventOfMessage, and the message came on its tenant's own subject (no row for tenant b on `audit.a`). */
+export function eventOnItsSubject(message: Pick<JsMsg, 'string' | 'subject'>, subjectPrefix: string): QueuedEvent {
+  const event = eventOfMessage(message);
+  if (message.subject !== subjectOfTenant(subjectPrefix, event.tenant)) {
+    throw new Error(`a row of tenant ${event.tenant} came on subject ${message.subject}, not its tenant's`);
+  }
   return event;
 }
 
@@ -105,12 +119,12 @@ export class JetStreamBatchConsumer {
     const carried: JsMsg[] = [];
     for (const message of messages) {
       try {
-        events.push(eventOfMessage(message));
+        events.push(eventOnItsSubject(message, this.#options.subjectPrefix));
         carried.push(message);
       } catch (error) {
         // Not something this service published: keep it in the stream, never redeliver it.
         metrics.messages.inc({ outcome: 'undecodable' });
-        logger.error({ err: error, subject: message.subject, seq: message.seq }, 'a stream message is not a COPY row; terminated (it stays in the stream)');
+        logger.error({ err: error, subject: message.subject, seq: message.seq }, 'a stream message is not an event row on its tenant\'s subject; terminated (it stays in the stream)');
         message.term(); // no reason: servers before 2.10.4 do not parse "+TERM <reason>" and would redeliver it
       }
     }

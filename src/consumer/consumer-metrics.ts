@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 export function createConsumerMetrics(registry: Registry) {
   const messages = new Counter({
     name: 'ingest_consumer_messages_total',
-    help: 'Messages the JetStream consumer settled, by outcome: stored (newly inserted), duplicate (already in PostgreSQL), dead_lettered (refused by the database; in DATA_DIR/dlq), undecodable (not a COPY row; terminated, left in the stream)',
+    help: 'Messages the JetStream consumer settled, by outcome: stored (newly inserted), duplicate (already in PostgreSQL), dead_lettered (refused by the database; in DATA_DIR/dlq), undecodable (not a COPY row, or not on its tenant\'s subject; terminated, left in the stream)',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });

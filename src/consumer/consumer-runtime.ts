@@ -121,6 +121,7 @@ export class ConsumerRuntime {
         ackWaitMs: config.ackWaitMs,
         metrics: consumerMetrics,
         logger,
+        subjectPrefix: service.jetstream.subjectPrefix,
       });
       const metricsApp = service.metricsPort === undefined ? undefined : createMetricsApp(metrics.registry, logger);
       if (metricsApp) {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { ClosedConnectionError, InvalidArgumentError, NoRespondersError, RequestError, TimeoutError } from '@nats-io/transport-node';
-import { eventOfMessage } from '../../src/consumer/batch-consumer.ts';
+import { eventOfMessage, eventOnItsSubject } from '../../src/consumer/batch-consumer.ts';
 import { classifyFailure, isConnectionFailure } from '../../src/db/failure-class.ts';
 import { isCongestionSignal } from '../../src/db/congestion-signal.ts';
 import { toJetStreamError } from '../../src/jetstream/errors.ts';
@@ -63,5 +63,8 @@ describe('subjects, message ids and payloads', () => {
     assert.throws(() => eventOfMessage({ string: () => event.row + event.row }), /exactly one/);
     assert.throws(() => eventOfMessage({ string: () => 'hello' }), /exactly one/);
     assert.throws(() => eventOfMessage({ string: () => 'not-a-uuid\tacme\tx\n' }), /event id/);
+    assert.throws(() => eventOfMessage({ string: () => `${event.id}\tacme\tx\n` }), /fields/);
+    assert.deepEqual(eventOnItsSubject({ string: () => event.row, subject: 'audit.acme' }, 'audit'), eventOfMessage({ string: () => event.row }));
+    assert.throws(() => eventOnItsSubject({ string: () => event.row, subject: 'audit.other' }, 'audit'), /not its tenant's/);
   });
 });
