@@ -32,10 +32,56 @@ export interface CoalescerOptions<K, V> {
 
 export type CoalesceResult = { readonly ok: true } | { readonly ok: false; readonly reason: 'full' | 'closed' };
 
+/**
+ * The combiner on its own: values merged per key, no triggers. What the Coalescer's open map is,
+ * and what a caller that flushes exactly once uses directly (the COPY sink's per-transaction
+ * rollup: one upsert per transaction, in one key order, so a trigger splitting it would only hurt).
+ */
+export class CoalescingMap<K, V> {
+  readonly #entries = new Map<string, [K, V]>();
+  readonly #identityOf: (key: K) => string;
+  readonly #merge: (older: V, newer: V) => V;
+  #values = 0;
+
+  constructor(identityOf: (key: K) => string, merge: (older: V, newer: V) => V) {
+    this.#identityOf = identityOf;
+    this.#merge = merge;
+  }
+
+  /** Values merged in (an entry counts every value of its key). */
+  get values(): number {
+    return this.#values;
+  }
+
+  /** Distinct keys. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Merge into a key already held; false (and nothing changed) when it is not held. */
+  mergeInto(key: K, value: V): boolean {
+    const existing = this.#entries.get(this.#identityOf(key));
+    if (!existing) return false;
+    existing[1] = this.#merge(existing[1], value);
+    this.#values += 1;
+    return true;
+  }
+
+  /** Merge into the key's entry, adding it when new. */
+  add(key: K, value: V): void {
+    if (this.mergeInto(key, value)) return;
+    this.#entries.set(this.#identityOf(key), [key, value]);
+    this.#values += 1;
+  }
+
+  /** Every key with its merged value, in the order the keys first came. */
+  entries(): CoalescedEntry<K, V>[] {
+    return [...this.#entries.values()];
+  }
+}
+
 interface OpenMap<K, V> {
-  readonly entries: Map<string, [K, V]>;
-  /** Values merged into it (an entry counts every value of its key). */
-  values: number;
+  readonly entries: CoalescingMap<K, V>;
   timer: TimerHandle | undefined;
   /** Its wait passed while no flush could take it: seal it as soon as one can. */
   due: boolean;
@@ -89,21 +135,14 @@ export class Coalescer<K, V> {
   /** Merge one value into its key's entry, or refuse it without side effects. */
   add(key: K, value: V): CoalesceResult {
     if (this.#closed) return { ok: false, reason: 'closed' };
-    const identity = this.#options.identityOf(key);
     let open = this.#open;
-    const existing = open?.entries.get(identity);
-    if (existing) {
-      existing[1] = this.#options.merge(existing[1], value);
-      open!.values += 1;
-      return { ok: true };
-    }
+    if (open?.entries.mergeInto(key, value)) return { ok: true };
     if (open && open.entries.size >= this.#options.maxKeys) {
       if (!this.#trySeal('keys')) return { ok: false, reason: 'full' };
       open = undefined;
     }
     open ??= this.#openMap();
-    open.entries.set(identity, [key, value]);
-    open.values += 1;
+    open.entries.add(key, value);
     if (open.entries.size >= this.#options.maxKeys) this.#trySeal('keys');
     return { ok: true };
   }
@@ -124,7 +163,7 @@ export class Coalescer<K, V> {
   }
 
   #openMap(): OpenMap<K, V> {
-    const open: OpenMap<K, V> = { entries: new Map(), values: 0, timer: undefined, due: false };
+    const open: OpenMap<K, V> = { entries: new CoalescingMap(this.#options.identityOf, this.#options.merge), timer: undefined, due: false };
     if (Number.isFinite(this.#options.maxWaitMs)) {
       open.timer = this.#options.clock.setTimeout(() => {
         open.timer = undefined;
@@ -149,7 +188,7 @@ export class Coalescer<K, V> {
     if (!open) return;
     this.#open = undefined;
     if (open.timer !== undefined) this.#options.clock.clearTimeout(open.timer);
-    this.#sealed.push({ entries: [...open.entries.values()], values: open.values, reason });
+    this.#sealed.push({ entries: open.entries.entries(), values: open.entries.values, reason });
     this.#pump();
   }
 

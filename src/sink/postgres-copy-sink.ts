@@ -6,6 +6,7 @@ import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
+import { addMinuteCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 
@@ -19,6 +20,9 @@ const COPY_INTO_EVENTS = `COPY events (${COLUMN_LIST}) FROM STDIN`;
 const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
   SELECT ${COLUMN_LIST} FROM events_stage
   ON CONFLICT (tenant, id) DO NOTHING`;
+// With rollups: the same move, handing back what it inserted (and only that) for event_counts.
+const MOVE_STAGE_TO_EVENTS_COUNTED = `${MOVE_STAGE_TO_EVENTS}
+  ${ROLLUP_RETURNING}`;
 const UNIQUE_VIOLATION = '23505';
 
 /** Roll back a refused batch; false when even that fails (then the connection is discarded). */
@@ -48,6 +52,10 @@ export class CopyTimeoutError extends IngestInternalError {
  * ~30 % more CPU per row than the plain COPY (measured, README).
  * A connection that failed for any reason but refused data, or timed out, is destroyed, never returned
  * to the pool; after a refusal (class 22/23/42) the transaction is rolled back and the connection kept.
+ *
+ * With `rollups`, every batch goes the staged way, its INSERT returns the rows it inserted, and their
+ * per-minute counts are added to event_counts before the COMMIT (minute-rollup.ts): the counts
+ * commit with the events, and a key already stored is not counted again.
  */
 export class PostgresCopySink implements Sink {
   readonly #pool: pg.Pool;
@@ -55,10 +63,12 @@ export class PostgresCopySink implements Sink {
   readonly #staged = new WeakSet<pg.PoolClient>();
   /** The last batch held a stored key: write the next one the staged way first. */
   #expectDuplicates = false;
+  readonly #rollups: boolean;
 
-  constructor(pool: pg.Pool, options: { copyTimeoutMs: number }) {
+  constructor(pool: pg.Pool, options: { copyTimeoutMs: number; rollups?: boolean }) {
     this.#pool = pool;
     this.#copyTimeoutMs = options.copyTimeoutMs;
+    this.#rollups = options.rollups ?? false;
   }
 
   async write(batch: readonly QueuedEvent[], { signal }: { signal: AbortSignal }): Promise<WriteResult> {
@@ -86,7 +96,7 @@ export class PostgresCopySink implements Sink {
     try {
       deadline.throwIfAborted();
       const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
-      if (!this.#expectDuplicates) {
+      if (!this.#expectDuplicates && !this.#rollups) {
         await client.query('BEGIN');
         try {
           await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
@@ -103,6 +113,12 @@ export class PostgresCopySink implements Sink {
       }
       await client.query('BEGIN');
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
+      if (this.#rollups) {
+        const moved = await client.query<[...InsertedRow]>({ text: MOVE_STAGE_TO_EVENTS_COUNTED, rowMode: 'array' });
+        await addMinuteCounts(client, moved.rows);
+        await client.query('COMMIT');
+        return { inserted: moved.rowCount ?? 0, deadLettered: NOTHING_DEAD_LETTERED };
+      }
       const results = (await client.query(`${MOVE_STAGE_TO_EVENTS}; COMMIT`)) as unknown as pg.QueryResult[];
       const inserted = results[0]?.rowCount ?? 0;
       this.#expectDuplicates = inserted < batch.length;

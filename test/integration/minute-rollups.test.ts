@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import pg from 'pg';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { DeadLetterQueue, toDeadLetterRecord } from '../../src/dlq/dead-letter-queue.ts';
+import { deadLetterDirectory } from '../../src/dlq/dlq-files.ts';
+import { redrive } from '../../src/dlq/redrive.ts';
+import type { QueuedEvent } from '../../src/event/queued-event.ts';
+import { PoisonSplittingSink } from '../../src/sink/poison-splitting-sink.ts';
+import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { queuedEvent } from '../helpers/events.ts';
+
+const signal = new AbortController().signal;
+
+/**
+ * Rows on either side of the identity that the other side lacks: none when event_counts is
+ * exactly the per-minute count of events (the runbook's check, verbatim).
+ */
+const IDENTITY_CHECK = `
+WITH truth AS (
+  SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC') AS minute, count(*) AS count
+    FROM events GROUP BY 1, 2, 3
+)
+SELECT 'missing or wrong in event_counts' AS problem, * FROM (TABLE truth EXCEPT ALL SELECT tenant, action, minute, count FROM event_counts) AS m
+UNION ALL
+SELECT 'extra in event_counts', * FROM (SELECT tenant, action, minute, count FROM event_counts EXCEPT ALL TABLE truth) AS e`;
+
+async function assertIdentity(pool: pg.Pool, expectedEvents?: number): Promise<void> {
+  const { rows } = await pool.query(IDENTITY_CHECK);
+  assert.deepEqual(rows, [], 'event_counts equals the per-minute count of events');
+  if (expectedEvents !== undefined) {
+    const total = await pool.query<{ events: string; counted: string | null }>(
+      'SELECT (SELECT count(*) FROM events) AS events, (SELECT sum(count) FROM event_counts) AS counted',
+    );
+    assert.deepEqual(total.rows[0], { events: String(expectedEvents), counted: expectedEvents === 0 ? null : String(expectedEvents) });
+  }
+}
+
+const TENANTS = ['t-a', 't-b', 't-c'];
+const ACTIONS = ['doc.read', 'doc.update', "it's \"quoted\", {braced}\\"];
+/** An instant inside one of a few minutes, seconds apart, across minute (and offset) boundaries. */
+const OCCURRED = [
+  '2026-11-22T05:00:00.000Z',
+  '2026-11-22T05:00:59.999999Z',
+  '2026-11-22T05:01:00Z',
+  '2026-11-22T06:31:30+01:30',
+  '2026-11-22T04:59:59.5-00:00',
+  '1960-01-01T12:00:10Z',
+];
+
+const pick = <T>(items: readonly T[], random: () => number): T => items[Math.floor(random() * items.length)]!;
+
+/** A deterministic pseudo-random sequence (mulberry32): a failure names its seed and replays. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('per-minute rollups (event_counts)', () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  let sink: PostgresCopySink;
+  let dataDir: string;
+
+  before(async () => {
+    db = await createTestDatabase();
+    pool = createPool(db.url, loadConfig({}).db, pino({ level: 'silent' }));
+    sink = new PostgresCopySink(pool, { copyTimeoutMs: 5_000, rollups: true });
+    dataDir = await mkdtemp(path.join(tmpdir(), 'ingest-rollups-'));
+  });
+  beforeEach(async () => {
+    await db.pool.query('TRUNCATE events, event_counts');
+  });
+  after(async () => {
+    await pool.end();
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('counts a batch per tenant, action and UTC minute, in the transaction that stores it', async () => {
+    const batch = [
+      ...Array.from({ length: 5 }, () => queuedEvent({ tenant: 't-a', action: 'doc.read', occurred_at: '2026-11-22T05:00:00Z' })),
+      ...Array.from({ length: 3 }, () => queuedEvent({ tenant: 't-a', action: 'doc.read', occurred_at: '2026-11-22T06:30:59.999+01:30' })),
+      queuedEvent({ tenant: 't-a', action: 'doc.read', occurred_at: '2026-11-22T05:01:00Z' }),
+      queuedEvent({ tenant: 't-b', action: 'doc.read', occurred_at: '2026-11-22T05:00:30Z' }),
+    ];
+    assert.deepEqual(await sink.write(batch, { signal }), { inserted: 10, deadLettered: [] });
+    const { rows } = await db.pool.query<{ tenant: string; action: string; minute: string; count: string }>(
+      `SELECT tenant, action, to_char(minute AT TIME ZONE 'UTC', 'HH24:MI') AS minute, count FROM event_counts ORDER BY 1, 2, 3`,
+    );
+    assert.deepEqual(rows, [
+      { tenant: 't-a', action: 'doc.read', minute: '05:00', count: '8' },
+      { tenant: 't-a', action: 'doc.read', minute: '05:01', count: '1' },
+      { tenant: 't-b', action: 'doc.read', minute: '05:00', count: '1' },
+    ]);
+    await assertIdentity(db.pool, 10);
+  });
+
+  it('never counts a duplicate twice: a retried batch, a replayed event, a key repeated within a batch', async () => {
+    const batch = Array.from({ length: 20 }, (_, i) => queuedEvent({ tenant: pick(TENANTS, () => i / 20), action: 'doc.update' }));
+    await sink.write(batch, { signal });
+    assert.deepEqual(await sink.write(batch, { signal }), { inserted: 0, deadLettered: [] }, 'the whole batch again (a retry after a lost COMMIT answer)');
+    const fresh = queuedEvent({ tenant: 't-a', action: 'doc.update' });
+    // The same id with other fields (a replay that re-encoded it): the stored row wins, and counts once.
+    const replayed = queuedEvent({ tenant: batch[0]!.tenant, action: 'other.action' }, batch[0]!.id);
+    assert.deepEqual(await sink.write([fresh, replayed, fresh, batch[1]!], { signal }), { inserted: 1, deadLettered: [] });
+    await assertIdentity(db.pool, 21);
+  });
+
+  it('holds across a poison split: refused halves roll their counts back with their events', async () => {
+    await db.pool.query("ALTER TABLE events ADD CONSTRAINT rollup_poison CHECK (action <> 'poison')");
+    try {
+      const deadLettered: QueuedEvent[] = [];
+      const splitting = new PoisonSplittingSink(sink, {
+        deadLetter: { write: (events) => Promise.resolve(void deadLettered.push(...events)) },
+      });
+      const batch = Array.from({ length: 64 }, (_, i) => queuedEvent({ tenant: 't-a', action: i % 13 === 5 ? 'poison' : 'doc.read' }));
+      const result = await splitting.write(batch, { signal });
+      assert.equal(result.inserted, 59);
+      assert.equal(deadLettered.length, 5);
+      await assertIdentity(db.pool, 59);
+    } finally {
+      await db.pool.query('ALTER TABLE events DROP CONSTRAINT rollup_poison');
+    }
+  });
+
+  it('holds after a DLQ re-drive, and a second re-drive counts nothing again', async () => {
+    const directory = deadLetterDirectory(dataDir);
+    const stored = Array.from({ length: 4 }, () => queuedEvent({ tenant: 't-b', action: 'doc.read' }));
+    await sink.write(stored, { signal });
+    // Dead-lettered earlier: two never stored, and one that a later retry stored after all.
+    const pending = [queuedEvent({ tenant: 't-b', action: 'doc.read' }), queuedEvent({ tenant: 't-c', action: 'doc.read' })];
+    const queue = new DeadLetterQueue({ directory, clock: { now: () => Date.now() } });
+    await queue.append([...pending, stored[2]!].map((event) => toDeadLetterRecord(event, new Error('outage'), 3, Date.now())));
+    await queue.close();
+    const first = await redrive({ directory, sink, batchSize: 2 });
+    assert.deepEqual({ stored: first.stored, duplicates: first.duplicates }, { stored: 2, duplicates: 1 });
+    await assertIdentity(db.pool, 6);
+    const queueAgain = new DeadLetterQueue({ directory, clock: { now: () => Date.now() } });
+    await queueAgain.append([...pending].map((event) => toDeadLetterRecord(event, new Error('outage'), 3, Date.now())));
+    await queueAgain.close();
+    const second = await redrive({ directory, sink, batchSize: 10 });
+    assert.deepEqual({ stored: second.stored, duplicates: second.duplicates }, { stored: 0, duplicates: 2 });
+    await assertIdentity(db.pool, 6);
+  });
+
+  it('holds with two flushes at once on the same count rows in opposite orders, without a deadlock', async () => {
+    const second = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, rollups: true });
+    const keys = TENANTS.flatMap((tenant) => ACTIONS.map((action) => ({ tenant, action })));
+    let expected = 0;
+    const twoAtOnce = async (shared: QueuedEvent[]) => {
+      // Both batches count every (tenant, action) of one minute, the second in reverse order.
+      const left = [...shared, ...keys.map((key) => queuedEvent(key))];
+      const right = [...shared, ...[...keys].reverse().map((key) => queuedEvent(key))];
+      const [a, b] = await Promise.all([sink.write(left, { signal }), second.write(right, { signal })]);
+      assert.equal(a.inserted + b.inserted, shared.length + 2 * keys.length);
+      expected += shared.length + 2 * keys.length;
+    };
+    // 1. They share ids (same order): one waits on the other's uncommitted rows, then skips them.
+    for (let round = 0; round < 5; round += 1) {
+      await twoAtOnce(Array.from({ length: 3 }, () => queuedEvent({ tenant: 't-a', action: 'doc.read' })));
+    }
+    await assertIdentity(db.pool, expected);
+    // 2. Each count row takes 20 ms to write, so the two upserts overlap for sure: locking the rows
+    //    in each batch's own order deadlocks here (40P01); in the one key order it cannot.
+    await db.pool.query(`CREATE FUNCTION slow_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+      CREATE TRIGGER slow_count BEFORE INSERT ON event_counts FOR EACH ROW EXECUTE FUNCTION slow_count()`);
+    try {
+      for (let round = 0; round < 3; round += 1) await twoAtOnce([]);
+    } finally {
+      await db.pool.query('DROP TRIGGER slow_count ON event_counts; DROP FUNCTION slow_count()');
+    }
+    await assertIdentity(db.pool, expected);
+  });
+
+  it('holds for random batches of random events with duplicates, written two at a time (seeded)', async () => {
+    const seed = 0x5eed;
+    const random = seeded(seed);
+    const splitting = new PoisonSplittingSink(sink, { deadLetter: { write: () => Promise.reject(new Error('nothing is poison here')) } });
+    const sent: QueuedEvent[] = [];
+    const ids = new Set<string>();
+    for (let round = 0; round < 15; round += 1) {
+      // Duplicates come from earlier rounds only: two open transactions inserting one new key in
+      // opposite orders would deadlock on the events key, which is not what this test is about.
+      const earlierRounds = [...sent];
+      const batches = [0, 1].map(() =>
+        Array.from({ length: 1 + Math.floor(random() * 60) }, () => {
+          // A third of the events reuse an id stored before (same tenant): a duplicate the database skips.
+          const earlier = earlierRounds.length > 0 && random() < 0.33 ? pick(earlierRounds, random) : undefined;
+          const fields = { tenant: earlier?.tenant ?? pick(TENANTS, random), action: pick(ACTIONS, random), occurred_at: pick(OCCURRED, random) };
+          const event = queuedEvent(fields, earlier?.id ?? randomUUID());
+          sent.push(event);
+          return event;
+        }),
+      );
+      await Promise.all(batches.map((batch) => splitting.write(batch, { signal })));
+      for (const event of sent) ids.add(`${event.tenant}/${event.id}`);
+      await assertIdentity(db.pool, ids.size);
+    }
+  });
+
+  it('puts an event in its UTC minute whatever the session TimeZone (a zone with a sub-minute offset)', async () => {
+    const monrovia = new pg.Pool({ connectionString: db.url, max: 1, options: '-c TimeZone=Africa/Monrovia' });
+    try {
+      // Liberia kept -00:44:30 until 1972: a local-time truncation moves 12:00:10Z to 11:59:30Z.
+      const local = await monrovia.query<{ local: string; utc: string }>(
+        `SELECT to_char(date_trunc('minute', t) AT TIME ZONE 'UTC', 'HH24:MI:SS') AS local,
+                to_char(date_trunc('minute', t, 'UTC') AT TIME ZONE 'UTC', 'HH24:MI:SS') AS utc
+           FROM (SELECT '1960-01-01T12:00:10Z'::timestamptz AS t) AS s`,
+      );
+      assert.deepEqual(local.rows[0], { local: '11:59:30', utc: '12:00:00' }, 'the session zone matters to date_trunc');
+      const monroviaSink = new PostgresCopySink(monrovia, { copyTimeoutMs: 5_000, rollups: true });
+      await monroviaSink.write([queuedEvent({ tenant: 't-a', action: 'doc.read', occurred_at: '1960-01-01T12:00:10Z' })], { signal });
+      const { rows } = await db.pool.query<{ minute: string }>(`SELECT to_char(minute AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS minute FROM event_counts`);
+      assert.deepEqual(rows, [{ minute: '1960-01-01 12:00:00' }]);
+      await assertIdentity(db.pool, 1);
+    } finally {
+      await monrovia.end();
+    }
+  });
+});
