@@ -62,7 +62,7 @@ export function createSinkChain(options: {
 }): SinkChain {
   const { config, metrics, logger } = options;
   const target = options.target;
-  const copy = target?.sink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs });
+  const copy = target?.sink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups });
   const base = options.wrapBase ? options.wrapBase(copy) : copy;
   metrics.breakerState.set(0);
   // A probe answers or gives up well inside the 5 s target from a healed network to the first commit.

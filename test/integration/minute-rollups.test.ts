@@ -16,6 +16,8 @@ import { PoisonSplittingSink } from '../../src/sink/poison-splitting-sink.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
+import { runScript } from '../helpers/run-script.ts';
+import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
 const signal = new AbortController().signal;
 
@@ -230,5 +232,52 @@ describe('per-minute rollups (event_counts)', () => {
     } finally {
       await monrovia.end();
     }
+  });
+});
+
+describe('ROLLUPS=on end to end: the service, its poison isolation, and `npm run dlq -- redrive`', () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  before(async () => {
+    db = await createTestDatabase();
+    dataDir = await mkdtemp(path.join(tmpdir(), 'ingest-rollups-e2e-'));
+  });
+  after(async () => {
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('keeps the identity through ingest with duplicates, dead-lettering, and a re-drive run twice', async () => {
+    await db.pool.query("ALTER TABLE events ADD CONSTRAINT rollup_e2e CHECK (action NOT LIKE 'legacy.%')");
+    const service = await buildTestService(db.url, { ROLLUPS: 'on', BATCH_MAX_SIZE: '50' }, { dataDir });
+    const ids: string[] = [];
+    const storedAtOnce = new Set<string>();
+    try {
+      for (let i = 0; i < 120; i += 1) {
+        // Every fifth request re-sends an earlier id (a client retry); every 17th is refused.
+        const id = i % 5 === 4 ? ids[i - 3]! : randomUUID();
+        ids.push(id);
+        const action = i % 17 === 0 ? 'legacy.import' : `doc.${i % 3}`;
+        if (i % 17 !== 0) storedAtOnce.add(id);
+        const occurred_at = new Date(Date.UTC(2026, 10, 22, 5, i % 4, i % 60)).toISOString();
+        const response = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ id, tenant: 'e2e', action, occurred_at }) });
+        assert.equal(response.statusCode, 202);
+      }
+      await waitFor(() => service.pipeline.depth === 0, 10_000, 'every batch to settle');
+    } finally {
+      await service.close();
+    }
+    const distinct = new Set(ids).size;
+    await assertIdentity(db.pool, storedAtOnce.size);
+    assert.ok(storedAtOnce.size < distinct, 'some ids were only ever refused');
+    await db.pool.query('ALTER TABLE events DROP CONSTRAINT rollup_e2e');
+    const env = { DATA_DIR: dataDir, DATABASE_URL: db.url, ROLLUPS: 'on', LOG_LEVEL: 'silent' };
+    const fixed = await runScript('dlq', ['redrive', '--json'], env);
+    assert.equal(fixed.code, 0, fixed.stderr);
+    assert.equal((JSON.parse(fixed.stdout) as { stored: number }).stored, distinct - storedAtOnce.size);
+    await assertIdentity(db.pool, distinct);
+    const again = await runScript('dlq', ['redrive', '--json'], env);
+    assert.equal(again.code, 0, again.stderr);
+    await assertIdentity(db.pool, distinct);
   });
 });

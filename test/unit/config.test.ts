@@ -15,6 +15,8 @@ describe('loadConfig', () => {
     assert.equal(config.shutdownTimeoutMs, 30_000);
     assert.equal(config.ackMode, 'queued');
     assert.equal(config.databaseUrl, undefined);
+    assert.equal(config.db.rollups, false);
+    assert.equal(loadConfig({ ROLLUPS: 'on' }).db.rollups, true);
     assert.equal(config.dataDir, path.resolve('./.data'));
     assert.ok(Object.isFrozen(config));
   });
@@ -23,6 +25,7 @@ describe('loadConfig', () => {
     [{ PORT: 'eighty' }, /PORT: .*number/i],
     [{ PORT: '70000' }, /PORT:/],
     [{ ACK_MODE: 'sometimes' }, /ACK_MODE: .*queued.*committed/],
+    [{ ROLLUPS: 'yes' }, /ROLLUPS: .*on.*off/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL:/],
     [{ SHED_LOW_WATER: '0.9' }, /SHED_LOW_WATER: must be below SHED_HIGH_WATER/],
     [{ BATCH_MAX_SIZE: '5000' }, /BATCH_MAX_SIZE: must not exceed QUEUE_CAPACITY/],
