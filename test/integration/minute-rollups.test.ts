@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -21,18 +23,17 @@ import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
 const signal = new AbortController().signal;
 
-/**
- * Rows on either side of the identity that the other side lacks: none when event_counts is
- * exactly the per-minute count of events (the runbook's check, verbatim).
- */
-const IDENTITY_CHECK = `
-WITH truth AS (
-  SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC') AS minute, count(*) AS count
-    FROM events GROUP BY 1, 2, 3
-)
-SELECT 'missing or wrong in event_counts' AS problem, * FROM (TABLE truth EXCEPT ALL SELECT tenant, action, minute, count FROM event_counts) AS m
-UNION ALL
-SELECT 'extra in event_counts', * FROM (SELECT tenant, action, minute, count FROM event_counts EXCEPT ALL TABLE truth) AS e`;
+/** The n-th SQL block of the runbook's "Per-minute rollups wrong" section: the check (0), the rebuild (1). */
+function runbookSql(n: number): string {
+  const runbook = readFileSync(fileURLToPath(new URL('../../runbook.md', import.meta.url)), 'utf8');
+  const section = runbook.slice(runbook.indexOf('## Per-minute rollups wrong'));
+  const blocks = [...section.slice(0, section.indexOf('\n## ', 1)).matchAll(/```sql\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.ok(blocks[n], `runbook.md has SQL block ${n} in "Per-minute rollups wrong"`);
+  return blocks[n];
+}
+
+/** Rows on either side of the identity that the other side lacks: none when it holds (the runbook's check, verbatim). */
+const IDENTITY_CHECK = runbookSql(0);
 
 async function assertIdentity(pool: pg.Pool, expectedEvents?: number): Promise<void> {
   const { rows } = await pool.query(IDENTITY_CHECK);
@@ -212,6 +213,21 @@ describe('per-minute rollups (event_counts)', () => {
       for (const event of sent) ids.add(`${event.tenant}/${event.id}`);
       await assertIdentity(db.pool, ids.size);
     }
+  });
+
+  it("finds events written without counting (the runbook's check), and the runbook's rebuild restores the identity", async () => {
+    await sink.write(Array.from({ length: 7 }, () => queuedEvent({ tenant: 't-a', action: 'doc.read' })), { signal });
+    const uncounted = new PostgresCopySink(pool, { copyTimeoutMs: 5_000, rollups: false });
+    await uncounted.write(Array.from({ length: 3 }, () => queuedEvent({ tenant: 't-a', action: 'doc.read' })), { signal });
+    await uncounted.write([queuedEvent({ tenant: 't-c', action: 'doc.update' })], { signal });
+    const { rows } = await db.pool.query<{ problem: string; count: string }>(IDENTITY_CHECK);
+    assert.deepEqual(rows.map((r) => [r.problem, r.count]).sort(), [
+      ['extra in event_counts', '7'],
+      ['missing or wrong in event_counts', '1'],
+      ['missing or wrong in event_counts', '10'],
+    ]);
+    await db.pool.query(runbookSql(1));
+    await assertIdentity(db.pool, 11);
   });
 
   it('puts an event in its UTC minute whatever the session TimeZone (a zone with a sub-minute offset)', async () => {
