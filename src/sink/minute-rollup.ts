@@ -1,61 +1,111 @@
 import type pg from 'pg';
 import { CoalescingMap } from '../batcher/coalescer.ts';
+import { decodeCopyValue } from '../event/copy-row-decode.ts';
+import type { QueuedEvent } from '../event/queued-event.ts';
 
 /**
  * Per-minute counts of the rows a transaction newly inserted into `events` (table event_counts,
- * migration 0004). Only rows the INSERT … ON CONFLICT DO NOTHING actually inserted come back from
- * its RETURNING, so a duplicate, a replay or a re-drive of a stored event adds nothing; the counts
- * are upserted in the same transaction, so they commit (or roll back) with the events they count.
+ * migration 0004), added in that transaction, so they commit (or roll back) with the events:
+ *  - a batch stored by plain COPY was inserted whole (COPY stores every row or fails), so its own
+ *    rows are counted (addBatchCounts);
+ *  - a batch written the staged way counts only what its INSERT … ON CONFLICT DO NOTHING returned
+ *    (addInsertedCounts): a duplicate, a replay or a re-drive of a stored event adds nothing.
+ * Either way the rows are first coalesced per key (the Coalescer's combining map), then upserted
+ * in one statement: `count = event_counts.count + EXCLUDED.count`.
  *
  * The minute is `date_trunc('minute', occurred_at, 'UTC')`: with the zone named, the session's
  * TimeZone cannot move an event into another minute (it can, for a zone with a sub-minute offset).
- * It travels to the client and back as whole seconds since the epoch (exact in a double).
+ *
+ * Lock order: both statements insert their rows ORDER BY (tenant, action, minute) — the same
+ * columns, types and collation — so any two writers, whichever way each wrote, take count rows in
+ * one order and never deadlock on them.
  */
 export const ROLLUP_RETURNING = `RETURNING tenant, action, extract(epoch FROM date_trunc('minute', occurred_at, 'UTC'))::bigint::text`;
 
-const UPSERT_COUNTS = `INSERT INTO event_counts (tenant, action, minute, count)
+const ORDERED_UPSERT = `ORDER BY 1, 2, 3
+  ON CONFLICT (tenant, action, minute) DO UPDATE SET count = event_counts.count + EXCLUDED.count`;
+
+// Rows already coalesced per (tenant, action, minute): one per key.
+const UPSERT_INSERTED = `INSERT INTO event_counts (tenant, action, minute, count)
   SELECT tenant, action, to_timestamp(minute_epoch), n
     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r (tenant, action, minute_epoch, n)
-  ON CONFLICT (tenant, action, minute) DO UPDATE SET count = event_counts.count + EXCLUDED.count`;
+  ${ORDERED_UPSERT}`;
+
+// Rows coalesced per (tenant, action, occurred_at cut to its minute where that is safe): the
+// database computes the minute and groups what is left.
+const UPSERT_BATCH = `INSERT INTO event_counts (tenant, action, minute, count)
+  SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), sum(n)::bigint
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS r (tenant, action, occurred_at, n)
+   GROUP BY 1, 2, 3
+  ${ORDERED_UPSERT}`;
 
 /** One RETURNING row: tenant, action, the minute's start in epoch seconds (text). */
 export type InsertedRow = readonly [tenant: string, action: string, minuteEpoch: string];
 
-interface MinuteKey {
+interface CountKey {
   readonly tenant: string;
   readonly action: string;
-  readonly minuteEpoch: number;
+  /** Epoch seconds of the minute (inserted rows), or an occurred_at text (a stored batch). */
+  readonly time: string;
 }
 
 // A text value cannot hold NUL, so joining on it is unambiguous.
-const identityOf = (key: MinuteKey) => `${key.tenant}\u0000${key.action}\u0000${key.minuteEpoch}`;
+const identityOf = (key: CountKey) => `${key.tenant}\u0000${key.action}\u0000${key.time}`;
 const add = (older: number, newer: number) => older + newer;
 
-/** One total order for every writer: transactions lock count rows in it, so two never deadlock on them. */
-function compareKeys(a: MinuteKey, b: MinuteKey): number {
-  if (a.tenant !== b.tenant) return a.tenant < b.tenant ? -1 : 1;
-  if (a.action !== b.action) return a.action < b.action ? -1 : 1;
-  return a.minuteEpoch - b.minuteEpoch;
+async function upsert(client: pg.ClientBase, statement: string, counts: CoalescingMap<CountKey, number>): Promise<void> {
+  const entries = counts.entries();
+  if (entries.length === 0) return;
+  await client.query(statement, [
+    entries.map(([key]) => key.tenant),
+    entries.map(([key]) => key.action),
+    entries.map(([key]) => key.time),
+    entries.map(([, n]) => n),
+  ]);
 }
 
-/** The inserted rows coalesced to one count per (tenant, action, minute), in key order. */
-export function minuteCounts(rows: readonly InsertedRow[]): (readonly [MinuteKey, number])[] {
-  const counts = new CoalescingMap<MinuteKey, number>(identityOf, add);
-  for (const [tenant, action, minuteEpoch] of rows) counts.add({ tenant, action, minuteEpoch: Number(minuteEpoch) }, 1);
-  return counts.entries().sort(([a], [b]) => compareKeys(a, b));
+/** Count the rows a staged INSERT returned (only those it inserted). */
+export async function addInsertedCounts(client: pg.ClientBase, rows: readonly InsertedRow[]): Promise<void> {
+  const counts = new CoalescingMap<CountKey, number>(identityOf, add);
+  for (const [tenant, action, time] of rows) counts.add({ tenant, action, time }, 1);
+  await upsert(client, UPSERT_INSERTED, counts);
+}
+
+/** Count a batch the plain COPY stored whole. */
+export async function addBatchCounts(client: pg.ClientBase, batch: readonly QueuedEvent[]): Promise<void> {
+  const counts = new CoalescingMap<CountKey, number>(identityOf, add);
+  for (const event of batch) {
+    const { occurredAt, action } = rollupFieldsOfRow(event.row);
+    counts.add({ tenant: event.tenant, action, time: minuteText(occurredAt) }, 1);
+  }
+  await upsert(client, UPSERT_BATCH, counts);
+}
+
+/** occurred_at (the 3rd column) and action (the 5th, COPY-escaped) of an encoded row. */
+export function rollupFieldsOfRow(row: string): { occurredAt: string; action: string } {
+  const afterId = row.indexOf('\t') + 1;
+  const afterTenant = row.indexOf('\t', afterId) + 1;
+  const afterOccurred = row.indexOf('\t', afterTenant) + 1;
+  const afterReceived = row.indexOf('\t', afterOccurred) + 1;
+  const occurredAt = row.slice(afterTenant, afterOccurred - 1);
+  const action = decodeCopyValue(row.slice(afterReceived, row.indexOf('\t', afterReceived))) ?? '';
+  return { occurredAt, action };
 }
 
 /**
- * Add the inserted rows to event_counts, on the connection (and in the transaction) that inserted
- * them: one statement, its rows in key order (unnest yields them in array order).
+ * A validated occurred_at (`YYYY-MM-DDThh:mm:ss[.f{1,9}](Z|±hh:mm)`, schema.ts) cut to the start of
+ * its minute in its own offset — the same UTC minute, offsets being whole minutes — so a batch's
+ * events coalesce before they reach the database. The one text that is kept whole: second 59 with
+ * a fraction PostgreSQL may round up to the next second (more than 6 digits, the first six 9s),
+ * hence into the next minute; the database decides that one.
  */
-export async function addMinuteCounts(client: pg.ClientBase, rows: readonly InsertedRow[]): Promise<void> {
-  if (rows.length === 0) return;
-  const counts = minuteCounts(rows);
-  await client.query(UPSERT_COUNTS, [
-    counts.map(([key]) => key.tenant),
-    counts.map(([key]) => key.action),
-    counts.map(([key]) => key.minuteEpoch),
-    counts.map(([, n]) => n),
-  ]);
+export function minuteText(occurredAt: string): string {
+  let zoneAt = 19;
+  if (occurredAt.charCodeAt(19) === 0x2e) {
+    zoneAt = 20;
+    while (zoneAt < occurredAt.length && occurredAt.charCodeAt(zoneAt) >= 0x30 && occurredAt.charCodeAt(zoneAt) <= 0x39) zoneAt += 1;
+    const fraction = occurredAt.slice(20, zoneAt);
+    if (occurredAt.startsWith('59', 17) && fraction.length > 6 && fraction.startsWith('999999')) return occurredAt;
+  }
+  return `${occurredAt.slice(0, 16)}:00${occurredAt.slice(zoneAt)}`;
 }

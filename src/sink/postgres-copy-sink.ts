@@ -6,7 +6,7 @@ import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
-import { addMinuteCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
+import { addBatchCounts, addInsertedCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 
@@ -53,9 +53,9 @@ export class CopyTimeoutError extends IngestInternalError {
  * A connection that failed for any reason but refused data, or timed out, is destroyed, never returned
  * to the pool; after a refusal (class 22/23/42) the transaction is rolled back and the connection kept.
  *
- * With `rollups`, every batch goes the staged way, its INSERT returns the rows it inserted, and their
- * per-minute counts are added to event_counts before the COMMIT (minute-rollup.ts): the counts
- * commit with the events, and a key already stored is not counted again.
+ * With `rollups`, the per-minute counts of what the transaction inserted are added to event_counts
+ * before its COMMIT (minute-rollup.ts): after a plain COPY, the batch's own rows (all inserted);
+ * the staged way, the rows its INSERT returned (a key already stored is not counted again).
  */
 export class PostgresCopySink implements Sink {
   readonly #pool: pg.Pool;
@@ -96,10 +96,11 @@ export class PostgresCopySink implements Sink {
     try {
       deadline.throwIfAborted();
       const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
-      if (!this.#expectDuplicates && !this.#rollups) {
+      if (!this.#expectDuplicates) {
         await client.query('BEGIN');
         try {
           await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
+          if (this.#rollups) await addBatchCounts(client, batch);
           await client.query('COMMIT');
           return { inserted: batch.length, deadLettered: NOTHING_DEAD_LETTERED };
         } catch (error) {
@@ -115,9 +116,11 @@ export class PostgresCopySink implements Sink {
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       if (this.#rollups) {
         const moved = await client.query<[...InsertedRow]>({ text: MOVE_STAGE_TO_EVENTS_COUNTED, rowMode: 'array' });
-        await addMinuteCounts(client, moved.rows);
+        await addInsertedCounts(client, moved.rows);
         await client.query('COMMIT');
-        return { inserted: moved.rowCount ?? 0, deadLettered: NOTHING_DEAD_LETTERED };
+        const inserted = moved.rowCount ?? 0;
+        this.#expectDuplicates = inserted < batch.length;
+        return { inserted, deadLettered: NOTHING_DEAD_LETTERED };
       }
       const results = (await client.query(`${MOVE_STAGE_TO_EVENTS}; COMMIT`)) as unknown as pg.QueryResult[];
       const inserted = results[0]?.rowCount ?? 0;

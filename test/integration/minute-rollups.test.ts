@@ -15,6 +15,7 @@ import { deadLetterDirectory } from '../../src/dlq/dlq-files.ts';
 import { redrive } from '../../src/dlq/redrive.ts';
 import type { QueuedEvent } from '../../src/event/queued-event.ts';
 import { PoisonSplittingSink } from '../../src/sink/poison-splitting-sink.ts';
+import { minuteText } from '../../src/sink/minute-rollup.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
@@ -56,6 +57,12 @@ const OCCURRED = [
   '2026-11-22T06:31:30+01:30',
   '2026-11-22T04:59:59.5-00:00',
   '1960-01-01T12:00:10Z',
+  // PostgreSQL rounds to microseconds: the first is 05:01:00, the second stays in 05:00.
+  '2026-11-22T05:00:59.9999996Z',
+  '2026-11-22T05:00:59.99999949Z',
+  '2026-11-22t05:00:00.5z',
+  '2026-11-22 10:45:30+05:45',
+  '0001-01-01T00:00:10+14:00',
 ];
 
 const pick = <T>(items: readonly T[], random: () => number): T => items[Math.floor(random() * items.length)]!;
@@ -164,10 +171,15 @@ describe('per-minute rollups (event_counts)', () => {
     const second = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, rollups: true });
     const keys = TENANTS.flatMap((tenant) => ACTIONS.map((action) => ({ tenant, action })));
     let expected = 0;
+    const stored = queuedEvent({ tenant: 't-b', action: 'doc.read' });
+    await sink.write([stored], { signal });
+    expected += 1;
     const twoAtOnce = async (shared: QueuedEvent[]) => {
-      // Both batches count every (tenant, action) of one minute, the second in reverse order.
+      // Both batches count every (tenant, action) of one minute, the second in reverse order. The
+      // second also carries a stored id: it goes the staged way (RETURNING), the first by plain
+      // COPY, so the two ways' upserts meet too.
       const left = [...shared, ...keys.map((key) => queuedEvent(key))];
-      const right = [...shared, ...[...keys].reverse().map((key) => queuedEvent(key))];
+      const right = [...shared, ...[...keys].reverse().map((key) => queuedEvent(key)), stored];
       const [a, b] = await Promise.all([sink.write(left, { signal }), second.write(right, { signal })]);
       assert.equal(a.inserted + b.inserted, shared.length + 2 * keys.length);
       expected += shared.length + 2 * keys.length;
@@ -178,7 +190,7 @@ describe('per-minute rollups (event_counts)', () => {
     }
     await assertIdentity(db.pool, expected);
     // 2. Each count row takes 20 ms to write, so the two upserts overlap for sure: locking the rows
-    //    in each batch's own order deadlocks here (40P01); in the one key order it cannot.
+    //    in each batch's own order deadlocks here (40P01); in the one key order (ORDER BY) it cannot.
     await db.pool.query(`CREATE FUNCTION slow_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
       CREATE TRIGGER slow_count BEFORE INSERT ON event_counts FOR EACH ROW EXECUTE FUNCTION slow_count()`);
     try {
@@ -228,6 +240,27 @@ describe('per-minute rollups (event_counts)', () => {
     ]);
     await db.pool.query(runbookSql(1));
     await assertIdentity(db.pool, 11);
+  });
+
+  it('cuts an occurred_at to the minute PostgreSQL computes for it (edge cases and 3,000 random ones)', async () => {
+    const random = seeded(0x7133);
+    const two = (n: number) => String(n).padStart(2, '0');
+    const texts = [...OCCURRED, '2026-11-22T05:00:59.999999Z', '2026-11-22T05:00:59.999999999Z', '2026-11-22T05:00:58.9999999Z', '2026-12-31T23:59:59.9999995-00:30'];
+    for (let i = 0; i < 3000; i += 1) {
+      const second = random() < 0.5 ? 59 : Math.floor(random() * 60);
+      const digits = Math.floor(random() * 10);
+      const fraction = digits === 0 ? '' : `.${random() < 0.5 ? '9'.repeat(digits) : String(Math.floor(random() * 10 ** digits)).padStart(digits, '0')}`;
+      const zone = random() < 0.3 ? 'Z' : `${random() < 0.5 ? '+' : '-'}${two(Math.floor(random() * 16))}:${two(Math.floor(random() * 60))}`;
+      texts.push(`${1 + Math.floor(random() * 9999)}`.padStart(4, '0') + `-${two(1 + Math.floor(random() * 12))}-${two(1 + Math.floor(random() * 28))}T${two(Math.floor(random() * 24))}:${two(Math.floor(random() * 60))}:${two(second)}${fraction}${zone}`);
+    }
+    const { rows } = await db.pool.query<{ text: string; cut: string }>(
+      `SELECT text, cut FROM unnest($1::text[], $2::text[]) AS r (text, cut)
+        WHERE date_trunc('minute', text::timestamptz, 'UTC') IS DISTINCT FROM date_trunc('minute', cut::timestamptz, 'UTC')`,
+      [texts, texts.map(minuteText)],
+    );
+    assert.deepEqual(rows, []);
+    assert.equal(minuteText('2026-11-22T05:00:59.9999996Z'), '2026-11-22T05:00:59.9999996Z', 'kept whole: the database rounds it up');
+    assert.equal(minuteText('2026-11-22 10:45:30.25+05:45'), '2026-11-22 10:45:00+05:45');
   });
 
   it('puts an event in its UTC minute whatever the session TimeZone (a zone with a sub-minute offset)', async () => {
