@@ -8,7 +8,10 @@
  *  - `off-staged`: rollups off, each batch holding one stored id — the staged way (COPY into the
  *    temp table, INSERT … ON CONFLICT DO NOTHING + COMMIT): the part of the rollup's cost that is
  *    only the staging;
- *  - `on`: rollups on — staged, RETURNING the inserted rows, coalesced, one upsert, COMMIT.
+ *  - `on`: rollups on, batches without stored keys — the plain COPY, then the batch's own rows
+ *    coalesced and upserted into event_counts, COMMIT;
+ *  - `on-staged`: rollups on, each batch holding one stored id — staged, RETURNING the inserted
+ *    rows, coalesced, upserted, COMMIT (a WAL replay, clients re-sending).
  * For batch sizes 100 and 500 (BATCH_MAX_SIZE's default) at one and two writers at once
  * (FLUSH_CONCURRENCY's default is 2; two writers share count rows, so they contend for them).
  * The modes take turns in rounds (the first mode rotates), so drift hits them alike. Events: 5
@@ -26,8 +29,9 @@ import { createModeDatabase, startBenchServer } from './lib/database.ts';
 import { describeMachine } from './lib/machine.ts';
 import { parseBenchArgs } from './lib/options.ts';
 
-type Mode = 'off' | 'off-staged' | 'on';
-const MODES: readonly Mode[] = ['off', 'off-staged', 'on'];
+type Mode = 'off' | 'off-staged' | 'on' | 'on-staged';
+const MODES: readonly Mode[] = ['off', 'off-staged', 'on', 'on-staged'];
+const staged = (mode: Mode) => mode.endsWith('-staged');
 const BATCH_SIZES = [100, 500] as const;
 const WRITERS = [1, 2] as const;
 const signal = new AbortController().signal;
@@ -80,16 +84,16 @@ try {
     const db = await createModeDatabase(server, mode.replace('-', '_'));
     const pool = new pg.Pool({ connectionString: db.url, max: 2 });
     pool.on('error', () => {}); // an idle connection ended by the server's stop at the end
-    const sink = new PostgresCopySink(pool, { copyTimeoutMs: 30_000, rollups: mode === 'on' });
-    // off-staged: ids stored beforehand, one of which each batch carries again.
-    const stored = mode === 'off-staged' ? Array.from({ length: 2000 }, () => event()) : [];
+    const sink = new PostgresCopySink(pool, { copyTimeoutMs: 30_000, rollups: mode.startsWith('on') });
+    // *-staged: ids stored beforehand, one of which each batch carries again.
+    const stored = staged(mode) ? Array.from({ length: 2000 }, () => event()) : [];
     if (stored.length > 0) await sink.write(stored, { signal });
     setups.set(mode, { pool, sink, stored });
   }
-  let storedAt = 0;
+  let storedAt = 0; // one counter for both staged modes: each still takes a different stored id per batch
   const batchOf = (mode: Mode, size: number): QueuedEvent[] => {
     const batch = Array.from({ length: size }, () => event());
-    if (mode === 'off-staged') {
+    if (staged(mode)) {
       const setup = setups.get(mode)!;
       batch[0] = event(setup.stored[storedAt++ % setup.stored.length]!.id);
     }
@@ -131,15 +135,18 @@ try {
     }
   }
 
-  // The identity, checked once on the rollup database (a bench that broke it would say so).
-  const on = setups.get('on')!.pool;
-  const { rows } = await on.query<{ off: string }>(`SELECT count(*) AS off FROM (
-    (SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3
-      EXCEPT ALL SELECT tenant, action, minute, count FROM event_counts)
-    UNION ALL
-    (SELECT tenant, action, minute, count FROM event_counts
-      EXCEPT ALL SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3)) AS d`);
-  const keys = await on.query<{ n: string }>('SELECT count(*) AS n FROM event_counts');
+  // The identity, checked once on each rollup database (a bench that broke it would say so).
+  const identity: string[] = [];
+  for (const mode of ['on', 'on-staged'] as const) {
+    const pool = setups.get(mode)!.pool;
+    const { rows } = await pool.query<{ off: string; keys: string }>(`SELECT (SELECT count(*) FROM event_counts) AS keys, count(*) AS off FROM (
+      (SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3
+        EXCEPT ALL SELECT tenant, action, minute, count FROM event_counts)
+      UNION ALL
+      (SELECT tenant, action, minute, count FROM event_counts
+        EXCEPT ALL SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3)) AS d`);
+    identity.push(`${mode}: ${rows[0]!.off === '0' ? 'holds' : `BROKEN (${rows[0]!.off} rows differ)`} (${rows[0]!.keys} count rows)`);
+  }
   for (const { pool } of setups.values()) await pool.end();
 
   const fmt = (n: number, digits = 1) => n.toFixed(digits);
@@ -166,7 +173,7 @@ try {
       '',
       ...lines,
       '',
-      `Identity after the run: ${rows[0]!.off === '0' ? 'holds' : `BROKEN (${rows[0]!.off} rows differ)`} (${keys.rows[0]!.n} count rows).`,
+      `Identity after the run: ${identity.join('; ')}.`,
       `PostgreSQL ${server.settings.version}${server.embedded ? ' (embedded)' : ''}, fsync=${server.settings.fsync}, synchronous_commit=${server.settings.synchronousCommit}; ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, load average at the end ${machine.loadAverage}.`,
       '',
     ].join('\n'),
