@@ -15,6 +15,8 @@ CREATE TABLE event_counts (
 
 -- Count what is already stored. SHARE mode lets reads through and holds writers of `events` until
 -- this migration commits, so no event is stored between the count and the first counted write.
+-- On a large table that is the length of one scan of it: the service retries its writes meanwhile
+-- (nothing is lost), or run the count at a quiet moment.
 LOCK TABLE events IN SHARE MODE;
 INSERT INTO event_counts (tenant, action, minute, count)
   SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3;
