@@ -16,6 +16,7 @@ import { registerOpsRoutes } from './http/ops-routes.ts';
 import { registerJsonBodyParser } from './http/json-body.ts';
 import { handleError, sendProblem } from './http/problem.ts';
 import { REQUEST_ENCODINGS } from './http/request-encodings.ts';
+import { recordRoutes } from './http/route-list.ts';
 import { packageVersion } from './package-version.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { Durability } from './wal/durability.ts';
@@ -93,6 +94,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
           : config.trustProxy,
   });
   app.server.maxConnections = config.http.maxConnections;
+  recordRoutes(app);
   // Request spans (and the context handlers run in) come from @fastify/otel, registered only
   // when OTEL_* configures tracing: otherwise its per-request hooks would cost for nothing.
   if (config.tracing) {

@@ -38,7 +38,7 @@ const problemCodeSchema = described(
 
 const problemSchema = described(
   z.strictObject({
-    type: z.string().regex(/^urn:audit-ingest:problem:INGEST_ERR_[A-Z_]+$/),
+    type: z.string().regex(/^urn:audit-ingest:problem:INGEST_ERR_[A-Z0-9_]+$/),
     title: described(z.string(), "The code's fixed title"),
     status: z.int().min(400).max(599),
     code: problemCodeSchema,
