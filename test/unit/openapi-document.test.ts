@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { validate } from '@readme/openapi-parser';
 import { errorCatalog, type ErrorCode } from '../../src/errors.ts';
 import { auditEventSchema } from '../../src/event/schema.ts';
-import { buildOpenApiDocument, type OpenApiDocument, type OpenApiOptions } from '../../src/http/openapi/document.ts';
+import { buildOpenApiDocument, EXAMPLE_EVENT, type OpenApiDocument, type OpenApiOptions } from '../../src/http/openapi/document.ts';
 import { ContractChecker } from '../helpers/openapi-contract.ts';
 import { sampleEvent } from '../helpers/service.ts';
 
@@ -156,6 +156,22 @@ describe('the OpenAPI document', () => {
       assert.equal(checker.matches(eventSchema, body), auditEventSchema.safeParse(body).success, what);
     }
     assert.equal(checker.matches(eventSchema, sampleEvent()), true);
+    // The document's examples are events the route takes.
+    const document = buildOpenApiDocument(BASE);
+    const examples = [
+      document.paths['/event']!.post!.requestBody!.content['application/json']!.examples!.event!.value,
+      ...(document.paths['/events']!.post!.requestBody!.content['application/json']!.examples!.events!.value as unknown[]),
+      ...String(document.paths['/events']!.post!.requestBody!.content['application/x-ndjson']!.examples!.events!.value)
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as unknown),
+    ];
+    assert.equal(examples.length, 4);
+    for (const example of examples) {
+      assert.ok(auditEventSchema.safeParse(example).success, JSON.stringify(example));
+      assert.ok(checker.matches(eventSchema, example), JSON.stringify(example));
+    }
+    assert.deepEqual(examples[0], EXAMPLE_EVENT);
     assert.equal(checker.matches(eventSchema, sampleEvent({ colour: 'blue' })), false);
   });
 });

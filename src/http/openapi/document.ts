@@ -20,7 +20,7 @@ export interface OpenApiOptions extends RouteProblemOptions {
 
 /** The parts of OpenAPI 3.1 this document uses (a validator checks the whole: the tests). */
 type Reference = { readonly $ref: string };
-type Content = Record<string, { readonly schema: JsonSchema }>;
+type Content = Record<string, { readonly schema: JsonSchema; readonly examples?: Record<string, { readonly summary: string; readonly value: unknown }> }>;
 interface Response {
   readonly description: string;
   readonly headers?: Record<string, Reference>;
@@ -63,6 +63,20 @@ const JSON_TYPE = 'application/json';
 const NDJSON_TYPE = 'application/x-ndjson';
 const API_KEY_SCHEME = 'ApiKey';
 const RETRY_AFTER_STATUSES = new Set([429, 503]);
+
+/** A typical event (the unit test checks that the route's schema accepts it). */
+export const EXAMPLE_EVENT = {
+  id: '0193a4c2-7b1e-7c3a-9f00-000000000001',
+  tenant: 'acme',
+  occurred_at: '2026-11-22T05:00:00.000Z',
+  action: 'document.update',
+  actor: { id: 'user:42', type: 'user', name: 'Ada' },
+  target: { id: 'doc:9', type: 'document', name: 'Q3 plan' },
+  outcome: 'success',
+  source_ip: '203.0.113.7',
+  user_agent: 'billing-service/2.3',
+  metadata: { request_id: 'r-1' },
+} as const;
 
 /** Descriptions of query parameters (the schemas are the routes' own, src/http/query.ts). */
 const QUERY_PARAMETER_DESCRIPTIONS: Record<string, string> = {
@@ -146,7 +160,7 @@ function eventOperation(options: OpenApiOptions): Operation {
       requestBody: {
         required: true,
         description: `One event, UTF-8 JSON, at most ${options.bodyLimitBytes} bytes (BODY_LIMIT_BYTES) after decompression`,
-        content: { [JSON_TYPE]: { schema: schema('AuditEvent') } },
+        content: { [JSON_TYPE]: { schema: schema('AuditEvent'), examples: { event: { summary: 'A typical event', value: EXAMPLE_EVENT } } } },
       },
       responses: committed
         ? { '201': { description: 'Committed to the database (ACK_MODE=committed)', content: json('EventAccepted') } }
@@ -169,8 +183,14 @@ function bulkOperation(options: OpenApiOptions): Operation {
       requestBody: {
         required: true,
         content: {
-          [NDJSON_TYPE]: { schema: { type: 'string', description: 'One AuditEvent (JSON) per line; blank lines are skipped, CRLF line ends accepted. A line that is not JSON is reported by its index' } },
-          [JSON_TYPE]: { schema: { type: 'array', items: schema('AuditEvent'), minItems: 1, maxItems: maxEvents } },
+          [NDJSON_TYPE]: {
+            schema: { type: 'string', description: 'One AuditEvent (JSON) per line; blank lines are skipped, CRLF line ends accepted. A line that is not JSON is reported by its index' },
+            examples: { events: { summary: 'Two events', value: `${JSON.stringify(EXAMPLE_EVENT)}\n${JSON.stringify({ ...EXAMPLE_EVENT, id: undefined, action: 'user.login' })}\n` } },
+          },
+          [JSON_TYPE]: {
+            schema: { type: 'array', items: schema('AuditEvent'), minItems: 1, maxItems: maxEvents },
+            examples: { events: { summary: 'One event', value: [EXAMPLE_EVENT] } },
+          },
         },
       },
       responses: committed
