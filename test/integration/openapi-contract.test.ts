@@ -6,6 +6,7 @@ import type { InjectOptions } from 'fastify';
 import { ApiKeyStore } from '../../src/auth/api-key-store.ts';
 import type { OpenApiDocument } from '../../src/http/openapi/document.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
+import { runScript } from '../helpers/run-script.ts';
 import { ContractChecker } from '../helpers/openapi-contract.ts';
 import { buildTestService, sampleEvent, type TestService } from '../helpers/service.ts';
 
@@ -51,6 +52,9 @@ function documentedRouteSet(document: OpenApiDocument): string[] {
     .sort();
 }
 
+const KEYED_ENV = { AUTH: 'on', AUTH_MAX_FAILURES_PER_MINUTE: '2', BODY_LIMIT_BYTES: '2048', BULK_MAX_EVENTS: '5' };
+const COMMITTED_ENV = { AUTH: 'off', ACK_MODE: 'committed', METRICS_ON_PUBLIC_LISTENER: 'false' };
+
 describe('the OpenAPI contract of the running app', () => {
   let db: TestDatabase;
   let keyed: Served;
@@ -60,8 +64,8 @@ describe('the OpenAPI contract of the running app', () => {
   before(async () => {
     db = await createTestDatabase();
     const [keyedService, committedService] = await Promise.all([
-      buildTestService(db.url, { AUTH: 'on', AUTH_MAX_FAILURES_PER_MINUTE: '2', BODY_LIMIT_BYTES: '2048', BULK_MAX_EVENTS: '5' }),
-      buildTestService(db.url, { AUTH: 'off', ACK_MODE: 'committed', METRICS_ON_PUBLIC_LISTENER: 'false' }),
+      buildTestService(db.url, KEYED_ENV),
+      buildTestService(db.url, COMMITTED_ENV),
     ]);
     [keyed, committed] = await Promise.all([serve(keyedService), serve(committedService)]);
     ({ key } = await new ApiKeyStore(db.pool).create('acme', 'openapi-contract'));
@@ -83,6 +87,17 @@ describe('the OpenAPI contract of the running app', () => {
     assert.ok(committed.document.paths['/event']!.post!.responses['201']);
     const again = await keyed.service.app.inject({ method: 'GET', url: '/openapi.json' });
     assert.deepEqual(again.json(), keyed.document, 'the same document every time');
+  });
+
+  it('npm run openapi prints the document the service serves, for the same environment', async () => {
+    // buildTestService's defaults that change the document: /metrics on the public listener.
+    const printed = await runScript('openapi', [], { METRICS_ON_PUBLIC_LISTENER: 'true', ...KEYED_ENV });
+    assert.equal(printed.code, 0, printed.stderr);
+    assert.deepEqual(JSON.parse(printed.stdout), keyed.document);
+    const refused = await runScript('openapi', [], { ACK_MODE: 'sometimes' });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /ACK_MODE/);
+    assert.equal((await runScript('openapi', ['--yaml'], {})).code, 2);
   });
 
   it('documents exactly the routes fastify registered, HEAD twins included', () => {
