@@ -18,7 +18,7 @@ Exit codes: 0 ok, 2 usage or configuration error.`;
 
 let help: boolean | undefined;
 try {
-  ({ help } = parseArgs({ options: { help: { type: 'boolean' } }, strict: true, allowPositionals: false }).values);
+  ({ help } = parseArgs({ options: { help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }).values);
 } catch (error) {
   process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}\n`);
   process.exit(2);
