@@ -16,7 +16,6 @@
  * default configuration (WAL mode) rather than a copy of the wiring. It never exits the process:
  * it reports a failed log through `onFatal` and a failed start by throwing a RuntimeStartError.
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -27,6 +26,7 @@ import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
+import { packageVersion } from './package-version.ts';
 import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import { IngestInternalError } from './internal-errors.ts';
 import { connectJetStream, type JetStreamConnection } from './jetstream/connection.ts';
@@ -288,10 +288,5 @@ function jetStreamTarget(connection: JetStreamConnection, config: Config['jetstr
     probe: (timeoutMs: number) => connection.probe(timeoutMs),
     reachable: () => connection.reachable(1000),
   };
-}
-
-function packageVersion(): string {
-  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
-  return manifest.version ?? 'unknown';
 }
 
