@@ -103,6 +103,7 @@ const environmentSchema = z
     FORWARD_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
     FORWARD_TIMEOUT_MS: integer(100, 600_000).default(10_000),
     FORWARD_GZIP: z.enum(['true', 'false']).default('true'),
+    FORWARD_MAX_RETRY_AFTER_MS: integer(0, 600_000).default(30_000),
     NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
     NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]').default('AUDIT_EVENTS'),
     NATS_SUBJECT_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'must be subject tokens of [A-Za-z0-9_-] joined by dots').default('audit'),
@@ -264,6 +265,8 @@ export interface ForwardConfig {
   readonly timeoutMs: number;
   /** Request bodies gzip-compressed (Content-Encoding: gzip). */
   readonly gzip: boolean;
+  /** The longest a receiver's Retry-After (429/503) is waited before the write fails and is retried. */
+  readonly maxRetryAfterMs: number;
 }
 
 export interface JetStreamConfig {
@@ -384,6 +387,7 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       maxBytes: env.FORWARD_MAX_BYTES,
       timeoutMs: env.FORWARD_TIMEOUT_MS,
       gzip: env.FORWARD_GZIP === 'true',
+      maxRetryAfterMs: env.FORWARD_MAX_RETRY_AFTER_MS,
     },
   });
 }

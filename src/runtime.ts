@@ -199,8 +199,8 @@ export class IngestRuntime {
       // SINK=http: PostgreSQL holds the API keys; events go to the receiving instance at FORWARD_URL.
       let forward: ForwardClient | undefined;
       if (config.sink === 'http') {
-        const { url, apiKey, timeoutMs, gzip } = config.forward;
-        forward = new ForwardClient({ url: url!, apiKey, timeoutMs, gzip, connections: config.batch.flushConcurrency });
+        const { url, apiKey, timeoutMs, gzip, maxRetryAfterMs } = config.forward;
+        forward = new ForwardClient({ url: url!, apiKey, timeoutMs, gzip, maxRetryAfterMs, connections: config.batch.flushConcurrency });
         undo.push(() => forward!.close());
         logger.info({ url, gzip, flushConcurrency: config.batch.flushConcurrency }, 'SINK=http: batches are forwarded to another instance (POST /events)');
       }

@@ -6,8 +6,6 @@ import { ForwardSinkError, unavailable } from './errors.ts';
 
 const gzipAsync = promisify(gzip);
 
-/** The longest a Retry-After is honoured inside one attempt; past it the retry backoff takes over. */
-export const MAX_RETRY_AFTER_MS = 30_000;
 /** Answers are read up to this size (a receiver's bulk answer lists at most 100 issues). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
 
@@ -21,6 +19,8 @@ export interface ForwardClientOptions {
   readonly timeoutMs: number;
   /** Content-Encoding: gzip on request bodies (FORWARD_GZIP). */
   readonly gzip: boolean;
+  /** A longer Retry-After is waited only this long (FORWARD_MAX_RETRY_AFTER_MS); the retry backoff follows. */
+  readonly maxRetryAfterMs: number;
 }
 
 /** What the receiver answered to one POST /events. */
@@ -89,7 +89,7 @@ export class ForwardClient {
 
   /** Wait out a Retry-After (capped), or until the drain's signal aborts. */
   async waitRetryAfter(ms: number, signal: AbortSignal): Promise<void> {
-    await sleep(Math.min(ms, MAX_RETRY_AFTER_MS), undefined, { signal, ref: false }).catch(() => {});
+    await sleep(Math.min(ms, this.#options.maxRetryAfterMs), undefined, { signal, ref: false }).catch(() => {});
   }
 
   /** Close the connections; requests in flight are aborted (the drain is over when this is called). */
