@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { QueuedEvent } from '../event/queued-event.ts';
 import { chunkLines, type ForwardChunk } from '../forward/chunks.ts';
 import { errorOfStatus, ForwardSinkError } from '../forward/errors.ts';
@@ -6,16 +7,16 @@ import { ndjsonLineOfRow } from '../forward/ndjson-line.ts';
 import type { DeadLetterWriter } from './poison-splitting-sink.ts';
 import type { Sink, WriteResult } from './sink.ts';
 
-interface Issue {
-  readonly path: string;
-  readonly message: string;
-}
+const issueSchema = z.object({ path: z.string(), message: z.string() });
+type Issue = z.output<typeof issueSchema>;
 
-/** The parts of a receiver's bulk answer this sink reads (src/http/bulk-route.ts). */
-interface BulkAnswer {
-  readonly accepted?: readonly { index: number; outcome?: string }[];
-  readonly rejected?: readonly { index: number; errors?: readonly Issue[] }[];
-}
+/** The parts of a receiver's bulk answer this sink reads (src/http/bulk-route.ts); anything else is ignored. */
+const bulkAnswerSchema = z.object({
+  accepted: z.array(z.object({ index: z.number().int().min(0), outcome: z.string().optional() })),
+  rejected: z.array(z.object({ index: z.number().int().min(0), errors: z.array(issueSchema).optional() })).default([]),
+});
+/** The parts of a problem document this sink reads (src/http/problem.ts). */
+const problemSchema = z.object({ code: z.string().optional(), detail: z.string().optional(), errors: z.array(issueSchema).optional() });
 
 /**
  * Forwards a batch to another instance of this service (SINK=http): the batch's events, rebuilt as
@@ -61,10 +62,10 @@ export class HttpForwardSink implements Sink {
 
   /** How many events of `chunk` the receiver took; its refusals are added to `refused` (by batch index). */
   async #settle(chunk: ForwardChunk, answer: ForwardAnswer, refused: Map<number, string>, signal: AbortSignal): Promise<number> {
-    const body = answer.body as (BulkAnswer & { code?: string; detail?: string; errors?: readonly Issue[] }) | undefined;
-    const failure = errorOfStatus(answer.statusCode, typeof body?.detail === 'string' ? body.detail : '');
+    const problem = problemSchema.safeParse(answer.body).data;
+    const failure = errorOfStatus(answer.statusCode, problem?.detail ?? '');
     if (failure) {
-      const everyLine = failure.code === 'FORWARD_ERR_REFUSED' && body?.code === 'INGEST_ERR_VALIDATION' ? issuesByLine(body.errors, chunk.indexes.length) : undefined;
+      const everyLine = failure.code === 'FORWARD_ERR_REFUSED' && problem?.code === 'INGEST_ERR_VALIDATION' ? issuesByLine(problem.errors, chunk.indexes.length) : undefined;
       if (everyLine) {
         for (const [line, reason] of everyLine) refused.set(chunk.indexes[line]!, reason);
         return 0;
@@ -72,10 +73,11 @@ export class HttpForwardSink implements Sink {
       if (answer.retryAfterMs !== undefined && (answer.statusCode === 429 || answer.statusCode === 503)) await this.#client.waitRetryAfter(answer.retryAfterMs, signal);
       throw failure;
     }
-    if (body === undefined || !Array.isArray(body.accepted)) {
+    const body = bulkAnswerSchema.safeParse(answer.body).data;
+    if (body === undefined || body.rejected.some((line) => line.index >= chunk.indexes.length)) {
       throw new ForwardSinkError('FORWARD_ERR_UNAVAILABLE', `the receiver answered ${answer.statusCode} without a bulk answer: is FORWARD_URL an instance of this service?`, { statusCode: answer.statusCode });
     }
-    for (const line of body.rejected ?? []) refused.set(chunk.indexes[line.index]!, describeIssues(line.errors));
+    for (const line of body.rejected) refused.set(chunk.indexes[line.index]!, describeIssues(line.errors));
     let taken = 0;
     for (const item of body.accepted) {
       if (item.outcome === undefined || item.outcome === 'stored') taken += 1;
@@ -93,7 +95,7 @@ export class HttpForwardSink implements Sink {
  * (a refusal of the request itself: the chain splits it).
  */
 function issuesByLine(issues: readonly Issue[] | undefined, lines: number): Map<number, string> | undefined {
-  if (!Array.isArray(issues)) return undefined;
+  if (issues === undefined) return undefined;
   const byLine = new Map<number, Issue[]>();
   for (const issue of issues) {
     const match = /^\[(\d+)\]\.?(.*)$/.exec(issue.path);
@@ -107,6 +109,6 @@ function issuesByLine(issues: readonly Issue[] | undefined, lines: number): Map<
 }
 
 function describeIssues(issues: readonly Issue[] | undefined): string {
-  if (!Array.isArray(issues) || issues.length === 0) return 'no reason given';
+  if (issues === undefined || issues.length === 0) return 'no reason given';
   return issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ');
 }
