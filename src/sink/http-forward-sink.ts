@@ -101,6 +101,7 @@ function issuesByLine(issues: readonly Issue[] | undefined, lines: number): Map<
     const match = /^\[(\d+)\]\.?(.*)$/.exec(issue.path);
     if (!match) return undefined;
     const line = Number(match[1]);
+    if (line >= lines) return undefined;
     byLine.set(line, [...(byLine.get(line) ?? []), { path: match[2] ?? '', message: issue.message }]);
   }
   // The receiver lists at most 100 issues: a larger request whose lines are not all named is split.

@@ -70,6 +70,15 @@ class RecordingDeadLetter implements DeadLetterWriter {
 
 const signal = () => new AbortController().signal;
 
+/** The real client, recording each Retry-After the sink asks it to wait (and waiting it, capped). */
+class RecordingClient extends ForwardClient {
+  readonly waits: number[] = [];
+  override waitRetryAfter(ms: number, abort: AbortSignal): Promise<void> {
+    this.waits.push(ms);
+    return super.waitRetryAfter(ms, abort);
+  }
+}
+
 describe('ndjsonLineOfRow', () => {
   it('gives back the event prepareEvent took: prepared again on the receiver, the row is the same but for received_at', () => {
     const cases = [
@@ -108,18 +117,19 @@ describe('retryAfterMs', () => {
 
 describe('HttpForwardSink against a scripted receiver', () => {
   const receiver = new ScriptedReceiver();
-  let client: ForwardClient;
+  let client: RecordingClient;
   let deadLetter: RecordingDeadLetter;
   let sink: HttpForwardSink;
   before(async () => {
     const port = await receiver.start();
-    client = new ForwardClient({ url: `http://127.0.0.1:${port}/`, apiKey: 'k-123', connections: 1, timeoutMs: 2000, gzip: true, maxRetryAfterMs: 50 });
+    client = new RecordingClient({ url: `http://127.0.0.1:${port}/`, apiKey: 'k-123', connections: 1, timeoutMs: 2000, gzip: true, maxRetryAfterMs: 50 });
   });
   after(async () => {
     await client.close();
     await receiver.stop();
   });
   beforeEach(() => {
+    client.waits.length = 0;
     receiver.received.length = 0;
     receiver.answers = [];
     deadLetter = new RecordingDeadLetter();
@@ -157,6 +167,9 @@ describe('HttpForwardSink against a scripted receiver', () => {
     assert.deepEqual(await sink.write(batch, { signal: signal() }), { inserted: 0, deadLettered: [0, 1] });
     receiver.answers = [() => ({ status: 400, body: { code: 'INGEST_ERR_VALIDATION', errors: [issues[0]] } })];
     await assert.rejects(sink.write(batch, { signal: signal() }), (error: Error & { code?: string }) => error.code === 'FORWARD_ERR_REFUSED' && classifyFailure(error) === 'permanent');
+    receiver.answers = [() => ({ status: 400, body: { code: 'INGEST_ERR_VALIDATION', errors: [issues[0], { path: '[5].action', message: 'not a line of this request' }] } })];
+    await assert.rejects(sink.write(batch, { signal: signal() }), (error: Error & { code?: string }) => error.code === 'FORWARD_ERR_REFUSED');
+    assert.equal(deadLetter.written.length, 2, 'only the first answer dead-lettered anything');
   });
 
   it('maps answers to failure kinds: 429 and 503 transient after Retry-After, 5xx and no connection transient, 401/404 transient (never dead-lettered), 403/413 permanent', async () => {
@@ -171,8 +184,10 @@ describe('HttpForwardSink against a scripted receiver', () => {
       });
     };
     await expect({ status: 429, headers: { 'retry-after': '1' } }, 'FORWARD_ERR_THROTTLED', 'transient', true);
-    await expect({ status: 503, headers: { 'retry-after': '1' } }, 'FORWARD_ERR_UNAVAILABLE', 'transient', true);
-    await expect({ status: 500 }, 'FORWARD_ERR_UNAVAILABLE', 'transient', true);
+    await expect({ status: 503, headers: { 'retry-after': '2' } }, 'FORWARD_ERR_UNAVAILABLE', 'transient', true);
+    await expect({ status: 500, headers: { 'retry-after': '3' } }, 'FORWARD_ERR_UNAVAILABLE', 'transient', true);
+    await expect({ status: 429 }, 'FORWARD_ERR_THROTTLED', 'transient', true);
+    assert.deepEqual(client.waits, [1000, 2000], "Retry-After is waited on a 429 and a 503 (capped by maxRetryAfterMs), not on a 500's");
     await expect({ status: 401 }, 'FORWARD_ERR_MISCONFIGURED', 'transient', false);
     await expect({ status: 404 }, 'FORWARD_ERR_MISCONFIGURED', 'transient', false);
     await expect({ status: 403, body: { code: 'INGEST_ERR_TENANT_MISMATCH' } }, 'FORWARD_ERR_REFUSED', 'permanent', false);
