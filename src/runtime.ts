@@ -3,7 +3,7 @@
  * order, and `close(deadline)` takes it down in the reverse one:
  *
  *   DATA_DIR lock → tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
- *   → NATS connection and stream (SINK=jetstream)
+ *   → NATS connection and stream (SINK=jetstream), or the HTTP client of the receiver (SINK=http)
  *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
  *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
  *
@@ -31,6 +31,8 @@ import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import { IngestInternalError } from './internal-errors.ts';
 import { connectJetStream, type JetStreamConnection } from './jetstream/connection.ts';
 import { JetStreamSink } from './sink/jetstream-sink.ts';
+import { ForwardClient } from './forward/forward-client.ts';
+import { HttpForwardSink } from './sink/http-forward-sink.ts';
 import type { Admission } from './http/admission.ts';
 import { createMetricsApp } from './http/metrics-app.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
@@ -38,6 +40,7 @@ import { createIngestService } from './ingest-service.ts';
 import type { SinkChain } from './sink/sink-chain.ts';
 import type { QueuedEvent } from './event/queued-event.ts';
 import type { Sink } from './sink/sink.ts';
+import type { DeadLetterWriter } from './sink/poison-splitting-sink.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { createMetrics, type IngestMetrics } from './telemetry/metrics.ts';
@@ -102,6 +105,8 @@ export class IngestRuntime {
   readonly #embedded: EmbeddedDatabase | undefined;
   /** SINK=jetstream: the NATS connection batches are published on. */
   readonly jetstream: JetStreamConnection | undefined;
+  /** SINK=http: the client of the receiving instance batches are posted to. */
+  readonly forward: ForwardClient | undefined;
   readonly #opened: OpenedDurability;
   readonly #stopTracing: () => Promise<void>;
   readonly #lock: DataDirLock;
@@ -115,6 +120,7 @@ export class IngestRuntime {
     databaseUrl: string;
     pool: pg.Pool;
     jetstream: JetStreamConnection | undefined;
+    forward: ForwardClient | undefined;
     opened: OpenedDurability;
     stopTracing: () => Promise<void>;
     lock: DataDirLock;
@@ -128,6 +134,7 @@ export class IngestRuntime {
     this.databaseUrl = parts.databaseUrl;
     this.pool = parts.pool;
     this.jetstream = parts.jetstream;
+    this.forward = parts.forward;
     this.#opened = parts.opened;
     this.durability = parts.opened.durability;
     this.#stopTracing = parts.stopTracing;
@@ -140,6 +147,7 @@ export class IngestRuntime {
       metrics: this.metrics,
       durability: this.durability,
       ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),
+      ...(parts.forward ? { target: forwardTarget(parts.forward, this.config.forward) } : {}),
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
       ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
     });
@@ -188,6 +196,14 @@ export class IngestRuntime {
         undo.push(() => jetstream!.close());
         logger.info({ url: config.jetstream.url, stream: config.jetstream.stream }, 'SINK=jetstream: batches are published to the JetStream stream');
       }
+      // SINK=http: PostgreSQL holds the API keys; events go to the receiving instance at FORWARD_URL.
+      let forward: ForwardClient | undefined;
+      if (config.sink === 'http') {
+        const { url, apiKey, timeoutMs, gzip, maxRetryAfterMs } = config.forward;
+        forward = new ForwardClient({ url: url!, apiKey, timeoutMs, gzip, maxRetryAfterMs, connections: config.batch.flushConcurrency });
+        undo.push(() => forward!.close());
+        logger.info({ url, gzip, flushConcurrency: config.batch.flushConcurrency }, 'SINK=http: batches are forwarded to another instance (POST /events)');
+      }
       const metrics = createMetrics();
       metrics.buildInfo.set({ version: packageVersion(), node: process.version }, 1);
       if (!config.auth.enabled) {
@@ -200,7 +216,7 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, jetstream, opened, stopTracing, lock });
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, jetstream, forward, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       await runtime.#recover();
       return runtime;
@@ -252,6 +268,7 @@ export class IngestRuntime {
     // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.
     await this.#opened.close();
     await this.jetstream?.close();
+    await this.forward?.close();
     await this.deadLetterQueue.close();
     await this.pool.end();
     await this.metricsApp?.close();
@@ -287,6 +304,20 @@ function jetStreamTarget(connection: JetStreamConnection, config: Config['jetstr
     sink: new JetStreamSink(connection.js, { publishTimeoutMs: config.publishTimeoutMs, subjectPrefix: config.subjectPrefix }),
     probe: (timeoutMs: number) => connection.probe(timeoutMs),
     reachable: () => connection.reachable(1000),
+  };
+}
+
+/** The sink chain's target for SINK=http: post to the receiver, probe its /readyz, ask its /healthz for readiness. */
+function forwardTarget(client: ForwardClient, config: Config['forward']) {
+  return {
+    name: 'forward receiver',
+    sink: (deadLetter: DeadLetterWriter) => new HttpForwardSink(client, { maxEvents: config.maxEvents, maxBytes: config.maxBytes, deadLetter }),
+    probe: (timeoutMs: number) => client.get('/readyz', timeoutMs),
+    reachable: () =>
+      client.get('/healthz', 1000).then(
+        () => true,
+        () => false,
+      ),
   };
 }
 
