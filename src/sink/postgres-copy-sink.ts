@@ -18,7 +18,7 @@ const COPY_INTO_EVENTS = `COPY events (${COLUMN_LIST}) FROM STDIN`;
 // repeated later in the batch (the first one wins; DO NOTHING, unlike DO UPDATE, allows that).
 const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
   SELECT ${COLUMN_LIST} FROM events_stage
-  ON CONFLICT (tenant, id) DO NOTHING`;
+  ON CONFLICT (tenant, id, occurred_at) DO NOTHING`;
 const UNIQUE_VIOLATION = '23505';
 
 /** Roll back a refused batch; false when even that fails (then the connection is discarded). */
