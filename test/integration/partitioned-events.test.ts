@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { runner } from 'node-pg-migrate';
 import { pino } from 'pino';
@@ -10,6 +11,7 @@ import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
+import { buildTestService, sampleEvent } from '../helpers/service.ts';
 
 const DAY_MS = 86_400_000;
 const signal = new AbortController().signal;
@@ -193,6 +195,24 @@ describe('migration 0004 on a populated, unpartitioned table', () => {
       assert.deepEqual(rows, [{ oid: before[0]!.oid, key: 'PRIMARY KEY (tenant, id, occurred_at)' }]);
       assert.equal(await db.count(), 5000);
     } finally {
+      await db.drop();
+    }
+  });
+});
+
+describe('the service and its partitions', () => {
+  it('creates today’s partition and PARTITION_DAYS_AHEAD more before it accepts events, and an event posted twice is stored once', async () => {
+    const db = await createTestDatabase();
+    const clock = createFakeClock(Date.UTC(2026, 4, 10, 9));
+    const service = await buildTestService(db.url, { ACK_MODE: 'committed', PARTITION_DAYS_AHEAD: '1' }, { clock });
+    try {
+      assert.deepEqual(await partitionsOf(db), ['events_default', 'events_p20260510', 'events_p20260511']);
+      const event = sampleEvent({ id: randomUUID(), occurred_at: '2026-05-10T08:59:00Z' });
+      for (let i = 0; i < 2; i++) assert.equal((await service.app.inject({ method: 'POST', url: '/event', payload: event })).statusCode, 201);
+      const { rows } = await db.pool.query<{ partition: string }>(`SELECT tableoid::regclass::text AS partition FROM events`);
+      assert.deepEqual(rows, [{ partition: 'events_p20260510' }]);
+    } finally {
+      await service.close();
       await db.drop();
     }
   });
