@@ -8,6 +8,7 @@
  * Each phase is one bounded run: `flock -o /tmp/bench.lock timeout 180 npm run bench:partition -- --phase=…`.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -26,6 +27,8 @@ import { makeEvent } from './lib/event-body.ts';
 import { describeMachine } from './lib/machine.ts';
 
 const DAY_MS = 86_400_000;
+/** USER_HZ: Linux reports /proc/<pid>/stat times in 1/100 s. */
+const CLOCK_TICKS_PER_SECOND = 100;
 const SEED_DAYS = 30;
 const LAYOUTS = ['flat', 'partitioned'] as const;
 type Layout = (typeof LAYOUTS)[number];
@@ -126,7 +129,7 @@ function freshBatches(count: number, size: number, duplicateFrom?: QueuedEvent[]
 }
 
 /** FLUSH_CONCURRENCY (2) writers through one PostgresCopySink, as the service flushes. */
-async function writeAll(layout: Layout, batches: QueuedEvent[][]): Promise<{ rowsPerSecond: number; inserted: number }> {
+async function writeAll(layout: Layout, batches: QueuedEvent[][]): Promise<{ rowsPerSecond: number; inserted: number; cpuMsPer1000: number }> {
   const config = loadConfig({ DATABASE_URL: urlOf(layout) });
   const pool = createPool(urlOf(layout), config.db, logger);
   const sink = new PostgresCopySink(pool, { copyTimeoutMs: 60_000 });
@@ -143,9 +146,27 @@ async function writeAll(layout: Layout, batches: QueuedEvent[][]): Promise<{ row
     }),
   );
   const elapsed = performance.now() - started;
+  const backendCpuMs = await backendCpuMsOf(layout);
   await pool.end();
   const rows = batches.reduce((sum, batch) => sum + batch.length, 0);
-  return { rowsPerSecond: rows / (elapsed / 1000), inserted };
+  return { rowsPerSecond: rows / (elapsed / 1000), inserted, cpuMsPer1000: (backendCpuMs / rows) * 1000 };
+}
+
+/**
+ * CPU time (user + system, /proc/<pid>/stat) of the database's backends: the pool's connections,
+ * opened for this run and still open. Less moved by other work on the machine than wall time.
+ */
+async function backendCpuMsOf(layout: Layout): Promise<number> {
+  const client = new pg.Client({ connectionString: urlOf(layout) });
+  await client.connect();
+  const { rows } = await client.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+  await client.end();
+  let ticks = 0;
+  for (const { pid } of rows) {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  }
+  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
 async function copy(): Promise<void> {
@@ -158,16 +179,25 @@ async function copy(): Promise<void> {
       const staged = await writeAll(layout, freshBatches(batchesPerRound, size, plain));
       (results[`${layout} plain`] ??= []).push(first.rowsPerSecond);
       (results[`${layout} staged`] ??= []).push(staged.rowsPerSecond);
-      console.log(`round ${round + 1} ${layout}: plain COPY ${first.rowsPerSecond.toFixed(0)} rows/s, staged ${staged.rowsPerSecond.toFixed(0)} rows/s (inserted ${first.inserted} + ${staged.inserted})`);
+      (results[`${layout} plain cpu`] ??= []).push(first.cpuMsPer1000);
+      (results[`${layout} staged cpu`] ??= []).push(staged.cpuMsPer1000);
+      console.log(
+        `round ${round + 1} ${layout}: plain COPY ${first.rowsPerSecond.toFixed(0)} rows/s (${first.cpuMsPer1000.toFixed(1)} backend CPU-ms/1000), ` +
+          `staged ${staged.rowsPerSecond.toFixed(0)} rows/s (${staged.cpuMsPer1000.toFixed(1)}) (inserted ${first.inserted} + ${staged.inserted})`,
+      );
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  console.log(`\n| write path (batches of ${size}, 2 writers) | unpartitioned rows/s | partitioned rows/s | partitioned / unpartitioned |`);
-  console.log('| --- | --- | --- | --- |');
+  console.log(`\n| write path (batches of ${size}, 2 writers; median of ${rounds}) | unpartitioned rows/s | partitioned rows/s | ratio | unpartitioned backend CPU-ms / 1000 rows | partitioned | ratio |`);
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const path of ['plain', 'staged']) {
     const flat = median(results[`flat ${path}`]!);
     const part = median(results[`partitioned ${path}`]!);
-    console.log(`| ${path === 'plain' ? 'plain COPY' : 'COPY to staging + INSERT … ON CONFLICT'} | ${flat.toFixed(0)} | ${part.toFixed(0)} | ${(part / flat).toFixed(2)} |`);
+    const flatCpu = median(results[`flat ${path} cpu`]!);
+    const partCpu = median(results[`partitioned ${path} cpu`]!);
+    console.log(
+      `| ${path === 'plain' ? 'plain COPY' : 'COPY to staging + INSERT … ON CONFLICT'} | ${flat.toFixed(0)} | ${part.toFixed(0)} | ${(part / flat).toFixed(2)} | ${flatCpu.toFixed(1)} | ${partCpu.toFixed(1)} | ${(partCpu / flatCpu).toFixed(2)} |`,
+    );
   }
 }
 
