@@ -90,6 +90,10 @@ const environmentSchema = z
     DB_CONNECT_TIMEOUT_MS: integer(100, 120_000).default(5_000),
     DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
     DB_COPY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
+    PARTITION_DAYS_AHEAD: integer(0, 366).default(7),
+    PARTITION_MAINTENANCE_INTERVAL_MS: integer(1_000, 24 * 3_600_000).default(3_600_000),
+    PARTITION_LOCK_TIMEOUT_MS: integer(1, 600_000).default(2_000),
+    RETENTION_DAYS: integer(1, 100_000).optional(),
     RETRY_MAX_ATTEMPTS: integer(0, 1_000_000).default(0),
     RETRY_BASE_DELAY_MS: integer(1, 60_000).default(100),
     RETRY_MAX_DELAY_MS: integer(1, 600_000).default(5_000),
@@ -231,6 +235,14 @@ export interface Config {
     readonly statementTimeoutMs: number;
     readonly copyTimeoutMs: number;
   };
+  /** The daily partitions of `events` (src/db/partition-maintenance.ts). */
+  readonly partitions: {
+    readonly daysAhead: number;
+    /** RETENTION_DAYS: drop partitions whose whole day is older than this; undefined (default): keep everything. */
+    readonly retentionDays: number | undefined;
+    readonly intervalMs: number;
+    readonly lockTimeoutMs: number;
+  };
   readonly retry: {
     /** Tries in all for a transient failure; 0: no limit, until the shutdown deadline. */
     readonly maxAttempts: number;
@@ -357,6 +369,12 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
       statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS,
       copyTimeoutMs: env.DB_COPY_TIMEOUT_MS,
+    },
+    partitions: {
+      daysAhead: env.PARTITION_DAYS_AHEAD,
+      retentionDays: env.RETENTION_DAYS,
+      intervalMs: env.PARTITION_MAINTENANCE_INTERVAL_MS,
+      lockTimeoutMs: env.PARTITION_LOCK_TIMEOUT_MS,
     },
     retry: {
       maxAttempts: env.RETRY_MAX_ATTEMPTS,

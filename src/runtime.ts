@@ -3,13 +3,14 @@
  * order, and `close(deadline)` takes it down in the reverse one:
  *
  *   DATA_DIR lock → tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
+ *   → partition maintenance (one run, then every PARTITION_MAINTENANCE_INTERVAL_MS)
  *   → NATS connection and stream (SINK=jetstream), or the HTTP client of the receiver (SINK=http)
  *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
  *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
  *
  *   close: intake answers 503 (draining) → listeners stop, in-flight requests finish → the
  *   pipeline drains within what is left of the deadline → what could not be stored stays in the
- *   log (WAL mode) or goes to a spill file (memory mode) → log, DLQ, pool, metrics listener,
+ *   log (WAL mode) or goes to a spill file (memory mode) → partition maintenance, log, DLQ, pool, metrics listener,
  *   embedded database, tracing close; the DATA_DIR lock is released last.
  *
  * server.ts, the tests and the bench all build this same object, so the tests exercise the
@@ -25,6 +26,7 @@ import type { Config } from './config.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
+import { PartitionMaintenance } from './db/partition-maintenance.ts';
 import { createPool } from './db/pool.ts';
 import { packageVersion } from './package-version.ts';
 import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
@@ -100,6 +102,7 @@ export class IngestRuntime {
   readonly deadLetterQueue: DeadLetterQueue;
   readonly durability: Durability;
   readonly pool: pg.Pool;
+  readonly partitions: PartitionMaintenance;
   /** The database URL in use (the embedded server's when DATABASE_URL is unset). */
   readonly databaseUrl: string;
   readonly #embedded: EmbeddedDatabase | undefined;
@@ -119,6 +122,7 @@ export class IngestRuntime {
     embedded: EmbeddedDatabase | undefined;
     databaseUrl: string;
     pool: pg.Pool;
+    partitions: PartitionMaintenance;
     jetstream: JetStreamConnection | undefined;
     forward: ForwardClient | undefined;
     opened: OpenedDurability;
@@ -133,6 +137,7 @@ export class IngestRuntime {
     this.#embedded = parts.embedded;
     this.databaseUrl = parts.databaseUrl;
     this.pool = parts.pool;
+    this.partitions = parts.partitions;
     this.jetstream = parts.jetstream;
     this.forward = parts.forward;
     this.#opened = parts.opened;
@@ -189,6 +194,14 @@ export class IngestRuntime {
       await migrate(databaseUrl, logger);
       const pool = createPool(databaseUrl, config.db, logger);
       undo.push(() => pool.end());
+      // Today's and the next days' partitions before the first write; a failed run is not fatal (events
+      // land in the default partition meanwhile, and the next run moves them), so it is logged and retried.
+      const partitions = new PartitionMaintenance(pool, config.partitions, clock, logger);
+      await partitions.runOnce().catch((error: unknown) =>
+        logger.error({ err: error, code: 'PARTITION_ERR_MAINTENANCE' }, 'partition maintenance failed; trying again at the next run'),
+      );
+      partitions.start();
+      undo.push(() => partitions.stop());
       // SINK=jetstream: PostgreSQL still holds the API keys (and is migrated); events go to the stream.
       let jetstream: JetStreamConnection | undefined;
       if (config.sink === 'jetstream') {
@@ -216,7 +229,7 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, jetstream, forward, opened, stopTracing, lock });
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       await runtime.#recover();
       return runtime;
@@ -266,6 +279,7 @@ export class IngestRuntime {
     const report = await this.#keepUnstored(unstored);
     this.chain.breaker.close(); // no more database probes
     // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.
+    await this.partitions.stop();
     await this.#opened.close();
     await this.jetstream?.close();
     await this.forward?.close();
