@@ -8,7 +8,7 @@
 # the build stage only installs production dependencies.
 #
 # Base: Node.js 26, the Active LTS line (from 2026-10-28; supported to 2029-04-30). Node 20 reached
-# its end of life on 2026-04-30. The code itself still runs on Node >= 20.11 (package.json engines,
+# its end of life on 2026-04-30. The code itself still runs on Node >= 20.18.1 (package.json engines,
 # what the tests run on); to build on another LTS line: --build-arg NODE_IMAGE=node:24-bookworm-slim.
 ARG NODE_IMAGE=node:26-bookworm-slim
 

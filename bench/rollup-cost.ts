@@ -85,7 +85,8 @@ try {
     const pool = new pg.Pool({ connectionString: db.url, max: 2 });
     pool.on('error', () => {}); // an idle connection ended by the server's stop at the end
     const sink = new PostgresCopySink(pool, { copyTimeoutMs: 30_000, rollups: mode.startsWith('on') });
-    // *-staged: ids stored beforehand, one of which each batch carries again.
+    // *-staged: events stored beforehand, one of which each batch carries again — the same row, so the
+    // same (tenant, id, occurred_at) key (a retry resends its occurred_at; a new one would be a new event).
     const stored = staged(mode) ? Array.from({ length: 2000 }, () => event()) : [];
     if (stored.length > 0) await sink.write(stored, { signal });
     setups.set(mode, { pool, sink, stored });
@@ -95,7 +96,7 @@ try {
     const batch = Array.from({ length: size }, () => event());
     if (staged(mode)) {
       const setup = setups.get(mode)!;
-      batch[0] = event(setup.stored[storedAt++ % setup.stored.length]!.id);
+      batch[0] = setup.stored[storedAt++ % setup.stored.length]!;
     }
     return batch;
   };

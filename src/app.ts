@@ -1,6 +1,5 @@
 import fastifyCompress from '@fastify/compress';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
-import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.ts';
@@ -16,24 +15,20 @@ import { registerEventRoute } from './http/event-route.ts';
 import { registerOpsRoutes } from './http/ops-routes.ts';
 import { registerJsonBodyParser } from './http/json-body.ts';
 import { handleError, sendProblem } from './http/problem.ts';
+import { REQUEST_ENCODINGS } from './http/request-encodings.ts';
+import { recordRoutes } from './http/route-list.ts';
+import { packageVersion } from './package-version.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { Durability } from './wal/durability.ts';
 import { statusClass, type IngestMetrics } from './telemetry/metrics.ts';
 
-/** zstd where this Node has it (22.15+), then the classics. */
-const REQUEST_ENCODINGS: ('zstd' | 'br' | 'gzip' | 'deflate')[] = [
-  ...('createZstdDecompress' in zlib ? (['zstd'] as const) : []),
-  'br',
-  'gzip',
-  'deflate',
-];
 
 /** An error whose fields (message included: enumerable) survive @fastify/compress copying them. */
 function decompressionError(statusCode: number, code: string, message: string): Error {
   return Object.assign(new Error(message), { statusCode, code, message });
 }
 
-const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json']);
 
 /** Retry-After of a request refused because this instance is closing: another instance can take it. */
 const DRAINING_RETRY_AFTER_SECONDS = 1;
@@ -99,6 +94,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
           : config.trustProxy,
   });
   app.server.maxConnections = config.http.maxConnections;
+  recordRoutes(app);
   // Request spans (and the context handlers run in) come from @fastify/otel, registered only
   // when OTEL_* configures tracing: otherwise its per-request hooks would cost for nothing.
   if (config.tracing) {
@@ -111,7 +107,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   void app.register(fastifyCompress, {
     globalCompression: false,
     globalDecompression: true,
-    requestEncodings: REQUEST_ENCODINGS,
+    requestEncodings: [...REQUEST_ENCODINGS],
     // @fastify/compress copies these fields onto the error it raises; toIngestError maps the code.
     onUnsupportedRequestEncoding: (encoding) =>
       decompressionError(415, 'INGEST_ERR_UNSUPPORTED_ENCODING', `Content-Encoding "${encoding}" is not supported; use one of ${REQUEST_ENCODINGS.join(', ')}`),
@@ -200,6 +196,14 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     registry: metrics.registry,
     notReadyReason: async () => (closing ? 'closing' : dependencies.notReadyReason()),
     serveMetrics: dependencies.serveMetricsOnMainListener ?? true,
+    openApi: {
+      version: packageVersion(),
+      auth: dependencies.authenticator !== undefined,
+      ackMode: config.ackMode,
+      bodyLimitBytes: config.bodyLimitBytes,
+      bulk: config.bulk,
+      requestEncodings: REQUEST_ENCODINGS,
+    },
   });
   return { app, admission };
 }

@@ -91,13 +91,24 @@ const environmentSchema = z
     DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
     DB_COPY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
     ROLLUPS: z.enum(['on', 'off']).default('off'),
+    PARTITION_DAYS_AHEAD: integer(0, 366).default(7),
+    PARTITION_MAINTENANCE_INTERVAL_MS: integer(1_000, 24 * 3_600_000).default(3_600_000),
+    PARTITION_LOCK_TIMEOUT_MS: integer(1, 600_000).default(2_000),
+    RETENTION_DAYS: integer(1, 100_000).optional(),
     RETRY_MAX_ATTEMPTS: integer(0, 1_000_000).default(0),
     RETRY_BASE_DELAY_MS: integer(1, 60_000).default(100),
     RETRY_MAX_DELAY_MS: integer(1, 600_000).default(5_000),
     BREAKER_FAILURE_THRESHOLD: integer(1, 1000).default(5),
     BREAKER_OPEN_MS: integer(10, 3_600_000).default(30_000),
     DLQ_MAX_FILE_BYTES: integer(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
-    SINK: z.enum(['postgres', 'jetstream']).default('postgres'),
+    SINK: z.enum(['postgres', 'jetstream', 'http']).default('postgres'),
+    FORWARD_URL: z.url({ protocol: /^https?$/ }).optional(),
+    FORWARD_API_KEY: z.string().min(1).optional(),
+    FORWARD_MAX_EVENTS: integer(1, 100_000).default(1000),
+    FORWARD_MAX_BYTES: integer(1024, 256 * 1024 * 1024).default(4 * 1024 * 1024),
+    FORWARD_TIMEOUT_MS: integer(100, 600_000).default(10_000),
+    FORWARD_GZIP: z.enum(['true', 'false']).default('true'),
+    FORWARD_MAX_RETRY_AFTER_MS: integer(0, 600_000).default(30_000),
     NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
     NATS_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9_-]').default('AUDIT_EVENTS'),
     NATS_SUBJECT_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'must be subject tokens of [A-Za-z0-9_-] joined by dots').default('audit'),
@@ -121,6 +132,10 @@ const environmentSchema = z
   .refine((env) => env.WAL_SEGMENT_BYTES <= env.WAL_MAX_BYTES, {
     message: 'must not be below WAL_SEGMENT_BYTES',
     path: ['WAL_MAX_BYTES'],
+  })
+  .refine((env) => env.SINK !== 'http' || env.FORWARD_URL !== undefined, {
+    message: 'must be set with SINK=http (the base URL of the receiving instance)',
+    path: ['FORWARD_URL'],
   })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
@@ -227,6 +242,14 @@ export interface Config {
      */
     readonly rollups: boolean;
   };
+  /** The daily partitions of `events` (src/db/partition-maintenance.ts). */
+  readonly partitions: {
+    readonly daysAhead: number;
+    /** RETENTION_DAYS: drop partitions whose whole day is older than this; undefined (default): keep everything. */
+    readonly retentionDays: number | undefined;
+    readonly intervalMs: number;
+    readonly lockTimeoutMs: number;
+  };
   readonly retry: {
     /** Tries in all for a transient failure; 0: no limit, until the shutdown deadline. */
     readonly maxAttempts: number;
@@ -241,9 +264,28 @@ export interface Config {
     readonly directory: string;
     readonly maxFileBytes: number;
   };
-  /** SINK: where batches go — PostgreSQL COPY (default), or a NATS JetStream stream (src/jetstream/). */
-  readonly sink: 'postgres' | 'jetstream';
+  /** SINK: where batches go — PostgreSQL COPY (default), a NATS JetStream stream (src/jetstream/), or another instance over HTTP (src/forward/). */
+  readonly sink: 'postgres' | 'jetstream' | 'http';
   readonly jetstream: JetStreamConfig;
+  readonly forward: ForwardConfig;
+}
+
+/** SINK=http: batches go to another instance of this service (src/forward/). */
+export interface ForwardConfig {
+  /** The receiving instance's base URL; POST <url>/events, GET <url>/readyz. */
+  readonly url: string | undefined;
+  /** Sent as `Authorization: Bearer`; undefined: the receiver runs AUTH=off. */
+  readonly apiKey: string | undefined;
+  /** At most this many events per request: the receiver's BULK_MAX_EVENTS (default 1000). */
+  readonly maxEvents: number;
+  /** At most this many uncompressed bytes per request: the receiver's BULK_BODY_LIMIT_BYTES (4 MiB). */
+  readonly maxBytes: number;
+  /** Bound on one request (connect, answer headers, answer body). */
+  readonly timeoutMs: number;
+  /** Request bodies gzip-compressed (Content-Encoding: gzip). */
+  readonly gzip: boolean;
+  /** The longest a receiver's Retry-After (429/503) is waited before the write fails and is retried. */
+  readonly maxRetryAfterMs: number;
 }
 
 export interface JetStreamConfig {
@@ -336,6 +378,12 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       copyTimeoutMs: env.DB_COPY_TIMEOUT_MS,
       rollups: env.ROLLUPS === 'on',
     },
+    partitions: {
+      daysAhead: env.PARTITION_DAYS_AHEAD,
+      retentionDays: env.RETENTION_DAYS,
+      intervalMs: env.PARTITION_MAINTENANCE_INTERVAL_MS,
+      lockTimeoutMs: env.PARTITION_LOCK_TIMEOUT_MS,
+    },
     retry: {
       maxAttempts: env.RETRY_MAX_ATTEMPTS,
       baseDelayMs: env.RETRY_BASE_DELAY_MS,
@@ -357,6 +405,15 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       publishTimeoutMs: env.NATS_PUBLISH_TIMEOUT_MS,
       connectTimeoutMs: env.NATS_CONNECT_TIMEOUT_MS,
       duplicateWindowMs: env.NATS_DUPLICATE_WINDOW_MS,
+    },
+    forward: {
+      url: env.FORWARD_URL,
+      apiKey: env.FORWARD_API_KEY,
+      maxEvents: env.FORWARD_MAX_EVENTS,
+      maxBytes: env.FORWARD_MAX_BYTES,
+      timeoutMs: env.FORWARD_TIMEOUT_MS,
+      gzip: env.FORWARD_GZIP === 'true',
+      maxRetryAfterMs: env.FORWARD_MAX_RETRY_AFTER_MS,
     },
   });
 }

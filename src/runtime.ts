@@ -3,20 +3,20 @@
  * order, and `close(deadline)` takes it down in the reverse one:
  *
  *   DATA_DIR lock → tracing → embedded PostgreSQL (when DATABASE_URL is unset) → migrations → pool
- *   → NATS connection and stream (SINK=jetstream)
+ *   → partition maintenance (one run, then every PARTITION_MAINTENANCE_INTERVAL_MS)
+ *   → NATS connection and stream (SINK=jetstream), or the HTTP client of the receiver (SINK=http)
  *   → durability (recover and open the write-ahead log) → dead-letter queue, sink chain, pipeline,
  *   HTTP app (createIngestService) → DLQ probe → spill re-ingest → WAL replay → ready to listen
  *
  *   close: intake answers 503 (draining) → listeners stop, in-flight requests finish → the
  *   pipeline drains within what is left of the deadline → what could not be stored stays in the
- *   log (WAL mode) or goes to a spill file (memory mode) → log, DLQ, pool, metrics listener,
+ *   log (WAL mode) or goes to a spill file (memory mode) → partition maintenance, log, DLQ, pool, metrics listener,
  *   embedded database, tracing close; the DATA_DIR lock is released last.
  *
  * server.ts, the tests and the bench all build this same object, so the tests exercise the
  * default configuration (WAL mode) rather than a copy of the wiring. It never exits the process:
  * it reports a failed log through `onFatal` and a failed start by throwing a RuntimeStartError.
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -26,11 +26,15 @@ import type { Config } from './config.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
+import { PartitionMaintenance } from './db/partition-maintenance.ts';
 import { createPool } from './db/pool.ts';
+import { packageVersion } from './package-version.ts';
 import type { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import { IngestInternalError } from './internal-errors.ts';
 import { connectJetStream, type JetStreamConnection } from './jetstream/connection.ts';
 import { JetStreamSink } from './sink/jetstream-sink.ts';
+import { ForwardClient } from './forward/forward-client.ts';
+import { HttpForwardSink } from './sink/http-forward-sink.ts';
 import type { Admission } from './http/admission.ts';
 import { createMetricsApp } from './http/metrics-app.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
@@ -38,6 +42,7 @@ import { createIngestService } from './ingest-service.ts';
 import type { SinkChain } from './sink/sink-chain.ts';
 import type { QueuedEvent } from './event/queued-event.ts';
 import type { Sink } from './sink/sink.ts';
+import type { DeadLetterWriter } from './sink/poison-splitting-sink.ts';
 import { recoverSpill } from './spill/recover-spill.ts';
 import { writeSpillFile } from './spill/spill-file.ts';
 import { createMetrics, type IngestMetrics } from './telemetry/metrics.ts';
@@ -97,11 +102,14 @@ export class IngestRuntime {
   readonly deadLetterQueue: DeadLetterQueue;
   readonly durability: Durability;
   readonly pool: pg.Pool;
+  readonly partitions: PartitionMaintenance;
   /** The database URL in use (the embedded server's when DATABASE_URL is unset). */
   readonly databaseUrl: string;
   readonly #embedded: EmbeddedDatabase | undefined;
   /** SINK=jetstream: the NATS connection batches are published on. */
   readonly jetstream: JetStreamConnection | undefined;
+  /** SINK=http: the client of the receiving instance batches are posted to. */
+  readonly forward: ForwardClient | undefined;
   readonly #opened: OpenedDurability;
   readonly #stopTracing: () => Promise<void>;
   readonly #lock: DataDirLock;
@@ -114,7 +122,9 @@ export class IngestRuntime {
     embedded: EmbeddedDatabase | undefined;
     databaseUrl: string;
     pool: pg.Pool;
+    partitions: PartitionMaintenance;
     jetstream: JetStreamConnection | undefined;
+    forward: ForwardClient | undefined;
     opened: OpenedDurability;
     stopTracing: () => Promise<void>;
     lock: DataDirLock;
@@ -127,7 +137,9 @@ export class IngestRuntime {
     this.#embedded = parts.embedded;
     this.databaseUrl = parts.databaseUrl;
     this.pool = parts.pool;
+    this.partitions = parts.partitions;
     this.jetstream = parts.jetstream;
+    this.forward = parts.forward;
     this.#opened = parts.opened;
     this.durability = parts.opened.durability;
     this.#stopTracing = parts.stopTracing;
@@ -140,6 +152,7 @@ export class IngestRuntime {
       metrics: this.metrics,
       durability: this.durability,
       ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),
+      ...(parts.forward ? { target: forwardTarget(parts.forward, this.config.forward) } : {}),
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
       ...(options.replaceWritePath ? { replaceWritePath: options.replaceWritePath } : {}),
     });
@@ -181,12 +194,28 @@ export class IngestRuntime {
       await migrate(databaseUrl, logger);
       const pool = createPool(databaseUrl, config.db, logger);
       undo.push(() => pool.end());
+      // Today's and the next days' partitions before the first write; a failed run is not fatal (events
+      // land in the default partition meanwhile, and the next run moves them), so it is logged and retried.
+      const partitions = new PartitionMaintenance(pool, config.partitions, clock, logger);
+      await partitions.runOnce().catch((error: unknown) =>
+        logger.error({ err: error, code: 'PARTITION_ERR_MAINTENANCE' }, 'partition maintenance failed; trying again at the next run'),
+      );
+      partitions.start();
+      undo.push(() => partitions.stop());
       // SINK=jetstream: PostgreSQL still holds the API keys (and is migrated); events go to the stream.
       let jetstream: JetStreamConnection | undefined;
       if (config.sink === 'jetstream') {
         jetstream = await connectJetStream(config.jetstream, logger);
         undo.push(() => jetstream!.close());
         logger.info({ url: config.jetstream.url, stream: config.jetstream.stream }, 'SINK=jetstream: batches are published to the JetStream stream');
+      }
+      // SINK=http: PostgreSQL holds the API keys; events go to the receiving instance at FORWARD_URL.
+      let forward: ForwardClient | undefined;
+      if (config.sink === 'http') {
+        const { url, apiKey, timeoutMs, gzip, maxRetryAfterMs } = config.forward;
+        forward = new ForwardClient({ url: url!, apiKey, timeoutMs, gzip, maxRetryAfterMs, connections: config.batch.flushConcurrency });
+        undo.push(() => forward!.close());
+        logger.info({ url, gzip, flushConcurrency: config.batch.flushConcurrency }, 'SINK=http: batches are forwarded to another instance (POST /events)');
       }
       const metrics = createMetrics();
       metrics.buildInfo.set({ version: packageVersion(), node: process.version }, 1);
@@ -200,7 +229,7 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, jetstream, opened, stopTracing, lock });
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       await runtime.#recover();
       return runtime;
@@ -250,8 +279,10 @@ export class IngestRuntime {
     const report = await this.#keepUnstored(unstored);
     this.chain.breaker.close(); // no more database probes
     // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.
+    await this.partitions.stop();
     await this.#opened.close();
     await this.jetstream?.close();
+    await this.forward?.close();
     await this.deadLetterQueue.close();
     await this.pool.end();
     await this.metricsApp?.close();
@@ -290,8 +321,17 @@ function jetStreamTarget(connection: JetStreamConnection, config: Config['jetstr
   };
 }
 
-function packageVersion(): string {
-  const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
-  return manifest.version ?? 'unknown';
+/** The sink chain's target for SINK=http: post to the receiver, probe its /readyz, ask its /healthz for readiness. */
+function forwardTarget(client: ForwardClient, config: Config['forward']) {
+  return {
+    name: 'forward receiver',
+    sink: (deadLetter: DeadLetterWriter) => new HttpForwardSink(client, { maxEvents: config.maxEvents, maxBytes: config.maxBytes, deadLetter }),
+    probe: (timeoutMs: number) => client.get('/readyz', timeoutMs),
+    reachable: () =>
+      client.get('/healthz', 1000).then(
+        () => true,
+        () => false,
+      ),
+  };
 }
 

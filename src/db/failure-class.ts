@@ -49,6 +49,12 @@ const ERROR_CODES: Readonly<Record<string, FailureKind>> = {
   JETSTREAM_ERR_TIMEOUT: 'transient', // no acknowledgement within NATS_PUBLISH_TIMEOUT_MS
   JETSTREAM_ERR_STREAM_REFUSED: 'transient', // the stream's limits, storage, permissions
   JETSTREAM_ERR_EVENT_REFUSED: 'permanent', // this event cannot be published (max_payload, subject)
+  // SINK=http (src/forward/errors.ts maps the receiver's answers to these)
+  FORWARD_ERR_UNAVAILABLE: 'transient', // no connection, reset, timeout, 5xx, 503
+  FORWARD_ERR_THROTTLED: 'transient', // 429 (after its Retry-After)
+  FORWARD_ERR_MISCONFIGURED: 'transient', // 401, 404: the edge's key or URL, not the events
+  FORWARD_ERR_REFUSED: 'permanent', // 400/403/413/415 for the request's content: split, isolate
+  FORWARD_ERR_EVENT_REFUSED: 'permanent', // one event the receiver refused (dead-letter records)
 };
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
@@ -95,6 +101,8 @@ const CONNECTION_FAILURE_CODES: ReadonlySet<string> = new Set([
   '57P03', // cannot_connect_now: starting up or in recovery
   'JETSTREAM_ERR_UNAVAILABLE', // the breaker's probe (stream info) tells when NATS and the stream are back
   'JETSTREAM_ERR_TIMEOUT',
+  'FORWARD_ERR_UNAVAILABLE', // the breaker's probe (the receiver's /readyz) tells when it is back
+  'FORWARD_ERR_THROTTLED', // a receiver shedding load is ready again when its /readyz says so
 ]);
 /** pg's own errors for a socket that closed under it carry no code. */
 const CONNECTION_FAILURE_MESSAGES: readonly RegExp[] = [/^Connection terminated/];

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
+import { buildOpenApiDocument, type OpenApiOptions } from './openapi/document.ts';
 
 export interface OpsRouteOptions {
   readonly registry: Registry;
@@ -7,9 +8,14 @@ export interface OpsRouteOptions {
   readonly notReadyReason: () => Promise<string | undefined>;
   /** Serve /metrics here (false when METRICS_PORT gives it a listener of its own). */
   readonly serveMetrics: boolean;
+  /** What GET /openapi.json describes (the document says whether /metrics is here itself). */
+  readonly openApi: Omit<OpenApiOptions, 'metricsRoute'>;
 }
 
-/** GET /healthz (the process is alive), /readyz (it should get traffic), /metrics (Prometheus). */
+/**
+ * GET /healthz (the process is alive), /readyz (it should get traffic), /metrics (Prometheus),
+ * /openapi.json (the contract: built on its first request, then the same text every time).
+ */
 export function registerOpsRoutes(app: FastifyInstance, options: OpsRouteOptions): void {
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
 
@@ -20,6 +26,12 @@ export function registerOpsRoutes(app: FastifyInstance, options: OpsRouteOptions
   });
 
   if (options.serveMetrics) registerMetricsRoute(app, options.registry);
+
+  let openApiText: string | undefined;
+  app.get('/openapi.json', (_request, reply) => {
+    openApiText ??= JSON.stringify(buildOpenApiDocument({ ...options.openApi, metricsRoute: options.serveMetrics }));
+    return reply.type('application/json; charset=utf-8').send(openApiText);
+  });
 }
 
 export function registerMetricsRoute(app: FastifyInstance, registry: Registry): void {

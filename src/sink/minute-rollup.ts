@@ -5,7 +5,7 @@ import type { QueuedEvent } from '../event/queued-event.ts';
 
 /**
  * Per-minute counts of the rows a transaction newly inserted into `events` (table event_counts,
- * migration 0004), added in that transaction, so they commit (or roll back) with the events:
+ * migration 0005), added in that transaction, so they commit (or roll back) with the events:
  *  - a batch stored by plain COPY was inserted whole (COPY stores every row or fails), so its own
  *    rows are counted (addBatchCounts);
  *  - a batch written the staged way counts only what its INSERT … ON CONFLICT DO NOTHING returned

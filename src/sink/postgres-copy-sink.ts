@@ -14,12 +14,16 @@ const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
 const COPY_INTO_STAGE = `COPY events_stage (${COLUMN_LIST}) FROM STDIN`;
 const COPY_INTO_EVENTS = `COPY events (${COLUMN_LIST}) FROM STDIN`;
-// An event's key is (tenant, id) (migration 0003): an id is one tenant's, never checked against
-// another's. ON CONFLICT DO NOTHING skips keys stored earlier and, within one statement, a key
-// repeated later in the batch (the first one wins; DO NOTHING, unlike DO UPDATE, allows that).
+// An event's key is its table's primary key, the only unique index on `events`: (tenant, id) up to
+// migration 0003 (an id is one tenant's, never checked against another's), (tenant, id, occurred_at)
+// once 0004 partitions the table by occurred_at (a partitioned table's key must hold the partition
+// key; a retried event carries the client's same occurred_at). No conflict target is named, so the
+// statement is the same for both keys (bench/partition-copy.ts compares them with it). ON CONFLICT DO
+// NOTHING skips keys stored earlier and, within one statement, a key repeated later in the batch
+// (the first one wins; DO NOTHING, unlike DO UPDATE, allows that).
 const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
   SELECT ${COLUMN_LIST} FROM events_stage
-  ON CONFLICT (tenant, id) DO NOTHING`;
+  ON CONFLICT DO NOTHING`;
 // With rollups: the same move, handing back what it inserted (and only that) for event_counts.
 const MOVE_STAGE_TO_EVENTS_COUNTED = `${MOVE_STAGE_TO_EVENTS}
   ${ROLLUP_RETURNING}`;
@@ -44,7 +48,7 @@ export class CopyTimeoutError extends IngestInternalError {
 /**
  * Writes a batch in one transaction. Most batches hold no key that is already stored, so the
  * first try is a plain COPY into `events` (BEGIN, COPY, COMMIT). A batch holding a duplicate
- * (tenant, id) fails that COPY with 23505; it is rolled back and written the idempotent way: COPY
+ * key (tenant, id, occurred_at) fails that COPY with 23505; it is rolled back and written the idempotent way: COPY
  * into a per-connection temporary staging table, then one INSERT … ON CONFLICT DO NOTHING (BEGIN,
  * COPY, INSERT+COMMIT, plus one CREATE on a new connection). While batches keep holding duplicates
  * (a WAL replay, clients re-sending) the staged way is tried first, so they do not pay twice;

@@ -12,6 +12,7 @@ import { GiveUpDeadLetterSink } from './give-up-dead-letter-sink.ts';
 import { PoisonSplittingSink } from './poison-splitting-sink.ts';
 import { PostgresCopySink } from './postgres-copy-sink.ts';
 import { RetryingSink } from './retrying-sink.ts';
+import type { DeadLetterWriter } from './poison-splitting-sink.ts';
 import type { Sink } from './sink.ts';
 
 /** The longest a breaker probe (connect + SELECT 1 on a fresh connection) may take. */
@@ -20,11 +21,12 @@ const PROBE_TIMEOUT_MS = 1000;
 const BREAKER_STATE_VALUES: Record<BreakerState, number> = { closed: 0, open: 1, half_open: 2 };
 
 /**
- * What the chain writes to when it is not PostgreSQL (SINK=jetstream): the sink, the breaker's
- * probe (bounded by the timeout it is given), and the name its log lines use.
+ * What the chain writes to when it is not PostgreSQL (SINK=jetstream, SINK=http): the sink (or how
+ * to build it on the chain's dead-letter writer, for a sink that learns of per-event refusals in
+ * an answer), the breaker's probe (bounded by the timeout it is given), and the name its log lines use.
  */
 export interface SinkTarget {
-  readonly sink: Sink;
+  readonly sink: Sink | ((deadLetter: DeadLetterWriter) => Sink);
   readonly probe: (timeoutMs: number) => Promise<void>;
   readonly name: string;
 }
@@ -62,7 +64,16 @@ export function createSinkChain(options: {
 }): SinkChain {
   const { config, metrics, logger } = options;
   const target = options.target;
-  const copy = target?.sink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups });
+  // Built first: a target sink may dead-letter the events its receiver refused one by one.
+  const deadLetter = new DurableDeadLetterWriter(options.deadLetterQueue, {
+    clock: options.clock,
+    logger,
+    retry: config.retry,
+    onWritten: () => {},
+    onWriteError: () => metrics.deadLetterWriteErrors.inc(),
+  });
+  const targetSink = typeof target?.sink === 'function' ? target.sink(deadLetter) : target?.sink;
+  const copy = targetSink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups });
   const base = options.wrapBase ? options.wrapBase(copy) : copy;
   metrics.breakerState.set(0);
   // A probe answers or gives up well inside the 5 s target from a healed network to the first commit.
@@ -95,13 +106,6 @@ export function createSinkChain(options: {
         'a batch write failed for a transient reason (or one the failure table does not know: recognised=false) and will be retried after a backoff; if this repeats, check that the database is up and reachable',
       );
     },
-  });
-  const deadLetter = new DurableDeadLetterWriter(options.deadLetterQueue, {
-    clock: options.clock,
-    logger,
-    retry: config.retry,
-    onWritten: () => {},
-    onWriteError: () => metrics.deadLetterWriteErrors.inc(),
   });
   const isolating = new PoisonSplittingSink(retrying, { deadLetter, onSplit: () => metrics.poisonSplits.inc() });
   const sink = options.replaceWritePath

@@ -127,14 +127,17 @@ export interface SegmentScan {
 }
 
 /**
- * Read every record of a segment. A bad spot is resynchronised by looking for the next offset
+ * Read every record of a segment. Its records end where the rest of the file is zeros: the unused
+ * part of a preallocated segment (segment-preallocator.ts; an acknowledged record is never all
+ * zeros, its sequence number is at least 1), or space a file system allocated for an append that
+ * never reached the disk. A bad spot before that is resynchronised by looking for the next offset
  * where a record with a valid CRC starts: if one exists the bad bytes are a corrupt range
  * (skipped and reported). If none does, the bad bytes are the torn tail of an interrupted append
  * only when they are cut short by the end of the file (a header or payload shorter than its
- * length says) or are all zeros (space allocated for an append that never reached the disk; an
- * acknowledged record is never all zeros, its sequence number is at least 1). A complete final
- * record that fails its checksum was written whole and damaged later: it is corruption, like
- * any other.
+ * length says). A complete final record that fails its checksum was written whole and damaged
+ * later, or (in a preallocated segment, where a torn append is followed by zeros, not by the end
+ * of the file) torn by a power loss mid-write: it cannot be told apart, so it is treated as
+ * corruption, kept and reported, never silently dropped.
  */
 export function scanSegment(buffer: Buffer): SegmentScan {
   const records: ParsedRecord[] = [];
@@ -147,10 +150,12 @@ export function scanSegment(buffer: Buffer): SegmentScan {
       offset += step.record.bytes;
       continue;
     }
-    const next = findNextRecord(buffer, offset + 1);
+    const dataEnd = endOfData(buffer, offset);
+    if (dataEnd === offset) return { records, validBytes: offset, corruptRanges, tornTail: false };
+    const next = findNextRecord(buffer, offset + 1, dataEnd);
     if (next === undefined) {
-      if (step.kind === 'truncated' || isAllZero(buffer, offset)) return { records, validBytes: offset, corruptRanges, tornTail: true };
-      corruptRanges.push({ offset, bytes: buffer.length - offset });
+      if (step.kind === 'truncated') return { records, validBytes: offset, corruptRanges, tornTail: true };
+      corruptRanges.push({ offset, bytes: dataEnd - offset });
       return { records, validBytes: buffer.length, corruptRanges, tornTail: false };
     }
     corruptRanges.push({ offset, bytes: next - offset });
@@ -159,13 +164,20 @@ export function scanSegment(buffer: Buffer): SegmentScan {
   return { records, validBytes: offset, corruptRanges, tornTail: false };
 }
 
-function isAllZero(buffer: Buffer, from: number): boolean {
-  for (let index = from; index < buffer.length; index += 1) if (buffer[index] !== 0) return false;
-  return true;
+const ZERO_CHUNK = Buffer.alloc(64 * 1024);
+
+/** Where the bytes from `from` on stop being anything but a run of zeros to the end of the file (`from` when they are all zeros). */
+function endOfData(buffer: Buffer, from: number): number {
+  let end = buffer.length;
+  // Whole chunks of zeros from the end first (memcmp), then byte by byte.
+  while (end - from >= ZERO_CHUNK.length && buffer.subarray(end - ZERO_CHUNK.length, end).equals(ZERO_CHUNK)) end -= ZERO_CHUNK.length;
+  while (end > from && buffer[end - 1] === 0) end -= 1;
+  return end;
 }
 
-function findNextRecord(buffer: Buffer, from: number): number | undefined {
-  for (let offset = from; offset + HEADER_BYTES <= buffer.length; offset += 1) {
+/** The next offset before `end` (where only zeros follow) at which a valid record starts. */
+function findNextRecord(buffer: Buffer, from: number, end: number): number | undefined {
+  for (let offset = from; offset < end && offset + HEADER_BYTES <= buffer.length; offset += 1) {
     if (parseRecordAt(buffer, offset).kind === 'record') return offset;
   }
   return undefined;

@@ -1,9 +1,10 @@
 import { writevSync } from 'node:fs';
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { WalFailedError, WalFullError } from './errors.ts';
 import { encodeCancellation, encodeRecord } from './record-format.ts';
 import { fsyncDirectory, segmentName } from './segment-files.ts';
+import { SegmentPreallocator } from './segment-preallocator.ts';
 
 export interface WalOptions {
   readonly directory: string;
@@ -125,9 +126,12 @@ export class WriteAheadLog {
   #blocked = false;
   /** A roll of the current segment is under way: the flush loop waits for it. */
   #rolling: Promise<void> | undefined;
+  /** Keeps the next segment's zero-filled file ready (appends then overwrite allocated blocks). */
+  readonly #preallocator: SegmentPreallocator;
 
   private constructor(options: WalOptions, existing: readonly ExistingSegment[], nextSeq: number) {
     this.#options = options;
+    this.#preallocator = new SegmentPreallocator(options.directory, options.segmentMaxBytes);
     this.#nextSeq = nextSeq;
     for (const segment of existing) {
       this.#segments.push({
@@ -265,6 +269,7 @@ export class WriteAheadLog {
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close();
+    await this.#preallocator.close();
     if (this.#segments.every((segment) => segment.unsettled <= 0)) {
       await Promise.all([...this.#segments].map((segment) => this.#removeSegment(segment)));
     }
@@ -326,7 +331,8 @@ export class WriteAheadLog {
         }
         await this.#startSegment(group[0]!.seq);
       } else if (!this.#handle) {
-        this.#handle = await open(path.join(this.#options.directory, this.#segments.at(-1)!.name), 'a', 0o600);
+        // Not 'a': positional writes (below) are ignored in append mode on Linux.
+        this.#handle = await open(path.join(this.#options.directory, this.#segments.at(-1)!.name), 'r+', 0o600);
       }
     } catch (error) {
       this.#fail(group, new WalFailedError(`cannot open a write-ahead-log segment: ${String(error)}`, { cause: error }));
@@ -340,7 +346,8 @@ export class WriteAheadLog {
       // writev cost a thread-pool round trip per group, whose wake-ups on 2 cores preempted the
       // main thread (8 % of its samples sat in the writev and fdatasync dispatch). The fdatasync
       // stays asynchronous: it waits for the disk.
-      const bytesWritten = writevSync(this.#handle!.fd, group.map((pending) => pending.record));
+      // At the segment's written length, over its zero-filled blocks (segment-preallocator.ts).
+      const bytesWritten = writevSync(this.#handle!.fd, group.map((pending) => pending.record), this.#writtenBytes);
       if (bytesWritten !== groupBytes) {
         throw Object.assign(new Error(`short write: ${bytesWritten} of ${groupBytes} bytes`), { code: 'ENOSPC' });
       }
@@ -458,12 +465,22 @@ export class WriteAheadLog {
     this.#handle = undefined;
     await previous?.close();
     const name = segmentName(firstSeq);
-    this.#handle = await open(path.join(this.#options.directory, name), 'a', 0o600);
-    const { size } = await stat(path.join(this.#options.directory, name));
+    const file = path.join(this.#options.directory, name);
+    // A segment's name is new (recovery's next sequence number is past every record), but a file
+    // already there is appended to, never replaced. Otherwise the spare becomes the segment; with
+    // no spare (no room for a whole segment) the segment is a file that grows with each append.
+    const existing = await open(file, 'r+').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    const size = existing ? (await existing.stat()).size : 0;
+    this.#handle = existing ?? (await this.#preallocator.take(name)) ?? (await open(file, 'wx', 0o600));
     await fsyncDirectory(this.#options.directory);
     this.#segments.push({ name, firstSeq, lastSeq: firstSeq - 1, unsettled: 0, bytes: size, dependsOn: new Set() });
     this.#writtenBytes = size;
     this.#totalBytes += size;
+    // The next segment's file is zero-filled while this one fills.
+    this.#preallocator.prepare();
     this.#houseKeep();
   }
 

@@ -1,5 +1,5 @@
 /**
- * The operator tools (`npm run keys`, `npm run dlq`, `npm run events`): --help answers with the
+ * The operator tools (`npm run keys`, `npm run dlq`, `npm run events`, `npm run partitions`): --help answers with the
  * usage and exit 0, an unknown command with the usage and exit 2 (never a stack trace), and
  * every tool finds the database the way the service does: DATABASE_URL, else the embedded server
  * of a service running on the same DATA_DIR.
@@ -43,7 +43,7 @@ function run(tool: string, args: string[], env: Record<string, string> = {}): Pr
 const NO_STACK = /\n\s+at .+:\d+:\d+/;
 
 describe('command-line tools: usage', () => {
-  for (const tool of ['keys', 'dlq', 'events']) {
+  for (const tool of ['keys', 'dlq', 'events', 'partitions']) {
     it(`${tool} --help prints the usage and exits 0`, async () => {
       for (const flag of ['--help', '-h']) {
         const result = await run(tool, [flag], { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' });
@@ -125,5 +125,20 @@ describe('command-line tools: the database', () => {
     const probe = new pg.Client({ connectionString: url.stdout.trim() });
     await probe.connect();
     await probe.end();
+  });
+
+  it('partitions split-default gives a day held in the default partition its own partition, and status lists it', async () => {
+    await database.pool.query(
+      `insert into events (id, tenant, occurred_at, received_at, action, actor_id)
+       values (gen_random_uuid(), 'late', '2020-01-05T10:00:00Z', now(), 'late', 'u1')`,
+    );
+    const split = await run('partitions', ['split-default'], { DATABASE_URL: database.url });
+    assert.equal(split.code, 0, split.stderr);
+    const report = JSON.parse(split.stdout.trim()) as { created: string[]; movedFromDefault: number };
+    assert.ok(report.created.includes('events_p20200105') && report.movedFromDefault >= 1, split.stdout);
+    const status = await run('partitions', ['status'], { DATABASE_URL: database.url });
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /^events_p20200105\tFOR VALUES FROM \('2020-01-0[45] [^']+'\) TO/m);
+    assert.match(status.stdout, /^events_default\tDEFAULT\t0 rows$/m);
   });
 });

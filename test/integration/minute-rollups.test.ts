@@ -205,25 +205,31 @@ describe('per-minute rollups (event_counts)', () => {
     const seed = 0x5eed;
     const random = seeded(seed);
     const splitting = new PoisonSplittingSink(sink, { deadLetter: { write: () => Promise.reject(new Error('nothing is poison here')) } });
-    const sent: QueuedEvent[] = [];
-    const ids = new Set<string>();
+    const sent: { event: QueuedEvent; occurred_at: string }[] = [];
+    const keys = new Set<string>();
     for (let round = 0; round < 15; round += 1) {
       // Duplicates come from earlier rounds only: two open transactions inserting one new key in
       // opposite orders would deadlock on the events key, which is not what this test is about.
       const earlierRounds = [...sent];
       const batches = [0, 1].map(() =>
         Array.from({ length: 1 + Math.floor(random() * 60) }, () => {
-          // A third of the events reuse an id stored before (same tenant): a duplicate the database skips.
+          // A third of the events resend one stored before — same tenant, id and occurred_at, the key
+          // (tenant, id, occurred_at) of the partitioned table, as a real retry does: a duplicate the
+          // database skips. The other fields may differ (a replay that re-encoded it): the stored row wins.
           const earlier = earlierRounds.length > 0 && random() < 0.33 ? pick(earlierRounds, random) : undefined;
-          const fields = { tenant: earlier?.tenant ?? pick(TENANTS, random), action: pick(ACTIONS, random), occurred_at: pick(OCCURRED, random) };
-          const event = queuedEvent(fields, earlier?.id ?? randomUUID());
-          sent.push(event);
+          const fields = {
+            tenant: earlier?.event.tenant ?? pick(TENANTS, random),
+            action: pick(ACTIONS, random),
+            occurred_at: earlier?.occurred_at ?? pick(OCCURRED, random),
+          };
+          const event = queuedEvent(fields, earlier?.event.id ?? randomUUID());
+          sent.push({ event, occurred_at: fields.occurred_at });
           return event;
         }),
       );
       await Promise.all(batches.map((batch) => splitting.write(batch, { signal })));
-      for (const event of sent) ids.add(`${event.tenant}/${event.id}`);
-      await assertIdentity(db.pool, ids.size);
+      for (const { event, occurred_at } of sent) keys.add(`${event.tenant}/${event.id}/${occurred_at}`);
+      await assertIdentity(db.pool, keys.size);
     }
   });
 
@@ -300,15 +306,19 @@ describe('ROLLUPS=on end to end: the service, its poison isolation, and `npm run
     await db.pool.query("ALTER TABLE events ADD CONSTRAINT rollup_e2e CHECK (action NOT LIKE 'legacy.%')");
     const service = await buildTestService(db.url, { ROLLUPS: 'on', BATCH_MAX_SIZE: '50' }, { dataDir });
     const ids: string[] = [];
+    const occurredAts: string[] = [];
     const storedAtOnce = new Set<string>();
     try {
       for (let i = 0; i < 120; i += 1) {
-        // Every fifth request re-sends an earlier id (a client retry); every 17th is refused.
-        const id = i % 5 === 4 ? ids[i - 3]! : randomUUID();
+        // Every fifth request re-sends an earlier event (a client retry: the same id and occurred_at,
+        // the key being (tenant, id, occurred_at)); every 17th is refused.
+        const retry = i % 5 === 4;
+        const id = retry ? ids[i - 3]! : randomUUID();
+        const occurred_at = retry ? occurredAts[i - 3]! : new Date(Date.UTC(2026, 10, 22, 5, i % 4, i % 60)).toISOString();
         ids.push(id);
+        occurredAts.push(occurred_at);
         const action = i % 17 === 0 ? 'legacy.import' : `doc.${i % 3}`;
         if (i % 17 !== 0) storedAtOnce.add(id);
-        const occurred_at = new Date(Date.UTC(2026, 10, 22, 5, i % 4, i % 60)).toISOString();
         const response = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ id, tenant: 'e2e', action, occurred_at }) });
         assert.equal(response.statusCode, 202);
       }

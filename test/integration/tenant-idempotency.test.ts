@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { runner } from 'node-pg-migrate';
 import { ApiKeyStore } from '../../src/auth/api-key-store.ts';
-import { migrate, MIGRATIONS_DIR } from '../../src/db/migrate.ts';
+import { MIGRATIONS_DIR } from '../../src/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, type TestService } from '../helpers/service.ts';
 
@@ -60,7 +60,7 @@ describe('migration 0003 on a populated table', () => {
       await runner({ ...options, count: 2 });
       await db.pool.query(`INSERT INTO events (id, tenant, occurred_at, received_at, action, actor_id)
         SELECT gen_random_uuid(), 't' || (n % 7), now(), now(), 'seed', 'actor' FROM generate_series(1, 5000) AS n`);
-      await migrate(db.url, { info: () => {} });
+      await runner({ ...options, count: 1 }); // 0003 only (0004 partitions the table: partitioned-events.test.ts)
       assert.equal(await db.count(), 5000);
       const { rows } = await db.pool.query<{ key: string }>(
         `SELECT pg_get_constraintdef(oid) AS key FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'`,
@@ -77,7 +77,7 @@ describe('migration 0003 on a populated table', () => {
       const options = { databaseUrl: db.url, dir: MIGRATIONS_DIR, direction: 'up', migrationsTable: 'ingest_migrations', log: () => {} } as const;
       await runner({ ...options, count: 2 });
       await db.pool.query('CREATE UNIQUE INDEX CONCURRENTLY events_tenant_id_key ON events (tenant, id)');
-      await migrate(db.url, { info: () => {} });
+      await runner({ ...options, count: 1 });
       const { rows } = await db.pool.query<{ indexname: string }>(`SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY indexname`);
       assert.deepEqual(
         rows.map((r) => r.indexname),

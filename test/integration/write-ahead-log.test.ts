@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { WalFailedError, WalFullError } from '../../src/wal/errors.ts';
 import { recoverWal } from '../../src/wal/recover.ts';
 import { segmentName } from '../../src/wal/segment-files.ts';
+import { SPARE_SEGMENT_NAME } from '../../src/wal/segment-preallocator.ts';
 import { WriteAheadLog, type WalOptions } from '../../src/wal/write-ahead-log.ts';
 import { waitFor } from '../helpers/service.ts';
 
@@ -68,6 +69,46 @@ describe('WriteAheadLog', () => {
     await wal.close();
     const recovery = await recoverWal(directory);
     assert.equal(recovery.records.length, 200);
+  });
+
+  it('writes into zero-filled segments (each segment file is its full size from the start, the next one kept ready) and recovers exactly the records, neither torn nor quarantined', async () => {
+    const segmentMaxBytes = 64 * 1024;
+    const { fatal, options: walOptions } = options(directory, { segmentMaxBytes });
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const appended = [];
+    for (let i = 0; i < 1500; i += 1) {
+      appended.push(wal.append(payload(i)));
+      // Groups of 50 (~6 KB), so segments roll at their size.
+      if (i % 50 === 49) await appended.at(-1)!.durable;
+    }
+    await Promise.all(appended.map((a) => a.durable));
+    await waitFor(async () => (await readdir(directory)).includes(SPARE_SEGMENT_NAME), 5000, 'the spare segment to be made');
+    const files = await segmentFiles(directory);
+    assert.ok(files.length >= 3, `${files.length} segments for ~190 KB of records`);
+    for (const name of files) assert.equal((await stat(path.join(directory, name))).size, segmentMaxBytes, `${name} is preallocated`);
+    assert.equal((await stat(path.join(directory, SPARE_SEGMENT_NAME))).size, segmentMaxBytes);
+    // A crash now: nothing is settled, every segment ends in zeros.
+    const recovery = await recoverWal(directory);
+    assert.deepEqual(recovery.records.map((r) => r.seq), appended.map((a) => a.seq));
+    assert.equal(recovery.tornTails, 0);
+    assert.deepEqual(recovery.quarantined, []);
+    assert.equal(fatal.length, 0);
+    wal.settle(appended.map((a) => a.seq));
+    await wal.close();
+    assert.deepEqual(await readdir(directory), [], 'a settled log leaves no segment and no spare');
+  });
+
+  it('a half-filled spare left by a crash is neither replayed nor used as it is: it is filled again', async () => {
+    await writeFile(path.join(directory, SPARE_SEGMENT_NAME), Buffer.alloc(1000, 0x41));
+    assert.deepEqual((await recoverWal(directory)).records, []);
+    const { options: walOptions } = options(directory, { segmentMaxBytes: 8192 });
+    const wal = await WriteAheadLog.open(walOptions, [], 1);
+    const { seq, durable } = wal.append(payload(1));
+    await durable;
+    await wal.close();
+    const recovery = await recoverWal(directory);
+    assert.deepEqual(recovery.records.map((r) => r.seq), [seq]);
+    assert.deepEqual(recovery.quarantined, []);
   });
 
   it('overlaps groups (appends while an fsync runs get written and synced at once) and keeps every record, in order, across rolls', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,6 +8,7 @@ import { Pool } from 'undici';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
 import { sampleEvent, waitFor } from '../helpers/service.ts';
+import { scanSegment } from '../../src/wal/record-format.ts';
 
 /** The obligation ledger across every round: each 2xx id must end up stored exactly once. */
 const sent = new Set<string>();
@@ -145,7 +146,8 @@ describe('crash recovery never replays a refused event', () => {
         const counted = Number(/^ingest_wal_bytes (\d+)$/m.exec(metrics)?.[1]);
         const walDirectory = path.join(dataDir, 'wal');
         const files = (await readdir(walDirectory)).filter((name) => name.endsWith('.wal'));
-        const onDisk = (await Promise.all(files.map(async (name) => (await stat(path.join(walDirectory, name))).size))).reduce((sum, size) => sum + size, 0);
+        // Records, not file sizes: a segment is zero-filled to its full size when it starts.
+        const onDisk = (await Promise.all(files.map(async (name) => scanSegment(await readFile(path.join(walDirectory, name))).validBytes))).reduce((sum, size) => sum + size, 0);
         return onDisk === counted;
       }, 10_000, 'the log on disk to hold everything appended');
       server.child.kill('SIGKILL');

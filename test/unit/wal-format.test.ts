@@ -76,12 +76,26 @@ describe('WAL record format', () => {
     assert.deepEqual(scan.corruptRanges, []);
   });
 
-  it('a zero-filled tail (space the file system allocated for an append that never finished) is torn, not corrupt', () => {
+  it('a zero-filled tail (the unused part of a preallocated segment) ends the records: neither torn nor corrupt', () => {
     const whole = segment(1, rows(1, 2));
-    const scan = scanSegment(Buffer.concat([whole, Buffer.alloc(64)]));
-    assert.equal(scan.tornTail, true);
-    assert.equal(scan.validBytes, whole.length);
-    assert.deepEqual(scan.corruptRanges, []);
+    for (const zeros of [1, 15, 64, 200 * 1024]) {
+      const scan = scanSegment(Buffer.concat([whole, Buffer.alloc(zeros)]));
+      assert.deepEqual(scan.records.map((r) => r.seq), [1, 2], `${zeros} zero bytes`);
+      assert.equal(scan.tornTail, false);
+      assert.equal(scan.validBytes, whole.length);
+      assert.deepEqual(scan.corruptRanges, []);
+    }
+  });
+
+  it('in a preallocated segment, a damaged last record before the zeros is corruption, its range ending where the zeros start', () => {
+    const payloads = rows(1, 3);
+    const written = Buffer.from(segment(1, payloads));
+    const lastOffset = written.length - encodeRecord(3, payloads[2]!).length;
+    written[written.length - 1]! ^= 0x01;
+    const scan = scanSegment(Buffer.concat([written, Buffer.alloc(100 * 1024)]));
+    assert.deepEqual(scan.records.map((r) => r.seq), [1, 2]);
+    assert.equal(scan.tornTail, false);
+    assert.deepEqual(scan.corruptRanges, [{ offset: lastOffset, bytes: written.length - lastOffset }]);
   });
 
   it('round-trips a cancellation record: the sequence numbers it withdraws, stored as ranges', () => {

@@ -13,8 +13,12 @@ CREATE TABLE event_counts (
   PRIMARY KEY (tenant, action, minute)
 );
 
--- Count what is already stored. SHARE mode lets reads through and holds writers of `events` until
--- this migration commits, so no event is stored between the count and the first counted write.
+-- Count what is already stored. `events` is partitioned (0004): LOCK TABLE on it takes the lock on
+-- every partition too, and the scan below reads them all (the DEFAULT partition and `events_legacy`
+-- included). SHARE mode lets reads through and holds writers of `events` until this migration
+-- commits, so no event is stored between the count and the first counted write; partition
+-- maintenance (CREATE … PARTITION OF / ATTACH / DETACH, which move or drop rows) waits too. Duplicates
+-- are already one row each under the key (tenant, id, occurred_at), so count(*) is the events.
 -- On a large table that is the length of one scan of it: the service retries its writes meanwhile
 -- (nothing is lost), or run the count at a quiet moment.
 LOCK TABLE events IN SHARE MODE;
