@@ -20,7 +20,8 @@ CREATE TABLE event_counts (
 -- maintenance (CREATE … PARTITION OF / ATTACH / DETACH, which move or drop rows) waits too. Duplicates
 -- are already one row each under the key (tenant, id, occurred_at), so count(*) is the events.
 -- On a large table that is the length of one scan of it: the service retries its writes meanwhile
--- (nothing is lost), or run the count at a quiet moment.
+-- (nothing is lost), or run the count at a quiet moment. Retention keeps the identity: dropping a
+-- day's partition deletes that day's count rows in the same transaction (src/db/partition-maintenance.ts).
 LOCK TABLE events IN SHARE MODE;
 INSERT INTO event_counts (tenant, action, minute, count)
   SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM events GROUP BY 1, 2, 3;

@@ -33,6 +33,8 @@ export interface MaintenanceReport {
 interface PartitionRow {
   name: string;
   isDefault: boolean;
+  /** null: MINVALUE (the legacy partition) or the default. */
+  lower: Date | null;
   upper: Date | null;
   detachPending: boolean;
 }
@@ -157,6 +159,7 @@ export class PartitionMaintenance {
     const { rows } = await client.query<PartitionRow>(
       `SELECT c.relname AS name,
               pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS "isDefault",
+              (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz AS lower,
               (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS upper,
               i.inhdetachpending AS "detachPending"
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -203,7 +206,7 @@ export class PartitionMaintenance {
       if (partition.detachPending) {
         // A DETACH … CONCURRENTLY interrupted earlier: finish it.
         await client.query(`ALTER TABLE events DETACH PARTITION ${table} FINALIZE`);
-        await client.query(`DROP TABLE ${table}`);
+        await this.#dropWithCounts(client, table, partition);
       } else if (!hasDefault) {
         try {
           await client.query(`ALTER TABLE events DETACH PARTITION ${table} CONCURRENTLY`);
@@ -212,16 +215,41 @@ export class PartitionMaintenance {
           report.lockTimeouts += 1;
           continue;
         }
-        await client.query(`DROP TABLE ${table}`);
+        await this.#dropWithCounts(client, table, partition);
       } else {
         const done = await this.#ddl(client, report, async () => {
           await client.query(`ALTER TABLE events DETACH PARTITION ${table}`);
-          await client.query(`DROP TABLE ${table}`);
+          await this.#dropTableAndCounts(client, table, partition);
         });
         if (!done) continue;
       }
       report.dropped.push(partition.name);
     }
+  }
+
+  /** DROP the detached partition and its minutes' counts in one transaction (the counts are the partition's alone). */
+  async #dropWithCounts(client: pg.PoolClient, table: string, partition: PartitionRow): Promise<void> {
+    await client.query('BEGIN');
+    try {
+      await this.#dropTableAndCounts(client, table, partition);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK');
+      throw error;
+    }
+  }
+
+  /**
+   * Inside a transaction. event_counts (migration 0005, ROLLUPS=on) must keep equalling the counts of
+   * `events`, so the minutes of the dropped day go with it: its range held every event of those minutes
+   * (the default partition takes only rows no partition's range covers, and day bounds are whole
+   * minutes), so deleting that range of count rows is exact, without reading a row of the partition.
+   */
+  async #dropTableAndCounts(client: pg.PoolClient, table: string, partition: PartitionRow): Promise<void> {
+    await client.query(`DROP TABLE ${table}`);
+    const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass('event_counts') IS NOT NULL AS exists`);
+    if (rows[0]?.exists !== true || partition.upper === null) return;
+    await client.query('DELETE FROM event_counts WHERE minute < $1 AND ($2::timestamptz IS NULL OR minute >= $2)', [partition.upper, partition.lower]);
   }
 
   /** Run `work` in a transaction; false when a lock was not granted within lock_timeout (rolled back, counted). */

@@ -9,6 +9,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.ts';
+import { PartitionMaintenance } from '../../src/db/partition-maintenance.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { DeadLetterQueue, toDeadLetterRecord } from '../../src/dlq/dead-letter-queue.ts';
 import { deadLetterDirectory } from '../../src/dlq/dlq-files.ts';
@@ -19,6 +20,7 @@ import { minuteText } from '../../src/sink/minute-rollup.ts';
 import { PostgresCopySink } from '../../src/sink/postgres-copy-sink.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { queuedEvent } from '../helpers/events.ts';
+import { createFakeClock } from '../helpers/fake-clock.ts';
 import { runScript } from '../helpers/run-script.ts';
 import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
 
@@ -231,6 +233,21 @@ describe('per-minute rollups (event_counts)', () => {
       for (const { event, occurred_at } of sent) keys.add(`${event.tenant}/${event.id}/${occurred_at}`);
       await assertIdentity(db.pool, keys.size);
     }
+  });
+
+  it('retention drops the counts of a dropped partition with it, and only those', async () => {
+    const maintenance = (now: number, retentionDays?: number) =>
+      new PartitionMaintenance(pool, { daysAhead: 1, retentionDays, intervalMs: 3_600_000, lockTimeoutMs: 2_000 }, createFakeClock(now), pino({ level: 'silent' }));
+    await maintenance(Date.UTC(2026, 10, 22, 12)).runOnce(); // events_p20261122 and events_p20261123
+    const day = (d: number, n: number) => Array.from({ length: n }, (_, i) => queuedEvent({ tenant: 't-a', action: 'doc.read', occurred_at: `2026-11-${d}T23:59:${String(i).padStart(2, '0')}Z` }));
+    // The 22nd's last minute and the 23rd's first: neighbours across the dropped bound.
+    await sink.write([...day(22, 5), ...day(23, 3), queuedEvent({ tenant: 't-b', action: 'doc.read', occurred_at: '2026-11-23T00:00:00Z' })], { signal });
+    await sink.write([queuedEvent({ tenant: 't-c', action: 'late', occurred_at: '1960-01-01T12:00:10Z' })], { signal }); // the default partition
+    await assertIdentity(db.pool, 10);
+    const report = await maintenance(Date.UTC(2026, 10, 25, 1), 2).runOnce();
+    assert.ok(report.dropped.includes('events_p20261122'), report.dropped.join());
+    assert.ok(!report.dropped.includes('events_p20261123'), report.dropped.join());
+    await assertIdentity(db.pool, 5);
   });
 
   it("finds events written without counting (the runbook's check), and the runbook's rebuild restores the identity", async () => {
