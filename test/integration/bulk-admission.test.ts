@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { scanSegment } from '../../src/wal/record-format.ts';
+import { SEGMENT_SUFFIX } from '../../src/wal/segment-files.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
 
@@ -19,11 +21,11 @@ async function postOne(service: TestService, tenant: string) {
   return { status: response.statusCode, code: response.statusCode >= 400 ? response.json<{ code: string }>().code : undefined };
 }
 
-/** Bytes of every file under `directory`: the write-ahead log's segments, on disk. */
+/** Bytes of the records in the write-ahead log's segments on disk (segments are zero-filled ahead, so not their file sizes). */
 async function bytesOnDisk(directory: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(directory, { withFileTypes: true, recursive: true })) {
-    if (entry.isFile()) total += (await stat(path.join(entry.parentPath, entry.name))).size;
+    if (entry.isFile() && entry.name.endsWith(SEGMENT_SUFFIX)) total += scanSegment(await readFile(path.join(entry.parentPath, entry.name))).validBytes;
   }
   return total;
 }
