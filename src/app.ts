@@ -127,6 +127,7 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     highWater: config.queue.shedHighWater,
     minShare: config.queue.tenantMinShare,
     activeWindowMs: config.queue.tenantActiveWindowMs,
+    // Shares are of what each tenant holds, queued or being written (the tenant depths count both).
     tenantDepth: (tenant) => pipeline.tenantDepth(tenant),
     queueDepth: () => pipeline.depth,
     contendedAbove: config.queue.capacity * config.queue.shedLowWater,

@@ -269,7 +269,7 @@ export class IngestRuntime {
   async #close(deadlineMs: number): Promise<CloseReport> {
     const startedAtMs = Date.now();
     const logger = this.logger;
-    logger.info({ queued: this.pipeline.depth }, 'shutting down: intake closed, draining the queue');
+    logger.info({ unsettled: this.pipeline.depth }, 'shutting down: intake closed, draining the queue');
     // 1. readiness turns 503 and new events get 503; 2. stop listening, let in-flight requests finish.
     this.pipeline.beginDrain();
     await raceDeadline(this.app.close(), deadlineMs);

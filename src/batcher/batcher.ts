@@ -69,7 +69,12 @@ export interface BatcherOptions<T> {
    * 'natural'). Default setImmediate; not on the Clock: it is an ordering, not a time.
    */
   readonly atEndOfTurn?: (callback: () => void) => void;
-  /** Items accepted and not yet settled (buffered + waiting + in flight) never exceed this. */
+  /**
+   * Items waiting to be written (buffered in open batches + sealed batches waiting for a slot)
+   * never exceed this. Items in flight — taken by one of flushConcurrency writes — are out of the
+   * queue (as in OpenTelemetry's BatchSpanProcessor): at most flushConcurrency batches more are
+   * held, so everything unsettled stays within capacity + flushConcurrency × maxBatchSize.
+   */
   readonly capacity: number;
   readonly capacityBytes: number;
   readonly flushConcurrency: number;
@@ -78,6 +83,8 @@ export interface BatcherOptions<T> {
   readonly flush: FlushFunction<T>;
   /** Called once per flush, after it settles: the place for per-batch metrics and logs. */
   readonly onFlushSettled?: (report: FlushReport) => void;
+  /** Called when batches were taken by flush slots: their items left the queue, so there is room. */
+  readonly onFlushStarted?: () => void;
   /**
    * Batch items by partition (e.g. tenant): each partition has an open batch of its own, sealed on
    * its own size, bytes and time triggers, so a batch never mixes partitions. Capacity, the flush
@@ -134,6 +141,9 @@ export class Batcher<T> {
   readonly #sealed: Batch<T>[] = [];
   readonly #inFlight = new Set<Batch<T>>();
   #pendingItems = 0;
+  /** Items and bytes of the batches in flight (part of #pendingItems / #pendingBytes, not of the queue). */
+  #inFlightItems = 0;
+  #inFlightBytes = 0;
   /** Unsettled items per group (groupOf); a group with none has no entry. */
   readonly #groupDepth = new Map<string, number>();
   #pendingBytes = 0;
@@ -186,9 +196,14 @@ export class Batcher<T> {
     return this.#open.size;
   }
 
-  /** Items accepted and not yet settled. */
+  /** Items accepted and not yet settled (in the queue or in flight). */
   get depth(): number {
     return this.#pendingItems;
+  }
+
+  /** Items waiting to be written: accepted, not yet taken by a flush slot (what capacity bounds). */
+  get queuedDepth(): number {
+    return this.#pendingItems - this.#inFlightItems;
   }
 
   /** Unsettled items of one group (groupOf). */
@@ -240,10 +255,11 @@ export class Batcher<T> {
     return { ...this.#counters };
   }
 
-  /** Room for `count` more items of `bytes` in total, right now? */
+  /** Room in the queue for `count` more items of `bytes` in total, right now? */
   hasRoomFor(count: number, bytes: number): boolean {
     return (
-      this.#pendingItems + count <= this.#options.capacity && this.#pendingBytes + bytes <= this.#options.capacityBytes
+      this.#pendingItems - this.#inFlightItems + count <= this.#options.capacity &&
+      this.#pendingBytes - this.#inFlightBytes + bytes <= this.#options.capacityBytes
     );
   }
 
@@ -325,11 +341,16 @@ export class Batcher<T> {
   }
 
   #pump(): void {
+    let started = false;
     while (this.#inFlight.size < this.#options.flushConcurrency && this.#sealed.length > 0) {
       const batch = this.#sealed.shift()!;
       this.#inFlight.add(batch);
+      this.#inFlightItems += batch.items.length;
+      this.#inFlightBytes += batch.bytes;
+      started = true;
       void this.#runFlush(batch);
     }
+    if (started) this.#options.onFlushStarted?.();
   }
 
   async #runFlush(batch: Batch<T>): Promise<void> {
@@ -346,6 +367,8 @@ export class Batcher<T> {
     }
     this.#inFlight.delete(batch);
     if (batch.abandoned) return; // already counted as dropped when the drain deadline passed
+    this.#inFlightItems -= batch.items.length;
+    this.#inFlightBytes -= batch.bytes;
 
     const size = batch.items.length;
     this.#pendingItems -= size;
@@ -450,6 +473,8 @@ export class Batcher<T> {
     this.#counters.dropped += items.length;
     this.#pendingItems = 0;
     this.#pendingBytes = 0;
+    this.#inFlightItems = 0;
+    this.#inFlightBytes = 0;
     this.#groupDepth.clear();
     this.#state = 'stopped';
     this.#abort.abort(new BatcherClosedError('shutdown deadline passed'));

@@ -2,7 +2,7 @@ import { IngestError, type ErrorCode } from '../errors.ts';
 import type { RoomWaiters, WaitOutcome } from '../ingest/room-waiters.ts';
 
 export interface QueueView {
-  readonly depth: number;
+  readonly queuedDepth: number;
   readonly capacity: number;
   readonly drainRatePerSecond: number;
   readonly draining: boolean;
@@ -15,7 +15,7 @@ export type AdmissionDecision =
 
 /** The queue as a request waiting for room sees it (the pipeline). */
 export interface RoomView {
-  readonly depth: number;
+  readonly queuedDepth: number;
   readonly reservedEvents: number;
   readonly waiters: RoomWaiters;
   hasUnreservedRoomFor(count: number, bytes: number): boolean;
@@ -83,10 +83,10 @@ export class Admission {
     if (queue.draining) return { admit: false, code: 'INGEST_ERR_DRAINING', retryAfterSeconds: 1 };
     if (this.#policy === 'standing') {
       // Only the standing state refuses here; room is waited for in admitWhenRoom.
-      if (this.#shedding && queue.depth < queue.capacity * this.#lowWater) this.#shedding = false;
+      if (this.#shedding && queue.queuedDepth < queue.capacity * this.#lowWater) this.#shedding = false;
       return this.#shedding ? { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() } : ADMIT;
     }
-    const depth = queue.depth;
+    const depth = queue.queuedDepth;
     if (this.#shedding) {
       if (depth < queue.capacity * this.#lowWater) this.#shedding = false;
     } else if (depth + count > queue.capacity * this.#highWater) {
@@ -110,7 +110,7 @@ export class Admission {
     const single = this.decide(1, 0);
     if (!single.admit) return single;
     const queue = this.#queue;
-    if (queue.depth + count > queue.capacity * this.#highWater || !queue.hasRoomFor(count, bytes)) {
+    if (queue.queuedDepth + count > queue.capacity * this.#highWater || !queue.hasRoomFor(count, bytes)) {
       return { admit: false, code: 'INGEST_ERR_OVERLOADED', retryAfterSeconds: this.retryAfterSeconds() };
     }
     return ADMIT;
@@ -145,7 +145,7 @@ export class Admission {
   #conclude(room: RoomView, highWater: number, outcome: WaitOutcome): void {
     if (outcome === 'granted') return;
     if (outcome === 'closed') throw new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: 1 });
-    if (outcome === 'timeout' && room.depth + 1 > highWater) {
+    if (outcome === 'timeout' && room.queuedDepth + 1 > highWater) {
       // The queue stood above the high-water mark for a whole wait: the database is not keeping
       // up. Shed until it is below the low-water mark; the requests still waiting are refused too.
       this.#shedding = true;
@@ -159,7 +159,7 @@ export class Admission {
   /** Seconds until the queue is back under the low-water mark at the measured drain rate. */
   retryAfterSeconds(): number {
     const queue = this.#queue;
-    const excess = Math.max(queue.depth - queue.capacity * this.#lowWater, 1);
+    const excess = Math.max(queue.queuedDepth - queue.capacity * this.#lowWater, 1);
     const rate = queue.drainRatePerSecond;
     if (!(rate > 0)) return MAX_RETRY_AFTER_SECONDS; // nothing has drained yet: the longest wait
     return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(excess / rate)));
@@ -168,7 +168,7 @@ export class Admission {
 
 /** Reserve room for `count` events of `bytes` under the high-water mark, if it is there now. */
 function grantRoom(room: RoomView, highWater: number, count: number, bytes: number): boolean {
-  const held = room.depth + room.reservedEvents;
+  const held = room.queuedDepth + room.reservedEvents;
   // A request larger than the high-water mark fits an empty queue (if within capacity).
   if ((held + count > highWater && held > 0) || !room.hasUnreservedRoomFor(count, bytes)) return false;
   room.reserve(count, bytes);

@@ -78,6 +78,9 @@ export class IngestPipeline {
       maxOpenPartitions: options.batch.maxOpenPartitions,
       flush: (batch, { signal, reason }) => this.#write(batch, signal, reason),
       onFlushSettled: (report) => this.#record(report),
+      // A batch taken by a flush slot left the queue: waiting requests may fit now (after the
+      // current enqueue, not inside it).
+      onFlushStarted: () => queueMicrotask(() => this.waiters.wake()),
     });
     const initialWindow = { maxBatchSize: options.batch.maxSize, maxWaitMs: options.batch.maxWaitMs };
     this.#adaptiveWindow =
@@ -93,13 +96,21 @@ export class IngestPipeline {
     metrics.batchWindowSize.set(initialWindow.maxBatchSize);
     metrics.batchWindowWait.set(initialWindow.maxWaitMs / 1000);
     metrics.queueCapacity.set(options.queue.capacity);
-    metrics.setQueueDepthSource(() => this.#batcher.depth);
+    metrics.setQueueDepthSource(() => this.#batcher.queuedDepth);
     metrics.setTenantDepthSource(() => this.#batcher.groupDepths());
   }
 
-  /** Events accepted and not yet settled. */
+  /** Events accepted and not yet settled: queued or being written. */
   get depth(): number {
     return this.#batcher.depth;
+  }
+
+  /**
+   * Events waiting to be written (accepted, not yet taken by a flush slot): the queue depth that
+   * QUEUE_CAPACITY bounds and the 80 % / 60 % marks read. Batches being written are out of it.
+   */
+  get queuedDepth(): number {
+    return this.#batcher.queuedDepth;
   }
 
   get capacity(): number {

@@ -222,7 +222,7 @@ function createInstruments(registry: Registry) {
     }),
     queueDepth: new Gauge({
       name: 'ingest_queue_depth',
-      help: 'Events accepted and not yet settled (buffered, waiting, or being written).',
+      help: 'Events accepted and waiting to be written (open batch and sealed batches waiting for a flush slot; batches being written are not counted): what QUEUE_CAPACITY bounds and the 80 %/60 % marks read.',
       registers: [registry],
       collect() {
         this.set(readQueueDepth());

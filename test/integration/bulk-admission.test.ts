@@ -61,12 +61,15 @@ describe('bulk admission (ADMISSION_POLICY=standing)', () => {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
       assert.equal((await postBulk(service, 60, 'waits')).status, 202);
-      const waiting = postBulk(service, 30, 'waits'); // 60 + 30 would pass the high-water mark of 80
+      // Two batches of 10 are being written (held by the lock), 40 are queued: 40 + 50 would pass
+      // the high-water mark of 80.
+      const waiting = postBulk(service, 50, 'waits');
       await waitFor(() => service.pipeline.waiters.size === 1, 10_000, 'the bulk to wait for room');
       assert.equal(service.pipeline.depth, 60, 'nothing of the waiting request is queued yet');
+      assert.equal(service.pipeline.queuedDepth, 40);
       await locker.query('ROLLBACK');
       assert.equal((await waiting).status, 202);
-      await waitFor(async () => (await db.count("tenant = 'waits'")) === 90, 10_000, 'all 90 stored');
+      await waitFor(async () => (await db.count("tenant = 'waits'")) === 110, 10_000, 'all 110 stored');
     } finally {
       locker.release();
       await service.close();
@@ -86,18 +89,21 @@ describe('bulk admission (ADMISSION_POLICY=standing)', () => {
         accepted += count;
       }
       const walBytes = () => bytesOnDisk(dataDir);
+      // Two batches of 10 are being written (stuck on the lock): out of the queue, which holds 40.
+      assert.equal(service.pipeline.depth, 60);
+      assert.equal(service.pipeline.queuedDepth, 40, 'batches in flight are not in the queue');
 
-      // 60 + 30 > 80: the bulk waits, nothing drains, the wait runs out: 429, and nothing of it
+      // 40 + 50 > 80: the bulk waits, nothing drains, the wait runs out: 429, and nothing of it
       // was written. The queue is not above the mark, so shedding does not begin for others.
       let before = await walBytes();
-      const tooBig = await postBulk(service, 30, 'stalled');
+      const tooBig = await postBulk(service, 50, 'stalled');
       assert.equal(tooBig.status, 429);
       assert.equal(tooBig.code, 'INGEST_ERR_OVERLOADED');
       assert.match(String(tooBig.retryAfter), /^[1-9][0-9]*$/);
       assert.equal(await walBytes(), before, 'the refused bulk wrote nothing to the log');
 
-      assert.equal((await postBulk(service, 20, 'stalled')).status, 202, '80 fits: not above the high-water mark');
-      accepted += 20;
+      assert.equal((await postBulk(service, 40, 'stalled')).status, 202, '80 fits: not above the high-water mark');
+      accepted += 40;
       assert.ok((await walBytes()) > before, 'an acknowledged bulk is in the log (the measure sees writes)');
 
       // At the mark: a single event waits, the queue stands above it for the whole wait, so
@@ -107,10 +113,11 @@ describe('bulk admission (ADMISSION_POLICY=standing)', () => {
       assert.equal(service.admission.shedding, true);
       for (let i = 0; i < 5; i += 1) assert.deepEqual(await postOne(service, 'stalled'), { status: 429, code: 'INGEST_ERR_OVERLOADED' });
       assert.equal(await walBytes(), before, 'no refused request wrote to the log');
-      assert.equal(service.pipeline.depth, accepted, 'the queue holds exactly the acknowledged events');
+      assert.equal(service.pipeline.depth, accepted, 'queue and flush slots hold exactly the acknowledged events');
+      assert.equal(service.pipeline.queuedDepth, accepted - 20);
 
       await locker.query('ROLLBACK');
-      await waitFor(() => service.pipeline.depth < 60, 10_000, 'the queue to drain below the low-water mark');
+      await waitFor(() => service.pipeline.queuedDepth < 60, 10_000, 'the queue to drain below the low-water mark');
       const again = await postOne(service, 'stalled');
       assert.equal(again.status, 202, 'accepting again below 60 %');
       accepted += 1;

@@ -4,14 +4,14 @@ import type { IngestError } from '../../src/errors.ts';
 import { Admission, type QueueView } from '../../src/http/admission.ts';
 import { RoomWaiters } from '../../src/ingest/room-waiters.ts';
 
-function queue(overrides: Partial<QueueView> = {}): QueueView & { depth: number; draining: boolean } {
+function queue(overrides: Partial<QueueView> = {}): QueueView & { queuedDepth: number; draining: boolean } {
   return {
-    depth: 0,
+    queuedDepth: 0,
     capacity: 100,
     drainRatePerSecond: 10,
     draining: false,
     hasRoomFor(count: number) {
-      return this.depth + count <= this.capacity;
+      return this.queuedDepth + count <= this.capacity;
     },
     ...overrides,
   };
@@ -28,8 +28,8 @@ describe('Admission', () => {
     const view = queue();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6 });
     const decisions: string[] = [];
-    for (const depth of [79, 80, 70, 61, 60, 59, 70, 79]) {
-      view.depth = depth;
+    for (const queuedDepth of [79, 80, 70, 61, 60, 59, 70, 79]) {
+      view.queuedDepth = queuedDepth;
       const decision = admission.decide();
       decisions.push(decision.admit ? 'admit' : decision.code);
     }
@@ -46,7 +46,7 @@ describe('Admission', () => {
   });
 
   it('answers 503 codes when full or draining', () => {
-    const view = queue({ depth: 100 });
+    const view = queue({ queuedDepth: 100 });
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6 });
     const full = admission.decide();
     assert.equal(full.admit, false);
@@ -57,30 +57,30 @@ describe('Admission', () => {
   });
 
   it('derives Retry-After from the drain rate: the time to get back under the low-water mark', () => {
-    const view = queue({ depth: 90, drainRatePerSecond: 10 });
+    const view = queue({ queuedDepth: 90, drainRatePerSecond: 10 });
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6 });
     assert.equal(admission.retryAfterSeconds(), 3); // 30 events above 60, at 10/s
-    const fast = new Admission(queue({ depth: 90, drainRatePerSecond: 1000 }), { highWater: 0.8, lowWater: 0.6 });
+    const fast = new Admission(queue({ queuedDepth: 90, drainRatePerSecond: 1000 }), { highWater: 0.8, lowWater: 0.6 });
     assert.equal(fast.retryAfterSeconds(), 1);
-    const stalled = new Admission(queue({ depth: 90, drainRatePerSecond: 0 }), { highWater: 0.8, lowWater: 0.6 });
+    const stalled = new Admission(queue({ queuedDepth: 90, drainRatePerSecond: 0 }), { highWater: 0.8, lowWater: 0.6 });
     assert.equal(stalled.retryAfterSeconds(), 60);
   });
 });
 
-/** A queue for policy standing: depth and reservations the test moves by hand, real RoomWaiters. */
+/** A queue for policy standing: queuedDepth and reservations the test moves by hand, real RoomWaiters. */
 function room(capacity = 100) {
   const state = {
-    depth: 0,
+    queuedDepth: 0,
     reservedEvents: 0,
     capacity,
     drainRatePerSecond: 10,
     draining: false,
     waiters: new RoomWaiters({ maxRequests: 3, maxEvents: 1000 }),
     hasRoomFor(count: number) {
-      return this.depth + count <= this.capacity;
+      return this.queuedDepth + count <= this.capacity;
     },
     hasUnreservedRoomFor(count: number) {
-      return this.depth + this.reservedEvents + count <= this.capacity;
+      return this.queuedDepth + this.reservedEvents + count <= this.capacity;
     },
     couldEverHold(count: number) {
       return count <= this.capacity;
@@ -88,9 +88,9 @@ function room(capacity = 100) {
     reserve(count: number) {
       this.reservedEvents += count;
     },
-    /** A batch settled: its events leave the queue (reservations turned into depth first). */
+    /** A batch settled: its events leave the queue (reservations turned into queuedDepth first). */
     settle(count: number) {
-      this.depth -= count;
+      this.queuedDepth -= count;
       this.waiters.wake();
     },
   };
@@ -103,8 +103,8 @@ describe('Admission, policy standing', () => {
   it('a burst above the high-water mark is not refused: requests wait in FIFO order and go as batches settle', async () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 60_000 });
-    view.depth = 70;
-    assert.equal(admission.decide().admit, true, 'one depth reading above nothing: admitted');
+    view.queuedDepth = 70;
+    assert.equal(admission.decide().admit, true, 'one queuedDepth reading above nothing: admitted');
     const order: string[] = [];
     const big = run(() => admission.admitWhenRoom(view, 40, 0)).then(() => order.push('big'));
     const small = run(() => admission.admitWhenRoom(view, 5, 0)).then(() => order.push('small'));
@@ -123,13 +123,13 @@ describe('Admission, policy standing', () => {
   it('a queue standing above the high-water mark for a whole wait turns shedding on (every waiter refused); it stays on until below the low-water mark', async () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 20 });
-    view.depth = 80;
+    view.queuedDepth = 80;
     const results = await Promise.all([codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0)))]);
     assert.deepEqual(results, ['INGEST_ERR_OVERLOADED', 'INGEST_ERR_OVERLOADED']);
     assert.equal(admission.shedding, true);
     const decisions: string[] = [];
-    for (const depth of [79, 61, 60, 59, 79]) {
-      view.depth = depth;
+    for (const queuedDepth of [79, 61, 60, 59, 79]) {
+      view.queuedDepth = queuedDepth;
       const decision = admission.decide();
       decisions.push(decision.admit ? 'admit' : decision.code);
     }
@@ -139,7 +139,7 @@ describe('Admission, policy standing', () => {
   it('a wait that runs out below the high-water mark (a bulk too big for the room left) refuses that request only', async () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 20 });
-    view.depth = 50;
+    view.queuedDepth = 50;
     assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 40, 0))), 'INGEST_ERR_OVERLOADED');
     assert.equal(admission.shedding, false);
     assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), 'admitted');
@@ -149,7 +149,7 @@ describe('Admission, policy standing', () => {
     const view = room();
     const admission = new Admission(view, { highWater: 0.8, lowWater: 0.6, policy: 'standing', waitMs: 60_000 });
     assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 101, 0))), 'INGEST_ERR_QUEUE_FULL');
-    view.depth = 80;
+    view.queuedDepth = 80;
     const gone = new AbortController();
     const waiting = [codeOf(run(() => admission.admitWhenRoom(view, 1, 0, gone.signal))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), codeOf(run(() => admission.admitWhenRoom(view, 1, 0)))];
     assert.equal(await codeOf(run(() => admission.admitWhenRoom(view, 1, 0))), 'INGEST_ERR_OVERLOADED', 'a fourth waiter is past maxRequests: refused at once');

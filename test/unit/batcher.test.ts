@@ -170,17 +170,25 @@ describe('Batcher bounds and concurrency', () => {
     assert.equal(batcher.depth, 0);
   });
 
-  it('refuses events past capacity without side effects, counting in-flight ones', async () => {
+  it('refuses events past capacity without side effects; a batch taken by a flush slot leaves the queue', async () => {
     const clock = createFakeClock();
     const sink = new ControllableSink();
-    const { batcher } = makeBatcher(clock, sink, { capacity: 20, flushConcurrency: 1 });
-    enqueueRange(batcher, 0, 20);
+    let started = 0;
+    const { batcher } = makeBatcher(clock, sink, { capacity: 20, flushConcurrency: 1, maxBatchSize: 10, onFlushStarted: () => (started += 1) });
+    enqueueRange(batcher, 0, 10); // a full batch, taken by the only slot at once
+    assert.equal(started, 1);
+    assert.equal(batcher.queuedDepth, 0);
+    enqueueRange(batcher, 10, 20); // 20 queued behind it
     assert.deepEqual(batcher.enqueue(99), { ok: false, reason: 'full' });
-    assert.equal(batcher.depth, 20);
-    assert.equal(batcher.counters.enqueued, 20);
-    sink.resolveNext();
+    assert.equal(batcher.depth, 30, 'unsettled: queued + in flight');
+    assert.equal(batcher.queuedDepth, 20);
+    assert.equal(batcher.counters.enqueued, 30);
+    sink.resolveNext(); // the slot frees and takes the next batch: 10 leave the queue
     await clock.flushMicrotasks();
-    assert.deepEqual(batcher.enqueue(20), { ok: true });
+    assert.equal(started, 2);
+    assert.equal(batcher.queuedDepth, 10);
+    assert.equal(batcher.depth, 20);
+    assert.deepEqual(batcher.enqueue(30), { ok: true });
   });
 
   it('refuses events past the byte budget', () => {

@@ -81,7 +81,7 @@ describe('acceptEvents with the write-ahead log: a refused event is never in the
       onSettled: (batch) => durability.settle(batch),
     });
     const admission = new Admission(
-      { depth: 0, capacity: config.queue.capacity, drainRatePerSecond: 0, draining: false, hasRoomFor: () => true },
+      { queuedDepth: 0, capacity: config.queue.capacity, drainRatePerSecond: 0, draining: false, hasRoomFor: () => true },
       { highWater: 0.8, lowWater: 0.6 },
     );
     context = { pipeline, durability, admission };
@@ -116,11 +116,12 @@ describe('acceptEvents with the write-ahead log: a refused event is never in the
   });
 
   it('a bulk the queue has no room for is refused (503 INGEST_ERR_QUEUE_FULL) before anything is written', async () => {
-    await setUp({ QUEUE_CAPACITY: '10' });
-    await acceptEvents(context, events(8));
+    await setUp({ QUEUE_CAPACITY: '10', FLUSH_CONCURRENCY: '1' });
+    await acceptEvents(context, events(5)); // one batch, held in the only flush slot: out of the queue
+    await acceptEvents(context, events(8)); // queued
     const refused = await refusal(acceptEvents(context, events(5)));
     assert.equal(refused.code, 'INGEST_ERR_QUEUE_FULL');
-    assert.equal((await loggedSeqs()).length, 8);
+    assert.equal((await loggedSeqs()).length, 13);
   });
 
   it('room is reserved while a request waits for its fsync: concurrent requests cannot overfill the queue after writing', async () => {
