@@ -23,6 +23,7 @@ import { queuedEvent } from '../helpers/events.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 import { runScript } from '../helpers/run-script.ts';
 import { buildTestService, sampleEvent, waitFor } from '../helpers/service.ts';
+import { seededRandom } from '../../bench/generators/bursty-schedule.ts';
 
 const signal = new AbortController().signal;
 
@@ -69,17 +70,6 @@ const OCCURRED = [
 
 const pick = <T>(items: readonly T[], random: () => number): T => items[Math.floor(random() * items.length)]!;
 
-/** A deterministic pseudo-random sequence (mulberry32): a failure names its seed and replays. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('per-minute rollups (event_counts)', () => {
   let db: TestDatabase;
@@ -205,7 +195,7 @@ describe('per-minute rollups (event_counts)', () => {
 
   it('holds for random batches of random events with duplicates, written two at a time (seeded)', async () => {
     const seed = 0x5eed;
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     const splitting = new PoisonSplittingSink(sink, { deadLetter: { write: () => Promise.reject(new Error('nothing is poison here')) } });
     const sent: { event: QueuedEvent; occurred_at: string }[] = [];
     const keys = new Set<string>();
@@ -266,7 +256,7 @@ describe('per-minute rollups (event_counts)', () => {
   });
 
   it('cuts an occurred_at to the minute PostgreSQL computes for it (edge cases and 3,000 random ones)', async () => {
-    const random = seeded(0x7133);
+    const random = seededRandom(0x7133);
     const two = (n: number) => String(n).padStart(2, '0');
     const texts = [...OCCURRED, '2026-11-22T05:00:59.999999Z', '2026-11-22T05:00:59.999999999Z', '2026-11-22T05:00:58.9999999Z', '2026-12-31T23:59:59.9999995-00:30'];
     for (let i = 0; i < 3000; i += 1) {

@@ -8,6 +8,7 @@ import {
   type EventRecord,
 } from '../../src/event/copy-row-decode.ts';
 import { auditEventSchema } from '../../src/event/schema.ts';
+import { seededRandom } from '../../bench/generators/bursty-schedule.ts';
 
 const ID = '0193a4c2-7b1e-7c3a-9f00-5d2e8a1b4c6d';
 
@@ -95,24 +96,13 @@ function recordOf(value: (column: string) => string | null): EventRecord {
   return Object.fromEntries(EVENT_COLUMNS.map((column) => [column, value(column)])) as EventRecord;
 }
 
-/** A small seeded generator (mulberry32), so a failure names a seed that reproduces it. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PIECES = ['\t', '\n', '\r', '\\', '\\N', '\\.', '\\t', '\\\\', 'N', '.', ' ', 'a', 'Zoë', '👩‍💻', '日本', '"', '{}', '\u0001', '\u000b', '\r\n'];
 
 describe('round trip over awkward strings', () => {
   for (const seed of [1, 2, 3, 42, 2026]) {
     it(`decode(encode(record)) is the record and encode(decode(row)) is the row (seed ${seed})`, () => {
-      const next = random(seed);
+      const next = seededRandom(seed);
       const text = () => {
         const length = Math.floor(next() * 12);
         let value = '';
