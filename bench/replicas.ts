@@ -118,7 +118,7 @@ function render(ctx: Context, parts: readonly Part[]): string {
   const total = (part: Part) => part.cpuPer1000.service + part.cpuPer1000.postgres + part.cpuPer1000.generator + part.cpuPer1000.other;
   lines.push(
     '',
-    `- CPU ms per 1000 events, all parts: ${parts.map((part) => `${part.replicas} → ${fmt(total(part))}`).join(', ')}; at ${os.availableParallelism()} cores the machine can spend ${fmt(os.availableParallelism() * 1000)} CPU ms per second, so the ceiling is about ${parts.map((part) => fmt((os.availableParallelism() * 1_000_000) / total(part))).join(' / ')} events/s.`,
+    `- CPU ms per 1000 events, all parts: ${parts.map((part) => `${part.replicas} → ${fmt(total(part))}`).join(', ')}; at ${os.availableParallelism()} cores the machine can spend ${fmt(os.availableParallelism() * 1000)} CPU ms per second, so, if every busy CPU ms were this work's ("other" includes other work on the machine), the ceiling is about ${parts.map((part) => fmt((os.availableParallelism() * 1_000_000) / total(part))).join(' / ')} events/s.`,
     `- Method: each part a fresh database; the replicas start at once (node-pg-migrate's advisory lock lets one migrate); a ${ctx.options.warmupSeconds} s warm-up, then a ${ctx.options.durationSeconds} s run, every generator at once; CPU and rows over the run and the drain after it. "stored in the run" counts rows added between the drain before and the drain after; ledger PASS: at least the 202s, at most the 202s plus the ${ctx.options.connections} requests a timed run can drop in flight.`,
     `- Where it saturates: "machine busy" is the share of all cores busy over the run; near 100 % the limit is CPU, and the CPU columns say whose.`,
   );
