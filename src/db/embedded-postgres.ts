@@ -25,6 +25,10 @@ export interface EmbeddedOptions {
    * this cluster; default: the parent of dataDir (DATA_DIR for DATA_DIR/postgres).
    */
   readonly lockDirectory?: string;
+  /** Extra server settings (`-c name=value`), e.g. `{ wal_level: 'logical' }` for two regions (DESIGN.md "Two regions"). */
+  readonly settings?: Readonly<Record<string, string>>;
+  /** Listen on this port instead of a free one (a restarted region keeps the address its peer subscribed to). */
+  readonly port?: number;
 }
 
 const USER = 'postgres';
@@ -45,7 +49,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   const { dataDir, logger } = options;
   await stopOrphanedServer(dataDir, options.lockDirectory ?? path.dirname(dataDir), logger);
   const secret = await readOrCreateSecret(embeddedSecretFile(dataDir), logger);
-  const port = await findFreePort();
+  const port = options.port ?? (await findFreePort());
   const isRoot = userInfo().uid === 0;
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -62,6 +66,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       '-c', 'unix_socket_directories=',
       '-c', 'max_connections=200',
       ...(options.ephemeral ? ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'] : []),
+      ...Object.entries(options.settings ?? {}).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
     ],
     onLog: (message: string) => logger.debug({ postgres: message.trim() }, 'embedded postgres'),
     onError: (error: unknown) => logger.warn({ err: error }, 'embedded postgres reported an error'),
