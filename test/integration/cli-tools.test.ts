@@ -43,7 +43,7 @@ function run(tool: string, args: string[], env: Record<string, string> = {}): Pr
 const NO_STACK = /\n\s+at .+:\d+:\d+/;
 
 describe('command-line tools: usage', () => {
-  for (const tool of ['keys', 'dlq', 'events', 'partitions']) {
+  for (const tool of ['keys', 'dlq', 'events', 'partitions', 'replication']) {
     it(`${tool} --help prints the usage and exits 0`, async () => {
       for (const flag of ['--help', '-h']) {
         const result = await run(tool, [flag], { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' });
