@@ -49,6 +49,9 @@ async function post(region: Region, event: Record<string, unknown>): Promise<str
   return (JSON.parse(response.body) as { id: string }).id;
 }
 
+const applyErrors = async (region: Region) =>
+  Number((await region.pool.query<{ n: string }>(`SELECT coalesce(sum(apply_error_count), 0) AS n FROM pg_stat_subscription_stats`)).rows[0]!.n);
+
 const replicated = (region: Region, tenant: string, id: string, what: string) =>
   waitFor(async () => (await countOf(region, tenant, id)) === 1, REPLICATED_WITHIN_MS, what);
 
@@ -160,6 +163,31 @@ describe('two regions kept in step by logical replication', () => {
       `SELECT (SELECT count(*) FROM events WHERE tenant = 'retried') AS stored, (SELECT coalesce(sum(count), 0) FROM event_counts WHERE tenant = 'retried') AS counted`,
     );
     assert.equal(rows[0]!.counted, rows[0]!.stored);
+  });
+
+  it('heals the race of the same key applied while the region’s own write of it is uncommitted', async (t) => {
+    if (skipped(t)) return;
+    const id = randomUUID();
+    const insert = `INSERT INTO events (id, tenant, occurred_at, received_at, action, actor_id) VALUES ($1, 'race', '2026-11-22T05:00:00Z', now(), 'x', 'u') ON CONFLICT DO NOTHING`;
+    const errorsBefore = await applyErrors(b!);
+    const local = await b!.pool.connect();
+    try {
+      await local.query('BEGIN');
+      await local.query(insert, [id]); // B's own write of the key, not committed yet
+      await a!.pool.query(insert, [id]); // A's, committed: its apply in B waits on B's transaction
+      await waitFor(
+        async () => (await b!.pool.query(`SELECT 1 FROM pg_stat_activity WHERE backend_type = 'logical replication apply worker' AND wait_event_type = 'Lock'`)).rowCount === 1,
+        REPLICATED_WITHIN_MS,
+        'B’s apply worker waiting on the key',
+      );
+      await local.query('COMMIT');
+    } finally {
+      local.release();
+    }
+    await waitFor(async () => (await applyErrors(b!)) > errorsBefore, REPLICATED_WITHIN_MS, 'the apply error in B');
+    const later = await post(a!, sampleEvent({ tenant: 'race', id: randomUUID() }));
+    await replicated(b!, 'race', later, 'a later event of A in B, after the worker’s restart');
+    assert.equal(await countOf(b!, 'race', id), 1);
   });
 
   it("takes writes in B while A's database is down, and A catches up when it is back", async (t) => {
