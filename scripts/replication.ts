@@ -12,12 +12,14 @@ import { err, out, runCli, UsageError } from './lib/cli.ts';
 
 const USAGE = `usage: npm run replication -- <command> [options]
 
-  setup --local <url> --remote <url>
+  setup --local <url> --remote <url> [--rollups on|off]
                   both directions between two regions' databases: on each, the publication
                   events_regions (inserts into events, through the partition root), the apply-side
                   triggers that skip an event the region stored already, and a subscription to the
                   other (origin = none). Safe to repeat. Each URL must be reachable from the other
                   region's server as written (it is stored in the subscription).
+                  --rollups off: applied events are not added to event_counts (default on; off only
+                  where every region runs ROLLUPS=off: the counting about doubles the apply's cost).
   status [--local <url>] [--remote <url>]
                   per database: each subscription (enabled, apply worker running, errors, last message)
                   and each slot the other region reads (active, lag in bytes and time)
@@ -64,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { local: { type: 'string' }, remote: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+    options: { local: { type: 'string' }, remote: { type: 'string' }, rollups: { type: 'string', default: 'on' }, help: { type: 'boolean', short: 'h', default: false } },
   });
   if (values.help) {
     out(USAGE);
@@ -74,12 +76,13 @@ async function main(argv: string[]): Promise<number> {
   if (command !== 'setup' && command !== 'status') throw new UsageError(command === undefined ? 'no command given' : `unknown command "${command}"`);
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
   if (command === 'setup' && (values.local === undefined || values.remote === undefined)) throw new UsageError('setup needs --local <url> and --remote <url>');
+  if (values.rollups !== 'on' && values.rollups !== 'off') throw new UsageError(`--rollups must be on or off, not "${values.rollups}"`);
   const local = await openLocal(values.local);
   try {
     if (command === 'setup') {
       const remoteUrl = values.remote!;
       try {
-        const steps = await withClient(local.url, (l) => withClient(remoteUrl, (r) => setupTwoRegions(l, r, local.url, remoteUrl)));
+        const steps = await withClient(local.url, (l) => withClient(remoteUrl, (r) => setupTwoRegions(l, r, local.url, remoteUrl, values.rollups === 'on')));
         for (const step of steps) out(`${step.database}\t${step.step}\t${step.outcome}`);
         return 0;
       } catch (error) {

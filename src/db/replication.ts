@@ -50,7 +50,7 @@ export async function checkPrerequisites(db: Queryable, label: string): Promise<
 }
 
 /** The two triggers and the publication on one database; safe to repeat. */
-export async function preparePublisher(db: Queryable, label: string): Promise<SetupStep[]> {
+export async function preparePublisher(db: Queryable, label: string, countApplied = true): Promise<SetupStep[]> {
   const steps: SetupStep[] = [];
   const existing = await db.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = 'events'::regclass AND tgname = ANY($1) AND tgparentid = 0`, [[SKIP_TRIGGER, COUNT_TRIGGER]]);
   // SET search_path FROM CURRENT: the apply worker runs with an empty search_path.
@@ -75,7 +75,9 @@ $$`);
   // REPLICA: fires in sessions with session_replication_role = replica (the apply and table-sync
   // workers) only. Recurses to the partitions; partitions created later take the parent's setting.
   await db.query(`ALTER TABLE events ENABLE REPLICA TRIGGER ${SKIP_TRIGGER}`);
-  await db.query(`ALTER TABLE events ENABLE REPLICA TRIGGER ${COUNT_TRIGGER}`);
+  // The counting costs the apply about as much again as the rest (bench:replication): off where no
+  // region reads event_counts (ROLLUPS=off everywhere).
+  await db.query(`ALTER TABLE events ${countApplied ? 'ENABLE REPLICA' : 'DISABLE'} TRIGGER ${COUNT_TRIGGER}`);
   steps.push({ database: label, step: 'apply-side triggers on events', outcome: existing.rowCount === 2 ? 'exists' : 'created' });
 
   const publication = await db.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [PUBLICATION]);
@@ -115,13 +117,16 @@ export async function ensureSubscription(subscriber: Queryable, label: string, p
   return { database: label, step: `subscription ${name}`, outcome: 'updated' };
 }
 
-/** Everything, both directions. `localUrl`/`remoteUrl` must be reachable from the other server. */
-export async function setupTwoRegions(local: Queryable, remote: Queryable, localUrl: string, remoteUrl: string): Promise<SetupStep[]> {
+/**
+ * Everything, both directions. `localUrl`/`remoteUrl` must be reachable from the other server.
+ * `countApplied`: applied rows are added to event_counts (needed wherever ROLLUPS=on).
+ */
+export async function setupTwoRegions(local: Queryable, remote: Queryable, localUrl: string, remoteUrl: string, countApplied = true): Promise<SetupStep[]> {
   await checkPrerequisites(local, 'local');
   await checkPrerequisites(remote, 'remote');
   const [localId, remoteId] = [await databaseIdentity(local), await databaseIdentity(remote)];
   if (localId === remoteId) throw new ReplicationPrerequisiteError('--local and --remote are the same database');
-  const steps = [...(await preparePublisher(local, 'local')), ...(await preparePublisher(remote, 'remote'))];
+  const steps = [...(await preparePublisher(local, 'local', countApplied)), ...(await preparePublisher(remote, 'remote', countApplied))];
   steps.push(await ensureSubscription(local, 'local', remoteUrl, remoteId));
   steps.push(await ensureSubscription(remote, 'remote', localUrl, localId));
   return steps;

@@ -112,6 +112,11 @@ describe('two regions kept in step by logical replication', () => {
     assert.equal(again.code, 0, again.stderr);
     assert.doesNotMatch(again.stdout, /created/);
     assert.match(again.stdout, /local\tpublication events_regions\texists/);
+    const counting = async () => (await a!.pool.query<{ tgenabled: string }>(`SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'events'::regclass AND tgname = 'events_count_replicated'`)).rows[0]!.tgenabled;
+    assert.equal((await runScript('replication', ['setup', '--local', a!.database.url, '--remote', b!.database.url, '--rollups', 'off'], {})).code, 0);
+    assert.equal(await counting(), 'D', '--rollups off: applied events are not counted');
+    assert.equal((await runScript('replication', ['setup', '--local', a!.database.url, '--remote', b!.database.url], {})).code, 0);
+    assert.equal(await counting(), 'R');
     const { rows } = await b!.pool.query<{ n: string }>(`SELECT count(*) AS n FROM pg_subscription`);
     assert.equal(rows[0]!.n, '1', 'one subscription in B, not two');
     // A partition made later the way partition maintenance makes one takes the apply-only triggers.
