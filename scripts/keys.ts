@@ -7,6 +7,10 @@
  *   revoke <key-id>                        the key stops working within AUTH_CACHE_TTL_MS
  *   rotate <key-id> [--overlap-hours N]    a new key for the same tenant; the old one keeps working
  *                                          for N hours (default 24), then expires
+ *   limit --tenant <t> [--rate N] [--burst N] [--byte-rate N] [--byte-burst N] | --clear
+ *                                          set (or clear) the tenant's rate-limit override; running
+ *                                          services pick it up within TENANT_LIMITS_POLL_MS
+ *   limits                                 one line per override: tenant, rate, burst, byte rate, byte burst
  *
  * Exit codes: 0 ok, 1 no such key, 2 usage or configuration error.
  */
@@ -16,6 +20,7 @@ import { pino } from 'pino';
 import { ApiKeyStore, type StoredKey } from '../src/auth/api-key-store.ts';
 import { ConfigError, loadConfig, type Config } from '../src/config.ts';
 import { openCliDatabase } from '../src/db/cli-database.ts';
+import { TenantLimitStore } from '../src/limits/tenant-limit-store.ts';
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const USAGE = `usage: npm run keys -- <command> [options]
@@ -25,6 +30,12 @@ const USAGE = `usage: npm run keys -- <command> [options]
   revoke <key-id>                        the key stops working within AUTH_CACHE_TTL_MS
   rotate <key-id> [--overlap-hours N]    a new key for the same tenant; the old one keeps working for
                                          N hours (default 24), then expires
+  limit --tenant <t> [--rate N] [--burst N] [--byte-rate N] [--byte-burst N]
+                                         override the tenant's rate limits (events/s, events at once,
+                                         bytes/s, bytes at once; an option left out falls back to
+                                         TENANT_*); picked up within TENANT_LIMITS_POLL_MS (5 s)
+  limit --tenant <t> --clear             drop the override: the TENANT_* defaults apply again
+  limits                                 one line per override: tenant, rate, burst, byte rate, byte burst
 
 Finds the database as the service does: DATABASE_URL, else the embedded PostgreSQL under DATA_DIR
 (default ./.data). Exit codes: 0 ok, 1 no such key, 2 usage or configuration error.`;
@@ -34,6 +45,13 @@ const fail = (line: string, code: number): never => {
   process.exit(code);
 };
 const usageError = (line: string): never => fail(`${line}\n\n${USAGE}`, 2);
+/** A --rate/--burst/--byte-* value: a positive integer, or null when left out. */
+function positiveOption(name: string, value: string | undefined, max: number): number | null {
+  if (value === undefined) return null;
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < 1 || parsed > max) return fail(`--${name} must be an integer from 1 to ${max}`, 2);
+  return parsed;
+}
 
 function describe(key: StoredKey, nowMs: number): string {
   const state = key.revokedAt
@@ -54,6 +72,11 @@ function parseCommandLine() {
         tenant: { type: 'string' },
         label: { type: 'string' },
         'overlap-hours': { type: 'string' },
+        rate: { type: 'string' },
+        burst: { type: 'string' },
+        'byte-rate': { type: 'string' },
+        'byte-burst': { type: 'string' },
+        clear: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -69,7 +92,7 @@ if (values.help) {
 }
 const [command, argument, ...extra] = positionals;
 if (!command) usageError('no command given');
-if (!['create', 'list', 'revoke', 'rotate'].includes(command!)) usageError(`unknown command "${command!}"`);
+if (!['create', 'list', 'revoke', 'rotate', 'limit', 'limits'].includes(command!)) usageError(`unknown command "${command!}"`);
 if (extra.length > 0) usageError(`unexpected arguments: ${extra.join(' ')}`);
 
 function readConfig(): Config {
@@ -89,6 +112,7 @@ const database = await openCliDatabase(config, logger).catch((error: unknown) =>
 );
 const pool = new pg.Pool({ connectionString: database.url, max: 1 });
 const store = new ApiKeyStore(pool);
+const limitStore = new TenantLimitStore(pool);
 let exitCode = 0;
 try {
   switch (command) {
@@ -127,6 +151,38 @@ try {
       }
       out(`rotated ${argument}: it keeps working for ${hours} h; new key ${rotated.stored.id} for tenant ${rotated.stored.tenant}:`);
       out(rotated.key);
+      break;
+    }
+    case 'limit': {
+      const tenant = values.tenant ?? fail('limit needs --tenant <tenant>', 2);
+      if (!TENANT.test(tenant)) fail(`--tenant must be 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit`, 2);
+      const override = {
+        tenant,
+        rate: positiveOption('rate', values.rate, 2_147_483_647),
+        burst: positiveOption('burst', values.burst, 2_147_483_647),
+        byteRate: positiveOption('byte-rate', values['byte-rate'], Number.MAX_SAFE_INTEGER),
+        byteBurst: positiveOption('byte-burst', values['byte-burst'], Number.MAX_SAFE_INTEGER),
+      };
+      const given = [override.rate, override.burst, override.byteRate, override.byteBurst].some((value) => value !== null);
+      if (values.clear) {
+        if (given) fail('limit --clear takes no --rate, --burst, --byte-rate or --byte-burst', 2);
+        if (await limitStore.clear(tenant)) out(`cleared the override of tenant ${tenant}; the TENANT_* defaults apply within TENANT_LIMITS_POLL_MS`);
+        else {
+          process.stderr.write(`tenant ${tenant} has no override\n`);
+          exitCode = 1;
+        }
+        break;
+      }
+      if (!given) fail('limit needs at least one of --rate, --burst, --byte-rate, --byte-burst (or --clear)', 2);
+      await limitStore.set(override);
+      const show = (value: number | null) => (value === null ? 'default' : String(value));
+      out(`tenant ${tenant}: rate ${show(override.rate)}/s, burst ${show(override.burst)}, byte rate ${show(override.byteRate)}/s, byte burst ${show(override.byteBurst)}; running services pick it up within TENANT_LIMITS_POLL_MS`);
+      break;
+    }
+    case 'limits': {
+      out(['tenant', 'rate', 'burst', 'byte_rate', 'byte_burst'].join('\t'));
+      const show = (value: number | null) => (value === null ? '-' : String(value));
+      for (const row of await limitStore.list()) out([row.tenant, show(row.rate), show(row.burst), show(row.byteRate), show(row.byteBurst)].join('\t'));
       break;
     }
   }

@@ -7,6 +7,7 @@ import type { Config } from './config.ts';
 import { IngestError, type ErrorCode } from './errors.ts';
 import { Admission } from './http/admission.ts';
 import type { Authenticator } from './auth/authenticator.ts';
+import type { TenantRateLimiter } from './limits/tenant-rate-limiter.ts';
 import { registerNdjsonBodyParser } from './http/bulk-body.ts';
 import { createIngestGate } from './http/ingest-gate.ts';
 import { TenantFairness } from './http/tenant-fairness.ts';
@@ -39,6 +40,7 @@ const SHED_REASONS: Partial<Record<ErrorCode, string>> = {
   INGEST_ERR_QUEUE_FULL: 'queue_full',
   INGEST_ERR_DRAINING: 'draining',
   INGEST_ERR_TENANT_OVER_SHARE: 'tenant_over_share',
+  INGEST_ERR_TENANT_RATE_LIMITED: 'tenant_rate_limited',
 };
 
 export interface AppDependencies {
@@ -51,6 +53,8 @@ export interface AppDependencies {
   readonly durability: Durability;
   /** API-key authentication; undefined with AUTH=off. */
   readonly authenticator: Authenticator | undefined;
+  /** Per-tenant rate limits (TENANT_*); undefined when off. */
+  readonly rateLimiter?: TenantRateLimiter | undefined;
   /** False when METRICS_PORT serves /metrics on a listener of its own. */
   readonly serveMetricsOnMainListener?: boolean;
   /** Why the service should not get traffic now (/readyz 503), or undefined when it should. */
@@ -186,9 +190,9 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
   void app.register((routes, _options, done) => {
     routes.addHook(
       'onRequest',
-      createIngestGate({ admission, fairness, authenticator: dependencies.authenticator, isClosing: () => closing, closingRetryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }),
+      createIngestGate({ admission, fairness, authenticator: dependencies.authenticator, rateLimiter: dependencies.rateLimiter, isClosing: () => closing, closingRetryAfterSeconds: DRAINING_RETRY_AFTER_SECONDS }),
     );
-    const context = { pipeline, admission, fairness, durability: dependencies.durability, clock: dependencies.clock, ackMode: config.ackMode };
+    const context = { pipeline, admission, fairness, durability: dependencies.durability, clock: dependencies.clock, ackMode: config.ackMode, rateLimiter: dependencies.rateLimiter };
     registerEventRoute(routes, context, { bodyLimitBytes: config.bodyLimitBytes });
     registerBulkRoute(routes, context, { maxEvents: config.bulk.maxEvents, bodyLimitBytes: config.bulk.bodyLimitBytes });
     done();

@@ -72,6 +72,11 @@ const environmentSchema = z
     BATCH_MAX_OPEN_PARTITIONS: integer(1, 100_000).default(1024),
     TENANT_MIN_SHARE: integer(1, 10_000_000).default(64),
     TENANT_ACTIVE_WINDOW_MS: integer(100, 3_600_000).default(10_000),
+    TENANT_RATE_LIMIT: integer(1, 100_000_000).optional(),
+    TENANT_RATE_BURST: integer(1, 1_000_000_000).optional(),
+    TENANT_BYTE_RATE_LIMIT: integer(1, 1024 ** 4).optional(),
+    TENANT_BYTE_BURST: integer(1, 1024 ** 4).optional(),
+    TENANT_LIMITS_POLL_MS: integer(100, 3_600_000).default(5_000),
     FLUSH_CONCURRENCY: integer(1, 64).default(2),
     SHED_HIGH_WATER: fraction.default(0.8),
     SHED_LOW_WATER: fraction.default(0.6),
@@ -137,6 +142,10 @@ const environmentSchema = z
     message: 'must be set with SINK=http (the base URL of the receiving instance)',
     path: ['FORWARD_URL'],
   })
+  .refine((env) => env.AUTH === 'on' || (env.TENANT_RATE_LIMIT === undefined && env.TENANT_BYTE_RATE_LIMIT === undefined), {
+    message: 'per-tenant rate limits need AUTH=on: the tenant is known before the body is read only from the API key',
+    path: ['TENANT_RATE_LIMIT'],
+  })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
     path: ['BATCH_MAX_SIZE'],
@@ -162,6 +171,19 @@ export interface Config {
     readonly maxBytes: number;
     readonly segmentBytes: number;
   };
+  /**
+   * Per-tenant token buckets at the ingest gate (src/limits/); undefined (the default) when neither
+   * TENANT_RATE_LIMIT nor TENANT_BYTE_RATE_LIMIT is set: no check on the request path at all.
+   * A dimension without a limit is unlimited (rate Infinity) unless a tenant's override sets one.
+   */
+  readonly tenantLimits:
+    | {
+        readonly events: { readonly rate: number; readonly burst: number };
+        readonly bytes: { readonly rate: number; readonly burst: number };
+        /** How often running services read the overrides (`npm run keys -- limit`). */
+        readonly pollMs: number;
+      }
+    | undefined;
   readonly auth: {
     readonly enabled: boolean;
     /** How long a key lookup is trusted: a revoked key stops working within this. 0: no cache. */
@@ -330,6 +352,14 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       maxBytes: env.WAL_MAX_BYTES,
       segmentBytes: env.WAL_SEGMENT_BYTES,
     },
+    tenantLimits:
+      env.TENANT_RATE_LIMIT === undefined && env.TENANT_BYTE_RATE_LIMIT === undefined
+        ? undefined
+        : {
+            events: { rate: env.TENANT_RATE_LIMIT ?? Infinity, burst: env.TENANT_RATE_BURST ?? env.TENANT_RATE_LIMIT ?? Infinity },
+            bytes: { rate: env.TENANT_BYTE_RATE_LIMIT ?? Infinity, burst: env.TENANT_BYTE_BURST ?? env.TENANT_BYTE_RATE_LIMIT ?? Infinity },
+            pollMs: env.TENANT_LIMITS_POLL_MS,
+          },
     auth: {
       enabled: env.AUTH === 'on',
       cacheTtlMs: env.AUTH_CACHE_TTL_MS,

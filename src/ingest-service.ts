@@ -10,6 +10,9 @@ import { isDatabaseReachable } from './db/pool.ts';
 import { DeadLetterQueue } from './dlq/dead-letter-queue.ts';
 import type { Admission } from './http/admission.ts';
 import { IngestPipeline } from './ingest/pipeline.ts';
+import { OverridePoller } from './limits/override-poller.ts';
+import { TenantLimitStore } from './limits/tenant-limit-store.ts';
+import { TenantRateLimiter } from './limits/tenant-rate-limiter.ts';
 import { FailureObservingSink } from './sink/failure-observing-sink.ts';
 import { createSinkChain, type SinkChain, type SinkTarget } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
@@ -22,6 +25,8 @@ export interface IngestService {
   readonly pipeline: IngestPipeline;
   readonly chain: SinkChain;
   readonly deadLetterQueue: DeadLetterQueue;
+  /** Reads per-tenant limit overrides (not started here); undefined when rate limits are off. */
+  readonly limitOverrides: OverridePoller | undefined;
 }
 
 /**
@@ -97,10 +102,17 @@ export function createIngestService(options: {
         failureWindowMs: 60_000,
       })
     : undefined;
+  const limits = config.tenantLimits;
+  const rateLimiter = limits ? new TenantRateLimiter({ clock, defaults: { events: limits.events, bytes: limits.bytes } }) : undefined;
+  const limitStore = new TenantLimitStore(pool);
+  const limitOverrides = rateLimiter
+    ? new OverridePoller({ clock, intervalMs: limits!.pollMs, logger, read: () => limitStore.list(), apply: (rows) => rateLimiter.setOverrides(rows) })
+    : undefined;
   const { app, admission } = buildApp({
     config,
     durability,
     authenticator,
+    rateLimiter,
     serveMetricsOnMainListener: config.metricsOnPublicListener,
     pipeline,
     clock,
@@ -116,5 +128,5 @@ export function createIngestService(options: {
       return undefined;
     },
   });
-  return { app, admission, pipeline, chain, deadLetterQueue };
+  return { app, admission, pipeline, chain, deadLetterQueue, limitOverrides };
 }

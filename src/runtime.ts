@@ -39,6 +39,7 @@ import type { Admission } from './http/admission.ts';
 import { createMetricsApp } from './http/metrics-app.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import { createIngestService } from './ingest-service.ts';
+import type { OverridePoller } from './limits/override-poller.ts';
 import type { SinkChain } from './sink/sink-chain.ts';
 import type { QueuedEvent } from './event/queued-event.ts';
 import type { Sink } from './sink/sink.ts';
@@ -100,6 +101,8 @@ export class IngestRuntime {
   readonly admission: Admission;
   readonly chain: SinkChain;
   readonly deadLetterQueue: DeadLetterQueue;
+  /** Per-tenant limit overrides, read every TENANT_LIMITS_POLL_MS; undefined when limits are off. */
+  readonly limitOverrides: OverridePoller | undefined;
   readonly durability: Durability;
   readonly pool: pg.Pool;
   readonly partitions: PartitionMaintenance;
@@ -162,6 +165,7 @@ export class IngestRuntime {
     this.metrics.setOldestUnsettledSource(() => this.pipeline.oldestEnqueuedAtMs, this.clock);
     this.chain = service.chain;
     this.deadLetterQueue = service.deadLetterQueue;
+    this.limitOverrides = service.limitOverrides;
     // /metrics names tenants: it has a listener of its own (METRICS_PORT on METRICS_HOST, 127.0.0.1
     // by default); the public listener serves it only with METRICS_ON_PUBLIC_LISTENER=true.
     this.metricsApp = this.config.metricsPort === undefined ? undefined : createMetricsApp(this.metrics.registry, this.logger);
@@ -231,6 +235,10 @@ export class IngestRuntime {
       undo.push(() => opened.close());
       const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
+      if (runtime.limitOverrides) {
+        await runtime.limitOverrides.start();
+        undo.push(() => Promise.resolve(runtime.limitOverrides!.stop()));
+      }
       await runtime.#recover();
       return runtime;
     } catch (error) {
@@ -278,6 +286,7 @@ export class IngestRuntime {
     const unstored = await this.pipeline.shutdown(remainingMs);
     const report = await this.#keepUnstored(unstored);
     this.chain.breaker.close(); // no more database probes
+    this.limitOverrides?.stop();
     // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.
     await this.partitions.stop();
     await this.#opened.close();

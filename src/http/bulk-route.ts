@@ -29,7 +29,7 @@ interface RejectedLine {
  * ADMISSION_POLICY=standing a bulk that does not fit yet waits for room first (admission.ts).
  */
 export function registerBulkRoute(app: FastifyInstance, context: IngestContext, limits: { maxEvents: number; bodyLimitBytes: number }): void {
-  const { admission, fairness, clock, ackMode } = context;
+  const { admission, fairness, clock, ackMode, rateLimiter } = context;
 
   app.post<{ Querystring: { atomic?: string } }>(
     '/events',
@@ -47,6 +47,12 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
       if (lines.length === 0) throw new IngestError('INGEST_ERR_VALIDATION', 'the body holds no events', { issues: [{ path: '(body)', message: 'holds no events' }] });
       if (lines.length > limits.maxEvents) {
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${limits.maxEvents} (BULK_MAX_EVENTS)`);
+      }
+      // Per-tenant rate limit: every line sent is charged, valid or not (the gate only checked that
+      // the tenant had a token left; the count is known now).
+      if (rateLimiter && request.tenant !== undefined) {
+        const refused = rateLimiter.chargeEvents(request.tenant, lines.length);
+        if (refused) throw refused;
       }
       const receivedAtIso = isoAt(clock.now());
       const requestSpan = requestSpanOf(request);

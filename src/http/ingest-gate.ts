@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { IngestError } from '../errors.ts';
+import type { TenantRateLimiter } from '../limits/tenant-rate-limiter.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { sendProblem } from './problem.ts';
@@ -21,11 +22,13 @@ export function createIngestGate(options: {
   admission: Admission;
   fairness: TenantFairness;
   authenticator: Authenticator | undefined;
+  /** Per-tenant rate limits; undefined when off (TENANT_* unset): then nothing is checked. */
+  rateLimiter?: TenantRateLimiter | undefined;
   /** The app is closing: requests still arriving on kept-alive connections get a counted INGEST_ERR_DRAINING. */
   isClosing: () => boolean;
   closingRetryAfterSeconds: number;
 }) {
-  const { admission, fairness, authenticator, isClosing, closingRetryAfterSeconds } = options;
+  const { admission, fairness, authenticator, rateLimiter, isClosing, closingRetryAfterSeconds } = options;
   /** Room and share, once the tenant (if any) is known: answers the refusal, or lets the request on. */
   function admitOrRefuse(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
     const decision = admission.decide();
@@ -62,6 +65,17 @@ export function createIngestGate(options: {
           return;
         }
         request.tenant = result.tenant;
+        if (rateLimiter) {
+          // Before the body is read: a POST /event is charged its one event now, a bulk only
+          // checked (its lines are charged once counted, in the route); bytes by Content-Length.
+          const length = request.headers['content-length'];
+          const isBulk = request.routeOptions.url === '/events';
+          const refused = rateLimiter.admitRequest(result.tenant, isBulk ? 0 : 1, length === undefined ? undefined : Number(length));
+          if (refused) {
+            sendProblem(reply, refused);
+            return;
+          }
+        }
         admitOrRefuse(request, reply, done);
       },
       (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),

@@ -22,6 +22,9 @@ const GATE: readonly ErrorCode[] = ['INGEST_ERR_DRAINING', 'INGEST_ERR_OVERLOADE
 /** API-key authentication (src/auth/authenticator.ts) and the key's tenant (src/http/prepare-event.ts). */
 const AUTHENTICATION: readonly ErrorCode[] = ['INGEST_ERR_UNAUTHENTICATED', 'INGEST_ERR_AUTH_RATE_LIMITED', 'INGEST_ERR_AUTH_UNAVAILABLE', 'INGEST_ERR_TENANT_MISMATCH'];
 
+/** Per-tenant rate limits (src/limits/; TENANT_*, which need AUTH=on): at the gate, and for a bulk's count after parsing. */
+const RATE_LIMITS: readonly ErrorCode[] = ['INGEST_ERR_TENANT_RATE_LIMITED', 'INGEST_ERR_TENANT_BURST_EXCEEDED'];
+
 /** The query string (src/http/query.ts). */
 const QUERY: readonly ErrorCode[] = ['INGEST_ERR_BAD_QUERY'];
 
@@ -52,7 +55,7 @@ const BULK: readonly ErrorCode[] = ['INGEST_ERR_TOO_MANY_EVENTS'];
 export const UNROUTED: readonly ErrorCode[] = ['INGEST_ERR_NOT_FOUND'];
 
 function ingestProblems(options: RouteProblemOptions, ...steps: (readonly ErrorCode[])[]): ErrorCode[] {
-  return [...new Set([...GATE, ...(options.auth ? AUTHENTICATION : []), ...QUERY, ...BODY, ...steps.flat(), ...DURABILITY, ...ANY_ROUTE])];
+  return [...new Set([...GATE, ...(options.auth ? [...AUTHENTICATION, ...RATE_LIMITS] : []), ...QUERY, ...BODY, ...steps.flat(), ...DURABILITY, ...ANY_ROUTE])];
 }
 
 export function eventRouteProblems(options: RouteProblemOptions): ErrorCode[] {
