@@ -25,6 +25,8 @@ export interface PacedOptions {
   readonly timeoutMs: number;
   /** Sent at the same rate before the measured duration (answers counted, latencies not recorded). */
   readonly warmupSeconds: number;
+  /** Extra header lines sent with every request (e.g. `Authorization: Bearer …`). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export interface PacedResult {
@@ -128,9 +130,12 @@ class Connection {
 
 export async function runPaced(options: PacedOptions): Promise<PacedResult> {
   const target = new URL(options.url);
+  const extraHeaders = Object.entries(options.headers ?? {})
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   const requests = options.bodies.map((body) =>
     Buffer.from(
-      `POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\n` +
+      `POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\n${extraHeaders}` +
         `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     ),
   );

@@ -1,0 +1,152 @@
+/**
+ * `npm run bench:noisy [-- --duration=S]` (default 15 s a phase; the whole run stays under 3 min).
+ *
+ * Per-tenant rate limits (TENANT_RATE_LIMIT) against a noisy neighbour, on one service process
+ * (AUTH=on, a key per tenant) and the machine's PostgreSQL (DATABASE_URL, default
+ * postgres://postgres@127.0.0.1:5432/postgres; a scratch database is created and dropped):
+ *  1. two quiet tenants at QUIET_RATE each, alone: their p99;
+ *  2. the same two plus a noisy tenant at 10× its limit: the quiet tenants' p99 again (ratio to 1)
+ *     and what the noisy one was answered;
+ *  3. CPU per request of the service process: a tenant accepted at PROBE_RATE (its override lifts
+ *     its limit) against a tenant refused at PROBE_RATE (override: 1 event/s), same bodies;
+ *  4. the same for bulks of BULK_EVENTS events at BULK_PROBE_RATE requests/s (the refused tenant:
+ *     1 event/s, burst BULK_EVENTS, so all but about one bulk a second are refused at the gate).
+ * Open-loop generator (bench/lib/paced.ts) in this process. Prints a Markdown table.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { ApiKeyStore } from '../src/auth/api-key-store.ts';
+import { TenantLimitStore } from '../src/limits/tenant-limit-store.ts';
+import { processCpuMs } from './lib/cpu.ts';
+import { makeEvent } from './lib/event-body.ts';
+import { describeMachine } from './lib/machine.ts';
+import { percentile, runPaced, type PacedResult } from './lib/paced.ts';
+import { freePort, killAll, sleep, spawnChild, stopChild, waitUntilHealthy } from './lib/processes.ts';
+
+const durationArg = process.argv.find((arg) => arg.startsWith('--duration='));
+const DURATION_S = durationArg ? Number(durationArg.split('=')[1]) : 15;
+const WARMUP_S = 3;
+const LIMIT = 100; // events/s per tenant (TENANT_RATE_LIMIT = TENANT_RATE_BURST)
+const QUIET_RATE = 50;
+const NOISY_RATE = 10 * LIMIT;
+const PROBE_RATE = 600;
+const POLL_MS = 500;
+const BULK_EVENTS = 100;
+const BULK_PROBE_RATE = 10;
+
+const adminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const databaseName = `bench_noisy_${process.pid}`;
+const databaseUrl = (() => {
+  const url = new URL(adminUrl);
+  url.pathname = `/${databaseName}`;
+  return url.toString();
+})();
+
+const bodiesFor = (tenant: string) => Array.from({ length: 2000 }, (_, i) => JSON.stringify({ ...makeEvent(i), tenant }));
+const bulkBodiesFor = (tenant: string) =>
+  Array.from({ length: 50 }, (_, b) => JSON.stringify(Array.from({ length: BULK_EVENTS }, (_, i) => ({ ...makeEvent(b * BULK_EVENTS + i), tenant }))));
+const p99 = (result: PacedResult) => percentile(result.latenciesMs.slice().sort(), 0.99);
+const fmt = (value: number, digits = 2) => value.toFixed(digits);
+const codes = (result: PacedResult) =>
+  Object.entries(result.statusCodes)
+    .map(([code, count]) => `${code}×${count}`)
+    .join(' ');
+
+const admin = new pg.Client({ connectionString: adminUrl });
+await admin.connect();
+await admin.query(`CREATE DATABASE ${databaseName}`);
+const dataDir = mkdtempSync(path.join(tmpdir(), 'bench-noisy-'));
+const port = await freePort();
+const metricsPort = await freePort();
+const server = spawnChild(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  logFile: path.join(dataDir, 'server.log'),
+  env: {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    METRICS_PORT: String(metricsPort),
+    DATA_DIR: dataDir,
+    AUTH: 'on',
+    LOG_LEVEL: 'warn',
+    TENANT_RATE_LIMIT: String(LIMIT),
+    TENANT_RATE_BURST: String(LIMIT),
+    TENANT_LIMITS_POLL_MS: String(POLL_MS),
+  },
+});
+const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+try {
+  await waitUntilHealthy(`http://127.0.0.1:${port}/healthz`, server, 60_000);
+  const keys = new ApiKeyStore(pool);
+  const keyOf = async (tenant: string) => (await keys.create(tenant)).key;
+  const tenants = ['quiet-a', 'quiet-b', 'noisy', 'probe-accept', 'probe-refuse', 'bulk-refuse'];
+  const key = Object.fromEntries(await Promise.all(tenants.map(async (tenant) => [tenant, await keyOf(tenant)] as const)));
+  const limits = new TenantLimitStore(pool);
+  await limits.set({ tenant: 'probe-accept', rate: 1_000_000, burst: 1_000_000, byteRate: null, byteBurst: null });
+  await limits.set({ tenant: 'probe-refuse', rate: 1, burst: 1, byteRate: null, byteBurst: null });
+  await limits.set({ tenant: 'bulk-refuse', rate: 1, burst: BULK_EVENTS, byteRate: null, byteBurst: null });
+  await sleep(POLL_MS * 3);
+
+  const url = `http://127.0.0.1:${port}/event`;
+  const stream = (tenant: string, rate: number) =>
+    runPaced({ url, ratePerSecond: rate, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, connections: 8, bodies: bodiesFor(tenant), timeoutMs: 10_000, headers: { Authorization: `Bearer ${key[tenant]}` } });
+
+  process.stderr.write('phase 1: quiet tenants alone\n');
+  const alone = await Promise.all([stream('quiet-a', QUIET_RATE), stream('quiet-b', QUIET_RATE)]);
+  process.stderr.write('phase 2: quiet tenants + noisy at 10x its limit\n');
+  const [noisy, ...withNoisy] = await Promise.all([stream('noisy', NOISY_RATE), stream('quiet-a', QUIET_RATE), stream('quiet-b', QUIET_RATE)]);
+
+  const cpuPerRequest = async (tenant: string, bulk = false) => {
+    const before = processCpuMs(server.process.pid)!;
+    const result = await runPaced({
+      url: bulk ? `http://127.0.0.1:${port}/events` : url,
+      ratePerSecond: bulk ? BULK_PROBE_RATE : PROBE_RATE,
+      durationSeconds: DURATION_S,
+      warmupSeconds: 0,
+      connections: 8,
+      bodies: bulk ? bulkBodiesFor(tenant) : bodiesFor(tenant),
+      timeoutMs: 10_000,
+      headers: { Authorization: `Bearer ${key[tenant]}` },
+    });
+    const cpuMs = processCpuMs(server.process.pid)! - before;
+    return { result, cpuMsPerRequest: cpuMs / result.sent };
+  };
+  process.stderr.write('phase 3: CPU per accepted request\n');
+  const accepting = await cpuPerRequest('probe-accept');
+  process.stderr.write('phase 3: CPU per refused request\n');
+  const refusing = await cpuPerRequest('probe-refuse');
+  process.stderr.write('phase 4: CPU per accepted and refused bulk\n');
+  const acceptingBulk = await cpuPerRequest('probe-accept', true);
+  const refusingBulk = await cpuPerRequest('bulk-refuse', true);
+
+  const machine = describeMachine();
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  out(`Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; PostgreSQL at DATABASE_URL; ${DURATION_S} s a phase (${WARMUP_S} s warm-up), TENANT_RATE_LIMIT=${LIMIT}=TENANT_RATE_BURST.`);
+  out('');
+  out('| run | quiet-a p99 ms | quiet-b p99 ms | ratio to alone (a / b) | answers |');
+  out('|---|---|---|---|---|');
+  out(`| quiet tenants alone (${QUIET_RATE}/s each) | ${fmt(p99(alone[0]))} | ${fmt(p99(alone[1]))} | 1 / 1 | ${codes(alone[0])}; ${codes(alone[1])} |`);
+  out(
+    `| + noisy at ${NOISY_RATE}/s (10× its limit) | ${fmt(p99(withNoisy[0]))} | ${fmt(p99(withNoisy[1]))} | ${fmt(p99(withNoisy[0]) / p99(alone[0]))} / ${fmt(p99(withNoisy[1]) / p99(alone[1]))} | quiet: ${codes(withNoisy[0])}; ${codes(withNoisy[1])}; noisy: ${codes(noisy)} |`,
+  );
+  out('');
+  out('| request | service CPU ms per request | answers |');
+  out('|---|---|---|');
+  out(`| accepted (202) | ${fmt(accepting.cpuMsPerRequest, 3)} | ${codes(accepting.result)} |`);
+  out(`| refused at the gate (429) | ${fmt(refusing.cpuMsPerRequest, 3)} | ${codes(refusing.result)} |`);
+  out(`| ratio refused / accepted | ${fmt(refusing.cpuMsPerRequest / accepting.cpuMsPerRequest)} | |`);
+  out(`| bulk of ${BULK_EVENTS} accepted (202) | ${fmt(acceptingBulk.cpuMsPerRequest, 3)} | ${codes(acceptingBulk.result)} |`);
+  out(`| bulk of ${BULK_EVENTS} refused (429) | ${fmt(refusingBulk.cpuMsPerRequest, 3)} | ${codes(refusingBulk.result)} |`);
+  out(`| ratio refused / accepted (bulk) | ${fmt(refusingBulk.cpuMsPerRequest / acceptingBulk.cpuMsPerRequest)} | |`);
+  out('');
+  out(`Generator send lag p99: ${fmt(Math.max(...[...alone, ...withNoisy, noisy].map((r) => r.sendLagP99Ms)))} ms.`);
+} finally {
+  await stopChild(server, 10_000).catch(() => null);
+  killAll();
+  await pool.end();
+  await admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`).catch(() => {});
+  await admin.end();
+  rmSync(dataDir, { recursive: true, force: true });
+}
