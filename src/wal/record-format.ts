@@ -134,10 +134,10 @@ export interface SegmentScan {
  * where a record with a valid CRC starts: if one exists the bad bytes are a corrupt range
  * (skipped and reported). If none does, the bad bytes are the torn tail of an interrupted append
  * only when they are cut short by the end of the file (a header or payload shorter than its
- * length says). A complete final record that fails its checksum was written whole and damaged
- * later, or (in a preallocated segment, where a torn append is followed by zeros, not by the end
- * of the file) torn by a power loss mid-write: it cannot be told apart, so it is treated as
- * corruption, kept and reported, never silently dropped.
+ * length says), or, in a preallocated segment, when an event record's declared length runs into
+ * the trailing zeros (the part of the append that never reached the disk). A complete final
+ * record that fails its checksum was written whole and damaged later: it is corruption, kept and
+ * reported, never silently dropped.
  */
 export function scanSegment(buffer: Buffer): SegmentScan {
   const records: ParsedRecord[] = [];
@@ -154,7 +154,7 @@ export function scanSegment(buffer: Buffer): SegmentScan {
     if (dataEnd === offset) return { records, validBytes: offset, corruptRanges, tornTail: false };
     const next = findNextRecord(buffer, offset + 1, dataEnd);
     if (next === undefined) {
-      if (step.kind === 'truncated') return { records, validBytes: offset, corruptRanges, tornTail: true };
+      if (step.kind === 'truncated' || isTornIntoZeros(buffer, offset, dataEnd)) return { records, validBytes: offset, corruptRanges, tornTail: true };
       corruptRanges.push({ offset, bytes: dataEnd - offset });
       return { records, validBytes: buffer.length, corruptRanges, tornTail: false };
     }
@@ -162,6 +162,18 @@ export function scanSegment(buffer: Buffer): SegmentScan {
     offset = next;
   }
   return { records, validBytes: offset, corruptRanges, tornTail: false };
+}
+
+/**
+ * An event record whose declared length runs past the last non-zero byte: in a preallocated
+ * segment, an append cut short by a crash (the rest of its bytes are the zeros never overwritten).
+ * An event record always ends in its row's newline, so one written whole and damaged later ends
+ * at or before the zeros. Cancellation records may end in zero bytes, so they never count as torn.
+ */
+function isTornIntoZeros(buffer: Buffer, offset: number, dataEnd: number): boolean {
+  if (buffer.length - offset < HEADER_BYTES) return false;
+  const word = buffer.readUInt32LE(offset);
+  return word >>> TYPE_SHIFT === TYPE_EVENT && offset + HEADER_BYTES + (word & LENGTH_MASK) > dataEnd;
 }
 
 const ZERO_CHUNK = Buffer.alloc(64 * 1024);

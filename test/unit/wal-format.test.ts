@@ -98,6 +98,16 @@ describe('WAL record format', () => {
     assert.deepEqual(scan.corruptRanges, [{ offset: lastOffset, bytes: written.length - lastOffset }]);
   });
 
+  it('in a preallocated segment, an append cut short by a crash (its declared length runs into the zeros) is torn, not corrupt', () => {
+    const whole = segment(1, rows(1, 2));
+    const cut = encodeRecord(3, rows(3, 1)[0]!).subarray(0, HEADER_BYTES + 5);
+    const scan = scanSegment(Buffer.concat([whole, cut, Buffer.alloc(64 * 1024)]));
+    assert.deepEqual(scan.records.map((r) => r.seq), [1, 2]);
+    assert.equal(scan.tornTail, true);
+    assert.equal(scan.validBytes, whole.length);
+    assert.deepEqual(scan.corruptRanges, []);
+  });
+
   it('round-trips a cancellation record: the sequence numbers it withdraws, stored as ranges', () => {
     const record = encodeCancellation(40, [7, 3, 4, 5, 9, 10, 4]);
     assert.equal(record.length, HEADER_BYTES + 3 * 12, 'three ranges: 3-5, 7, 9-10');
