@@ -258,7 +258,7 @@ export class Batcher<T> {
   /** Room in the queue for `count` more items of `bytes` in total, right now? */
   hasRoomFor(count: number, bytes: number): boolean {
     return (
-      this.#pendingItems - this.#inFlightItems + count <= this.#options.capacity &&
+      this.queuedDepth + count <= this.#options.capacity &&
       this.#pendingBytes - this.#inFlightBytes + bytes <= this.#options.capacityBytes
     );
   }
