@@ -53,9 +53,15 @@ export class HttpForwardSink implements Sink {
     }
     if (refused.size === 0) return { inserted, deadLettered: [] };
     const deadLettered = [...refused.keys()].sort((a, b) => a - b);
+    // One durable append per distinct reason, not per event (a bulk refused line by line for the
+    // same cause is one write).
+    const byReason = new Map<string, QueuedEvent[]>();
     for (const index of deadLettered) {
-      const error = new ForwardSinkError('FORWARD_ERR_EVENT_REFUSED', `the receiver refused the event: ${refused.get(index)!}`);
-      await this.#deadLetter.write([batch[index]!], error, 1, signal);
+      const reason = refused.get(index)!;
+      byReason.set(reason, [...(byReason.get(reason) ?? []), batch[index]!]);
+    }
+    for (const [reason, events] of byReason) {
+      await this.#deadLetter.write(events, new ForwardSinkError('FORWARD_ERR_EVENT_REFUSED', `the receiver refused the event: ${reason}`), 1, signal);
     }
     return { inserted, deadLettered };
   }
@@ -74,7 +80,8 @@ export class HttpForwardSink implements Sink {
       throw failure;
     }
     const body = bulkAnswerSchema.safeParse(answer.body).data;
-    if (body === undefined || body.rejected.some((line) => line.index >= chunk.indexes.length)) {
+    // Every line sent must be answered for, or some event's outcome is unknown: treated as no bulk answer (retried).
+    if (body === undefined || body.accepted.length + body.rejected.length !== chunk.indexes.length || body.rejected.some((line) => line.index >= chunk.indexes.length)) {
       throw new ForwardSinkError('FORWARD_ERR_UNAVAILABLE', `the receiver answered ${answer.statusCode} without a bulk answer: is FORWARD_URL an instance of this service?`, { statusCode: answer.statusCode });
     }
     for (const line of body.rejected) refused.set(chunk.indexes[line.index]!, describeIssues(line.errors));
