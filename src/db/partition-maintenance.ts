@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.ts';
 import { sqlstateOf } from './failure-class.ts';
@@ -48,7 +48,7 @@ export function dayStart(ms: number): number {
   return Math.floor(ms / DAY_MS) * DAY_MS;
 }
 
-const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+const quote = (identifier: string) => pg.escapeIdentifier(identifier);
 
 /**
  * Keeps the daily partitions of `events` (migration 0004): creates today's and `daysAhead` more,
@@ -140,9 +140,13 @@ export class PartitionMaintenance {
       if (!rows[0]!.locked) return { ...report, skipped: true };
       try {
         await client.query(`SET lock_timeout = ${Math.max(1, Math.trunc(this.#options.lockTimeoutMs))}`);
+        // The service's pool sets statement_timeout (DB_STATEMENT_TIMEOUT_MS) for its writes; moving a
+        // large day out of the default partition may take longer, and would never finish under it.
+        await client.query('SET statement_timeout = 0');
         await work(client, report);
       } finally {
         await client.query('RESET lock_timeout');
+        await client.query('RESET statement_timeout');
         await client.query('SELECT pg_advisory_unlock($1)', [MAINTENANCE_LOCK_KEY]);
       }
       if (report.created.length > 0 || report.dropped.length > 0) this.#logger.info(report, 'partition maintenance');
@@ -179,6 +183,9 @@ export class PartitionMaintenance {
     await this.#ddl(client, report, async () => {
       await client.query(`CREATE TABLE ${quote(name)} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
       if (defaultName !== undefined) {
+        // No writer may add a row of this day to the default between the move and the ATTACH
+        // (the ATTACH would fail with 23514); the lock waits at most lock_timeout like the others.
+        await client.query(`LOCK TABLE ${quote(defaultName)} IN SHARE ROW EXCLUSIVE MODE`);
         const moved = await client.query(
           `WITH moved AS (DELETE FROM ${quote(defaultName)} WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *)
            INSERT INTO ${quote(name)} SELECT * FROM moved`,
