@@ -58,7 +58,16 @@ describe('SINK=jetstream: SIGKILL of the edge while it publishes', { skip }, () 
       process.stderr.write(`SIGKILL with ${acknowledged.size} acknowledged, ${inStreamAtKill} in the stream\n`);
 
       server = await startServerProcess(environment);
-      await waitFor(async () => (await metric(server!.origin, 'ingest_queue_depth')) === 0, 15_000, 'the replay to reach the stream');
+      // Every replayed event settled, not only out of the queue: a batch being published is no
+      // longer counted in ingest_queue_depth.
+      const settledAll = async () => {
+        const origin = server!.origin;
+        const [replayed, ...settled] = await Promise.all(
+          ['ingest_wal_replayed_total', 'ingest_events_stored_total', 'ingest_events_duplicate_total', 'ingest_events_dead_lettered_total'].map((series) => metric(origin, series)),
+        );
+        return (await metric(origin, 'ingest_queue_depth')) === 0 && settled.reduce((sum, n) => sum + n, 0) >= replayed!;
+      };
+      await waitFor(settledAll, 15_000, 'the replay to reach the stream');
       const replayedDuplicates = await metric(server.origin, 'ingest_events_duplicate_total');
       process.stderr.write(`after the restart: ${replayedDuplicates} replayed events were already in the stream (answered as duplicates)\n`);
       const ids = (await readAllMessages(stream)).map((message) => message.headers?.get('Nats-Msg-Id') ?? '');
