@@ -1,5 +1,6 @@
 import fastifyCompress from '@fastify/compress';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
+import { lazyChildLoggerFactory } from './telemetry/lazy-child-logger.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.ts';
@@ -73,6 +74,8 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- widens the instance's logger type so route modules take a plain FastifyInstance
     loggerInstance: dependencies.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    // Request loggers are made on first use: most requests log nothing (lazy-child-logger.ts).
+    childLoggerFactory: lazyChildLoggerFactory,
     bodyLimit: config.bodyLimitBytes,
     // Off: its bare 503 skips the hooks (no problem+json, code, Retry-After or metrics); the
     // onRequest hook below answers requests that arrive while closing instead.
@@ -86,7 +89,6 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     },
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
-    connectionTimeout: config.http.requestTimeoutMs * 2,
     // TRUST_PROXY: behind a load balancer request.ip (the failed-authentication limiter's key) is
     // the client's, not the balancer's.
     // A hop count as the function fastify itself builds from one (its types take no number).

@@ -7,6 +7,7 @@ import { prepareEvent } from './prepare-event.ts';
 import { eventQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
 import { isoAt } from '../clock.ts';
+import { nextCheckPhase } from './reply-batch.ts';
 
 const ID_BODY = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: false } as const;
 
@@ -42,6 +43,7 @@ export function registerEventRoute(app: FastifyInstance, context: IngestContext,
       if (ackMode === 'queued') {
         const accepting = acceptEventsNow(context, [queued]);
         if (accepting) await accepting;
+        else await nextCheckPhase();
         return reply.code(202).send({ id });
       }
       const { waiters, outcomes } = outcomeWaiters(1);
