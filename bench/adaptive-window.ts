@@ -52,13 +52,13 @@ interface Phase {
 const STATIC_GRID: readonly [size: number, waitMs: number][] = [
   [500, 200],
   [1000, 200],
-  [1000, 150],
   [1000, 100],
+  [1000, 50],
 ];
 
 const args = parseBenchArgs(process.argv.slice(2), {
   numeric: {
-    phase: { default: 7, min: 3, max: 60 },
+    phase: { default: 6.5, min: 3, max: 60 },
     settle: { default: 2.5, min: 0, max: 30 },
     low: { default: 200, min: 1, max: 100_000 },
     high: { default: 3000, min: 1, max: 100_000 },
@@ -195,6 +195,7 @@ async function runSetting(ctx: Context, setting: WindowSetting, scheduleFile: st
   const server = await startIngestService(ctx, db, `service-${setting.id}`, { ...setting.env, DATABASE_URL: url });
   const metricsUrl = `${server.baseUrl}/metrics`;
   let exitCode: number | null = null;
+  let figures: Omit<SettingResult, 'exitCode'>;
   try {
     const { result, before: counters0, after: counters1 } = await measureDatabase(ctx, db, async () => {
       const start = await waitForDrain(metricsUrl);
@@ -261,21 +262,14 @@ async function runSetting(ctx: Context, setting: WindowSetting, scheduleFile: st
       .filter(([code]) => !code.startsWith('2'))
       .reduce((sum, [, n]) => sum + n, 0);
     if (refused + replay.errors > 0) progress(`WARNING: ${setting.label}: ${refused} answers not 2xx, ${replay.errors} errors`);
-    return {
-      setting,
-      phases,
-      seconds,
-      replay,
-      xidsPerEvent: (counters1.nextXid - counters0.nextXid) / stored,
-      stored,
-      exitCode,
-    };
+    figures = { setting, phases, seconds, replay, xidsPerEvent: (counters1.nextXid - counters0.nextXid) / stored, stored };
   } finally {
     proxy.rttMs = 0;
     exitCode = await stopChild(server.child, SERVER_STOP_GRACE_MS);
     if (exitCode !== 0) progress(`WARNING: ${setting.label} exited with code ${exitCode}`);
     await proxy.stop();
   }
+  return { ...figures, exitCode };
 }
 
 const within = (p: PhaseFigures) => p.withinSlo >= 0.99 && p.refused === 0;

@@ -24,10 +24,11 @@ import type { BatchWindow } from './batcher.ts';
  *    the overshoot, not half of itself, so a database that became 80 ms slower costs about 80 ms
  *    of linger, in one decision; a first breach holds;
  *  - p99 above the SLO while batches queue for a flush slot (the wait between sealing and
- *    writing, mean over the interval, above queueingShare of the latency — the writes cannot keep
- *    up with batches this small, as in TCP Vegas' queue estimate): shrinking would make more,
- *    smaller batches and a longer queue, so it grows instead (size when batches filled, else
- *    the wait): throughput first when the SLO cannot be met;
+ *    writing, summed over the interval, above queueingShare of the latency — the writes cannot
+ *    keep up with batches this small; TCP Vegas reads a queue from its RTT the same way):
+ *    shrinking would make more, smaller batches and a longer queue, so it grows instead, ×
+ *    1 / decreaseRatio (size when batches filled, else the wait: `increase_size`,
+ *    `increase_wait`), at once — throughput first, and quickly, since the queue grows meanwhile;
  *  - p99 below T and batches filled (left on size or bytes): size + sizeStep (`increase_size`);
  *    or batches left on their timer: wait + min(waitStepMs, T − p99) (`increase_wait`), so the
  *    wait climbs to where the p99 estimate meets the target and stops there;
@@ -258,11 +259,16 @@ export class AdaptiveWindow {
     const { maxBatchSize, maxWaitMs } = this.#window;
     const scaled = (ratio: number) =>
       AdaptiveWindow.#clamp({ maxBatchSize: Math.floor(maxBatchSize * ratio), maxWaitMs: Math.floor(maxWaitMs * ratio) }, min, max);
+    if (decision.startsWith('increase') && this.#breaches > 0) {
+      // Growing out of a queue (only a queue makes a breach grow the window): multiplicatively.
+      const grown = decision === 'increase_size' ? { maxBatchSize: Math.ceil(maxBatchSize / decreaseRatio), maxWaitMs } : { maxBatchSize, maxWaitMs: Math.ceil(maxWaitMs / decreaseRatio) };
+      return AdaptiveWindow.#clamp(grown, min, max);
+    }
     switch (decision) {
       case 'increase_size':
         return AdaptiveWindow.#clamp({ maxBatchSize: maxBatchSize + sizeStep, maxWaitMs }, min, max);
       case 'increase_wait': {
-        // Toward the target, not past it: the step shrinks as the estimate nears it (a full step when queueing).
+        // Toward the target, not past it: the step shrinks as the estimate nears it.
         const room = estimate === undefined || estimate > this.#target() ? waitStepMs : this.#target() - estimate;
         return AdaptiveWindow.#clamp({ maxBatchSize, maxWaitMs: maxWaitMs + Math.max(1, Math.min(waitStepMs, Math.round(room))) }, min, max);
       }

@@ -125,6 +125,16 @@ describe('AdaptiveWindow', () => {
     }
     assert.ok(!decisions.some((decision) => decision.startsWith('decrease')), decisions.join(','));
     assert.equal(window.window.maxWaitMs, 250, 'the wait grows to its bound: more events per write');
+
+    // Filled batches queueing (a load step onto a small window): the size doubles per decision.
+    const small = controller(clock, { initial: { maxBatchSize: 100, maxWaitMs: 100 } });
+    const sizes: number[] = [];
+    for (let i = 0; i < 30; i += 1) {
+      await clock.tickAsync(100);
+      const change = small.observeBatch({ openedAtMs: clock.now() - 600, latencyMs: 600, filled: true, timed: false, flushMs: 100 });
+      if (change && change.decision !== 'hold') sizes.push(change.window.maxBatchSize);
+    }
+    assert.deepEqual(sizes.slice(0, 4), [200, 400, 800, 1000], 'doubling, to its bound: the queue grows while it climbs');
     // The same latency without the queue (all of it the write) is a breach to cut.
     const plain = controller(clock);
     const cuts = await feed(clock, plain, repeat(400, 8), 'timed', 200);
