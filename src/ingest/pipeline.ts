@@ -299,7 +299,7 @@ export class IngestPipeline {
     const openedAtMs = report.enqueuedAtMs[0];
     if (this.#adaptiveWindow && openedAtMs !== undefined) {
       const filled = report.reason === 'size' || report.reason === 'bytes';
-      this.#applyWindowChange(this.#adaptiveWindow.observeBatch({ openedAtMs, latencyMs: nowMs - openedAtMs, filled, timed: report.reason === 'time' }));
+      this.#applyWindowChange(this.#adaptiveWindow.observeBatch({ openedAtMs, latencyMs: nowMs - openedAtMs, filled, timed: report.reason === 'time', flushMs: report.durationMs }));
     }
     this.#logger.debug(
       { batchSize: report.size, batchBytes: report.bytes, reason: report.reason, durationMs: report.durationMs, deadLettered: report.rejected },

@@ -68,7 +68,7 @@ describe('AdaptiveWindow', () => {
   it('holds inside the headroom band below the SLO', async () => {
     const clock = createFakeClock();
     const window = controller(clock);
-    const decisions = await feed(clock, window, repeat(220, 30), 'filled'); // above 250 × 0.8, below 250
+    const decisions = await feed(clock, window, repeat(235, 30), 'filled'); // above the target 250 × 0.9, below 250
     assert.ok(decisions.length > 0);
     assert.ok(decisions.every((decision) => decision === 'hold'), decisions.join(','));
   });
@@ -85,6 +85,94 @@ describe('AdaptiveWindow', () => {
       assert.equal(window.observeBatch({ openedAtMs: clock.now() - 2000, latencyMs: 2000, filled: true, timed: false }), undefined);
     }
     assert.deepEqual(window.window, { maxBatchSize: 250, maxWaitMs: 100 }, 'not halved again on stale evidence');
+  });
+
+  it('a breach just past the SLO takes back the overshoot from the linger, not half of it', async () => {
+    const clock = createFakeClock();
+    const window = controller(clock);
+    // A database 70 ms slower: batches that left on their 200 ms timer settle at 270 ms.
+    const decisions = await feed(clock, window, repeat(270, 8), 'timed', 200);
+    assert.deepEqual(decisions, ['hold', 'decrease_latency']);
+    // 270 − 225 (the target) = 45 ms of 200: × 0.775.
+    assert.deepEqual(window.window, { maxBatchSize: 387, maxWaitMs: 155 });
+  });
+
+  it('the wait climbs to where the p99 estimate meets the target and stops there', async () => {
+    const clock = createFakeClock();
+    const window = controller(clock, { initial: { maxBatchSize: 500, maxWaitMs: 100 } });
+    const waits: number[] = [];
+    // Timed batches whose write takes 30 ms: latency = wait + 30, so the target (225) is a 195 ms wait.
+    for (let i = 0; i < 120; i += 1) {
+      const waitMs = window.window.maxWaitMs;
+      await clock.tickAsync(waitMs);
+      window.observeBatch({ openedAtMs: clock.now() - waitMs - 30, latencyMs: waitMs + 30, filled: false, timed: true, flushMs: 30 });
+      waits.push(window.window.maxWaitMs);
+    }
+    assert.equal(Math.max(...waits), 195, 'never past the target');
+    assert.deepEqual(waits.slice(-20), repeat(195, 20), 'and holds there');
+  });
+
+  it('a breach while batches queue for a flush slot grows the window instead of shrinking it', async () => {
+    const clock = createFakeClock();
+    const window = controller(clock);
+    // 400 ms: 200 ms of linger, 50 ms of write, 150 ms waiting for a slot (more than a quarter of it).
+    const decisions: WindowDecision[] = [];
+    for (let i = 0; i < 30; i += 1) {
+      const waitMs = window.window.maxWaitMs;
+      await clock.tickAsync(100);
+      const change = window.observeBatch({ openedAtMs: clock.now() - 400, latencyMs: 400, filled: false, timed: true, flushMs: 400 - waitMs - 150 });
+      if (change) decisions.push(change.decision);
+    }
+    assert.ok(!decisions.some((decision) => decision.startsWith('decrease')), decisions.join(','));
+    assert.equal(window.window.maxWaitMs, 250, 'the wait grows to its bound: more events per write');
+
+    // Filled batches queueing (a load step onto a small window): the size doubles per decision.
+    const small = controller(clock, { initial: { maxBatchSize: 100, maxWaitMs: 100 } });
+    const sizes: number[] = [];
+    for (let i = 0; i < 30; i += 1) {
+      await clock.tickAsync(100);
+      const change = small.observeBatch({ openedAtMs: clock.now() - 600, latencyMs: 600, filled: true, timed: false, flushMs: 100 });
+      if (change && change.decision !== 'hold') sizes.push(change.window.maxBatchSize);
+    }
+    assert.deepEqual(sizes.slice(0, 4), [200, 400, 800, 1000], 'doubling, to its bound: the queue grows while it climbs');
+    // The same latency without the queue (all of it the write) is a breach to cut.
+    const plain = controller(clock);
+    const cuts = await feed(clock, plain, repeat(400, 8), 'timed', 200);
+    assert.ok(cuts.includes('decrease_latency'), cuts.join(','));
+  });
+
+  it('follows the database: fast → 80 ms slower → fast again, inside the SLO once settled in each', async () => {
+    const clock = createFakeClock();
+    const window = controller(clock);
+    const phase = async (writeMs: number, batches: number) => {
+      const seen: { waitMs: number; latencyMs: number }[] = [];
+      for (let i = 0; i < batches; i += 1) {
+        const waitMs = window.window.maxWaitMs;
+        await clock.tickAsync(waitMs);
+        // A little jitter in the write, so the deviation band is not zero.
+        const flushMs = writeMs + (i % 3) * 2;
+        window.observeBatch({ openedAtMs: clock.now() - waitMs - flushMs, latencyMs: waitMs + flushMs, filled: false, timed: true, flushMs });
+        seen.push({ waitMs: window.window.maxWaitMs, latencyMs: waitMs + flushMs });
+      }
+      return seen.slice(-20);
+    };
+    const fast = await phase(20, 80);
+    const slow = await phase(100, 80);
+    const fastAgain = await phase(20, 120);
+    for (const [name, settled] of [
+      ['fast', fast],
+      ['slow', slow],
+      ['fast again', fastAgain],
+    ] as const) {
+      assert.ok(
+        settled.every(({ latencyMs }) => latencyMs <= SLO_MS),
+        `${name}: every settled batch within the SLO (${settled.map(({ latencyMs }) => latencyMs).join(',')})`,
+      );
+    }
+    const lastWait = (settled: readonly { waitMs: number }[]) => settled.at(-1)!.waitMs;
+    assert.ok(lastWait(fast) >= 190, `fast: the wait uses the budget (${lastWait(fast)} ms)`);
+    assert.ok(lastWait(slow) >= 90 && lastWait(slow) <= 125, `slow: the wait gave up about the 80 ms (${lastWait(slow)} ms)`);
+    assert.ok(lastWait(fastAgain) >= 190, `fast again: the wait came back to the budget (${lastWait(fastAgain)} ms)`);
   });
 
   it('keeps halving while a breach persists, but never below its minimum', async () => {
