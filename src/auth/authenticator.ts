@@ -86,7 +86,9 @@ export class Authenticator {
     // Freshness is judged here from fetchedAtMs; the cache only bounds the number of entries.
     // (lru-cache's own ttl of 0 would mean "forever"; a TTL of 0 here means no cache at all.)
     this.#cache = options.cacheTtlMs > 0 ? new LRUCache({ max: options.cacheMaxKeys }) : undefined;
-    this.#failures = new LRUCache({ max: 100_000, ttl: options.failureWindowMs, ttlAutopurge: false, perf, noUpdateTTL: true });
+    this.#failures = new LRUCache({ max: 100_000, ttl: options.failureWindowMs, ttlAutopurge: false, perf, noUpdateTTL: true, ttlResolution: 0 });
+    // ttlResolution 0: lru-cache otherwise reuses one perf.now() for a millisecond of *real* time
+    // (a real setTimeout clears it), so an entry could outlive the injected clock's window.
   }
 
   async authenticate(authorization: string | undefined, clientAddress: string): Promise<AuthResult> {
