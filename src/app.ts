@@ -23,6 +23,7 @@ import { packageVersion } from './package-version.ts';
 import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { Durability } from './wal/durability.ts';
 import { statusClass, type IngestMetrics } from './telemetry/metrics.ts';
+import { closeSilentConnections } from './http/idle-connection-timeout.ts';
 
 
 /** An error whose fields (message included: enumerable) survive @fastify/compress copying them. */
@@ -186,6 +187,8 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
     done();
   });
 
+  // A connection that never sends a request is closed too (headersTimeout starts at its first byte).
+  closeSilentConnections(app.server, config.http.headersTimeoutMs);
   app.decorateRequest('tenant', undefined);
   // Ingest routes go in a plugin registered after the decompression plugin, so its preParsing
   // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
@@ -90,6 +91,35 @@ describe('hostile input', () => {
     assert.match(answer, /^HTTP\/1\.1 408/);
     const fine = await service.app.inject({ method: 'POST', url: '/event', payload: sampleEvent({ tenant: 'after-slowloris' }) });
     assert.equal(fine.statusCode, 202);
+  });
+
+  it('closes a connection that never sends a request, and keeps one that did', async () => {
+    const address = service.app.server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : Number(new URL(await service.app.listen({ host: '127.0.0.1', port: 0 })).port);
+    const silent = net.connect(port, '127.0.0.1');
+    silent.on('error', () => {});
+    const silentClosed = new Promise((resolve) => silent.once('close', resolve));
+    // A keep-alive connection that sent one request: its first request cleared the timer.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const post = () =>
+      new Promise<{ status: number; socket: net.Socket }>((resolve, reject) => {
+        const request = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/event', agent, headers: { 'content-type': 'application/json' } }, (response) => {
+          response.resume();
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, socket: request.socket! }));
+        });
+        request.on('error', reject);
+        request.end(JSON.stringify(sampleEvent({ tenant: 'kept-alive' })));
+      });
+    const first = await post();
+    assert.equal(first.status, 202);
+    let keptAliveClosed = false;
+    first.socket.once('close', () => (keptAliveClosed = true));
+    await silentClosed; // HTTP_HEADERS_TIMEOUT_MS is 500 here; without the timer it would hang until the test's own timeout
+    assert.equal(keptAliveClosed, false, 'the connection that sent a request is kept (keepAliveTimeout bounds it)');
+    const second = await post();
+    assert.equal(second.status, 202);
+    assert.equal(second.socket, first.socket, 'the second request reused the kept-alive connection');
+    agent.destroy();
   });
 });
 
