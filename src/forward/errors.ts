@@ -18,10 +18,15 @@ export type ForwardErrorCode = 'FORWARD_ERR_UNAVAILABLE' | 'FORWARD_ERR_THROTTLE
 export class ForwardSinkError extends IngestInternalError {
   /** The receiver's HTTP status, when it answered. */
   readonly statusCode: number | undefined;
+  /** Its Retry-After was waited before this was thrown: the retry goes without a further backoff. */
+  readonly retryAfterWaited: boolean;
+  readonly forwardCode: ForwardErrorCode;
 
-  constructor(code: ForwardErrorCode, message: string, options: { cause?: unknown; statusCode?: number } = {}) {
+  constructor(code: ForwardErrorCode, message: string, options: { cause?: unknown; statusCode?: number; retryAfterWaited?: boolean } = {}) {
     super(code, message, options);
+    this.forwardCode = code;
     this.statusCode = options.statusCode;
+    this.retryAfterWaited = options.retryAfterWaited ?? false;
   }
 }
 

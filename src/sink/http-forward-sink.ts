@@ -76,7 +76,11 @@ export class HttpForwardSink implements Sink {
         for (const [line, reason] of everyLine) refused.set(chunk.indexes[line]!, reason);
         return 0;
       }
-      if (answer.retryAfterMs !== undefined && (answer.statusCode === 429 || answer.statusCode === 503)) await this.#client.waitRetryAfter(answer.retryAfterMs, signal);
+      if (answer.retryAfterMs !== undefined && (answer.statusCode === 429 || answer.statusCode === 503)) {
+        await this.#client.waitRetryAfter(answer.retryAfterMs, signal);
+        // Waited: the retry layer then retries at once instead of adding its backoff to it.
+        throw new ForwardSinkError(failure.forwardCode, failure.message, { statusCode: failure.statusCode, retryAfterWaited: true });
+      }
       throw failure;
     }
     const body = bulkAnswerSchema.safeParse(answer.body).data;

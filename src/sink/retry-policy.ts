@@ -1,4 +1,4 @@
-import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry, type RetryPolicy } from 'cockatiel';
+import { ExponentialBackoff, fullJitterGenerator, handleWhen, retry, type IBackoff, type IBackoffFactory, type IRetryBackoffContext, type RetryPolicy } from 'cockatiel';
 
 export interface RetryOptions {
   /** Tries in all, the first included; 0 means no limit (until the shutdown deadline). */
@@ -8,17 +8,54 @@ export interface RetryOptions {
 }
 
 /**
- * Exponential backoff with full jitter (cockatiel): wait a random time in [0, min(max, base·2ⁿ)).
+ * A failure whose wait the sink already sat out: the downstream said when to come back (a
+ * Retry-After, waited by SINK=http before it threw), so the retry goes at once instead of adding a
+ * backoff on top of the server's own pacing.
+ */
+export interface ServerPacedFailure {
+  readonly retryAfterWaited: true;
+}
+
+export function isServerPaced(error: unknown): error is ServerPacedFailure {
+  return typeof error === 'object' && error !== null && (error as { retryAfterWaited?: unknown }).retryAfterWaited === true;
+}
+
+type BackoffContext = IRetryBackoffContext<unknown>;
+
+/** The exponential backoff's schedule, with no wait after a server-paced failure (the schedule still advances). */
+class ServerPacedBackoff implements IBackoff<BackoffContext> {
+  readonly #inner: IBackoff<BackoffContext>;
+  readonly duration: number;
+
+  constructor(inner: IBackoff<BackoffContext>, context: BackoffContext) {
+    this.#inner = inner;
+    this.duration = 'error' in context.result && isServerPaced(context.result.error) ? 0 : inner.duration;
+  }
+
+  next(context: BackoffContext): IBackoff<BackoffContext> {
+    return new ServerPacedBackoff(this.#inner.next(context), context);
+  }
+}
+
+function serverPaced(factory: IBackoffFactory<BackoffContext>): IBackoffFactory<BackoffContext> {
+  return { next: (context) => new ServerPacedBackoff(factory.next(context), context) };
+}
+
+/**
+ * Exponential backoff with full jitter (cockatiel): wait a random time in [0, min(max, base·2ⁿ)),
+ * except after a failure the sink already waited out (ServerPacedFailure).
  * Waits are cut short by the AbortSignal given to `execute`, so a drain never sits out a backoff.
  */
 export function createRetryPolicy(options: RetryOptions, shouldRetry: (error: Error) => boolean): RetryPolicy {
   return retry(handleWhen(shouldRetry), {
     maxAttempts: options.maxAttempts === 0 ? Number.POSITIVE_INFINITY : options.maxAttempts - 1,
-    backoff: new ExponentialBackoff({
-      initialDelay: options.baseDelayMs,
-      maxDelay: options.maxDelayMs,
-      generator: fullJitterGenerator,
-    }),
+    backoff: serverPaced(
+      new ExponentialBackoff({
+        initialDelay: options.baseDelayMs,
+        maxDelay: options.maxDelayMs,
+        generator: fullJitterGenerator,
+      }),
+    ),
   });
 }
 
