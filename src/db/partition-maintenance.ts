@@ -200,28 +200,20 @@ export class PartitionMaintenance {
 
   /**
    * Drop every partition whose upper bound is at or before `cutoff`. DETACH … CONCURRENTLY (no lock that
-   * stops writers) is refused by PostgreSQL while a DEFAULT partition exists, which ours always does; then
-   * DETACH and DROP in one transaction, which holds the parent's ACCESS EXCLUSIVE lock for a moment
-   * (catalog work only, no rows read) and gives up after lockTimeoutMs rather than queue writers behind it.
+   * stops writers) is refused by PostgreSQL while a DEFAULT partition exists, which ours always does, so
+   * it is not tried: DETACH and DROP in one transaction, which holds the parent's ACCESS EXCLUSIVE lock
+   * for a moment (catalog work only, no rows read) and gives up after lockTimeoutMs rather than queue
+   * writers behind it. A detach left pending by someone else's interrupted DETACH … CONCURRENTLY is
+   * finished (FINALIZE) and dropped.
    */
   async #applyRetention(client: pg.PoolClient, cutoff: number, report: { dropped: string[]; lockTimeouts: number }): Promise<void> {
     const partitions = await this.#partitions(client);
-    const hasDefault = partitions.some((p) => p.isDefault);
     for (const partition of partitions) {
       if (partition.isDefault || partition.upper === null || partition.upper.getTime() > cutoff) continue;
       const table = quote(partition.name);
       if (partition.detachPending) {
-        // A DETACH … CONCURRENTLY interrupted earlier: finish it.
+        // A DETACH … CONCURRENTLY interrupted earlier (an operator's: this code never starts one): finish it.
         await client.query(`ALTER TABLE events DETACH PARTITION ${table} FINALIZE`);
-        await this.#dropWithCounts(client, table, partition);
-      } else if (!hasDefault) {
-        try {
-          await client.query(`ALTER TABLE events DETACH PARTITION ${table} CONCURRENTLY`);
-        } catch (error) {
-          if (sqlstateOf(error) !== LOCK_NOT_AVAILABLE) throw error;
-          report.lockTimeouts += 1;
-          continue;
-        }
         await this.#dropWithCounts(client, table, partition);
       } else {
         const done = await this.#ddl(client, report, async () => {
