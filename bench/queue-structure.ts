@@ -10,7 +10,7 @@
  *      a (start, length) view.
  * Target of the seed task: 1M items/s through enqueue.
  */
-import { Batcher } from '../src/batcher/batcher.ts';
+import { Batcher } from '@audit-ingest/batcher';
 import { systemClock } from '../src/clock.ts';
 import { runMicro, throughput } from './lib/micro.ts';
 import { fmt } from './lib/scenario.ts';

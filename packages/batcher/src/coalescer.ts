@@ -1,4 +1,4 @@
-import type { Clock, TimerHandle } from '../clock.ts';
+import type { Clock, TimerHandle } from './clock.ts';
 
 /**
  * Why a coalesced map left: `keys` (it held maxKeys distinct keys), `time` (maxWaitMs after its
