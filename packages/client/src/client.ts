@@ -7,6 +7,9 @@ import { AuditClientClosedError, AuditClientEventError, AuditClientFullError, Re
 
 const gzip = promisify(gzipCallback);
 
+/** #attempt's answer to a 413 for more than one event. */
+const TOO_LARGE = Symbol('too large');
+
 /** An audit event as POST /events takes it (README "POST /event"); `id` is assigned when absent. */
 export interface AuditEvent {
   id?: string;
@@ -348,8 +351,29 @@ export class AuditClient {
       const error = 'error' in reason ? reason.error : new Error('retry');
       this.#options.onRetry?.({ attempt, delayMs: delay, error, events: remaining.length });
     });
+    // Events per request: the whole batch, halved for good after each 413 (remembered across
+    // retries, so a retry does not meet the same 413 again).
+    let partSize = batch.length;
     const attempts = policy.execute(async ({ attempt }) => {
-      remaining = await this.#attempt(batch, remaining, signal);
+      const unanswered: number[] = [];
+      let position = 0;
+      while (position < remaining.length) {
+        const part = remaining.slice(position, position + partSize);
+        let left: number[] | typeof TOO_LARGE;
+        try {
+          left = await this.#attempt(batch, part, signal);
+        } catch (error) {
+          remaining = [...unanswered, ...remaining.slice(position)];
+          throw error;
+        }
+        if (left === TOO_LARGE) {
+          partSize = Math.ceil(part.length / 2);
+          continue;
+        }
+        unanswered.push(...left);
+        position += part.length;
+      }
+      remaining = unanswered;
       if (remaining.length > 0) {
         throw new RetryableSendError(`${remaining.length} events of the batch not yet stored (attempt ${attempt})`);
       }
@@ -372,8 +396,11 @@ export class AuditClient {
     return { rejected };
   }
 
-  /** One POST of the events at `indexes`; sets the results it learnt and returns the indexes still to send. */
-  async #attempt(batch: readonly PendingEvent[], indexes: readonly number[], signal: AbortSignal): Promise<number[]> {
+  /**
+   * One POST of the events at `indexes`; sets the results it learnt and returns the indexes still
+   * to send, or TOO_LARGE (a 413 for more than one event: send fewer at a time).
+   */
+  async #attempt(batch: readonly PendingEvent[], indexes: readonly number[], signal: AbortSignal): Promise<number[] | typeof TOO_LARGE> {
     let body = '';
     for (const index of indexes) body += `${batch[index]!.line}\n`;
     const compressed = await gzip(body);
@@ -404,8 +431,11 @@ export class AuditClient {
         ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       });
     }
+    // Too large for the service (BULK_MAX_EVENTS, BULK_BODY_LIMIT_BYTES, a tenant's burst): the
+    // caller sends it in smaller parts, down to single events.
+    if (response.status === 413 && indexes.length > 1) return TOO_LARGE;
     // Any other answer refuses the whole request for good (400 with every line invalid, 401, 403,
-    // 413, 415): each event gets the problem, and its own field problems when the service named them.
+    // a 413 for one event, 415): each event gets the problem, and its own field problems when the service named them.
     const code = problem.code ?? `HTTP_${response.status}`;
     const detail = problem.detail ?? problem.title ?? text.slice(0, 200);
     const perIndex = new Map<number, EventProblem[]>();

@@ -102,9 +102,10 @@ describe('AuditClient against the real service', () => {
     }
   });
 
-  it('honours Retry-After (a per-tenant rate limit refusing with 429): every retry waits at least what the service asked, and every event is stored once', async () => {
+  it('honours Retry-After (a per-tenant rate limit refusing with 429) and splits batches above the burst (413): every retry waits at least what the service asked, every event stored once', async () => {
     const key = await createKey('sdk-limited');
-    const service = await buildTestService(db.url, { AUTH: 'on', TENANT_RATE_LIMIT: '100', TENANT_RATE_BURST: '100' });
+    // A burst (40) below the batch size (50): each batch is first a 413, sent again in halves.
+    const service = await buildTestService(db.url, { AUTH: 'on', TENANT_RATE_LIMIT: '100', TENANT_RATE_BURST: '40' });
     const url = await service.app.listen({ host: '127.0.0.1', port: 0 });
     const retries: { delayMs: number; retryAfterMs: number | undefined; status: number | undefined }[] = [];
     const client = new AuditClient({
