@@ -222,7 +222,7 @@ export class AuditClient {
     if (options.flushOnExit !== false) process.on('beforeExit', this.#onBeforeExit);
   }
 
-  /** Events recorded and not yet answered for (buffered, waiting for room, or in flight). */
+  /** Events taken and not yet answered for (buffered or in flight; not those waiting for room). */
   get pending(): number {
     return this.#unsettled.size;
   }
@@ -275,13 +275,22 @@ export class AuditClient {
 
   async #close(deadlineMs: number): Promise<void> {
     process.off('beforeExit', this.#onBeforeExit);
-    // Events already waiting for room are the callers' before close(): they go in as room frees.
-    while (this.#roomWaiters.length > 0 && this.#unsettled.size > 0) {
-      await Promise.race([...this.#unsettled]);
+    const startedAtMs = Date.now();
+    // Events already waiting for room were recorded before close(): they go in as room frees,
+    // within the deadline; any still waiting then are refused (never taken, nothing sent).
+    while (this.#roomWaiters.length > 0 && this.#unsettled.size > 0 && Date.now() - startedAtMs < deadlineMs) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs - (Date.now() - startedAtMs))));
+      await Promise.race([...this.#unsettled, timeout]);
+      clearTimeout(timer);
       this.#admitWaiting();
     }
+    for (const waiter of this.#roomWaiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new AuditClientClosedError('close() deadline passed while the event waited for room in the buffer'));
+    }
     try {
-      await this.#batcher.shutdown(deadlineMs);
+      await this.#batcher.shutdown(Math.max(0, deadlineMs - (Date.now() - startedAtMs)));
     } catch (error) {
       if (!(error instanceof BatcherDrainTimeoutError)) throw error;
     }
@@ -291,7 +300,7 @@ export class AuditClient {
     const id = event.id ?? uuidv7();
     let line: string;
     try {
-      line = JSON.stringify(event.id === undefined ? { id, ...event } : event);
+      line = JSON.stringify(event.id === undefined ? { ...event, id } : event);
     } catch (cause) {
       throw new AuditClientEventError('the event cannot be serialised as JSON', { cause });
     }

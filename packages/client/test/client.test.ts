@@ -4,6 +4,9 @@
  * honoured, the buffer bounded. The SIGKILL test is in client-crash.test.ts.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { findFreePort } from '../../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
@@ -134,6 +137,23 @@ describe('AuditClient against the real service', () => {
       assert.deepEqual(await rows('sdk-limited'), { count, distinct: count });
     } finally {
       await client.close();
+      await service.close();
+    }
+  });
+
+  it('flushes on exit: a program that records and ends without close() still sends every event (beforeExit)', async () => {
+    const key = await createKey('sdk-exit');
+    const service = await buildTestService(db.url, { AUTH: 'on' });
+    const url = await service.app.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const fixture = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/record-and-exit.ts');
+      const child = spawn(process.execPath, ['--import', 'tsx', fixture], { env: { ...process.env, AUDIT_URL: url, AUDIT_API_KEY: key, EVENTS: '250' }, stdio: ['ignore', 'inherit', 'inherit'] });
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      assert.equal(code, 0);
+      // maxWaitMs is a minute and the process exited at once: the batches left through close().
+      await waitForRows(() => rows('sdk-exit'), 250);
+      assert.deepEqual(await rows('sdk-exit'), { count: 250, distinct: 250 });
+    } finally {
       await service.close();
     }
   });
