@@ -3,6 +3,7 @@ import { gzip as gzipCallback } from 'node:zlib';
 import { Batcher, BatcherDrainTimeoutError, systemClock, type Clock, type FlushResult, type ItemOutcome } from '@audit-ingest/batcher';
 import { DelegateBackoff, handleWhen, retry, type IRetryBackoffContext, type RetryPolicy } from 'cockatiel';
 import { v7 as uuidv7 } from 'uuid';
+import Queue from 'yocto-queue';
 import { AuditClientClosedError, AuditClientEventError, AuditClientFullError, RetryableSendError } from './errors.ts';
 
 const gzip = promisify(gzipCallback);
@@ -114,6 +115,8 @@ interface PendingEvent {
 
 interface RoomWaiter {
   readonly event: PendingEvent;
+  /** fullWaitMs passed: it was refused, and is skipped when it comes to the front. */
+  expired: boolean;
   readonly resolve: (result: Promise<RecordResult>) => void;
   readonly reject: (error: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -173,7 +176,8 @@ export class AuditClient {
   readonly #newPolicy: () => RetryPolicy;
   readonly #maxEventBytes: number;
   readonly #unsettled = new Set<Promise<RecordResult>>();
-  readonly #roomWaiters: RoomWaiter[] = [];
+  /** record() calls waiting for room (whenFull 'wait'), oldest first: a FIFO with O(1) dequeue. */
+  readonly #roomWaiters = new Queue<RoomWaiter>();
   #closing: Promise<void> | undefined;
   readonly #onBeforeExit = () => {
     if (this.#unsettled.size > 0) void this.close();
@@ -245,12 +249,17 @@ export class AuditClient {
     if (enqueued) return enqueued;
     if (this.#options.whenFull !== 'wait') return Promise.reject(new AuditClientFullError(this.#batcher.capacity));
     return new Promise<RecordResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const at = this.#roomWaiters.findIndex((waiter) => waiter.timer === timer);
-        if (at >= 0) this.#roomWaiters.splice(at, 1);
-        reject(new AuditClientFullError(this.#batcher.capacity));
-      }, this.#options.fullWaitMs ?? DEFAULTS.fullWaitMs);
-      this.#roomWaiters.push({ event: pending, resolve, reject, timer });
+      const waiter: RoomWaiter = {
+        event: pending,
+        expired: false,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          waiter.expired = true;
+          reject(new AuditClientFullError(this.#batcher.capacity));
+        }, this.#options.fullWaitMs ?? DEFAULTS.fullWaitMs),
+      };
+      this.#roomWaiters.enqueue(waiter);
     });
   }
 
@@ -278,15 +287,16 @@ export class AuditClient {
     const startedAtMs = Date.now();
     // Events already waiting for room were recorded before close(): they go in as room frees,
     // within the deadline; any still waiting then are refused (never taken, nothing sent).
-    while (this.#roomWaiters.length > 0 && this.#unsettled.size > 0 && Date.now() - startedAtMs < deadlineMs) {
+    while (this.#roomWaiters.size > 0 && this.#unsettled.size > 0 && Date.now() - startedAtMs < deadlineMs) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs - (Date.now() - startedAtMs))));
       await Promise.race([...this.#unsettled, timeout]);
       clearTimeout(timer);
       this.#admitWaiting();
     }
-    for (const waiter of this.#roomWaiters.splice(0)) {
+    for (const waiter of this.#roomWaiters.drain()) {
       clearTimeout(waiter.timer);
+      if (waiter.expired) continue;
       waiter.reject(new AuditClientClosedError('close() deadline passed while the event waited for room in the buffer'));
     }
     try {
@@ -313,17 +323,25 @@ export class AuditClient {
   #enqueue(event: PendingEvent): Promise<RecordResult> | undefined {
     let settle!: (result: RecordResult) => void;
     const settled = new Promise<RecordResult>((resolve) => (settle = resolve));
-    const taken = this.#batcher.enqueue(event, (outcome) => settle(this.#resultOf(event, outcome)));
+    // The waiter settles the promise itself (no extra promise job per event); the callbacks run
+    // in a microtask of their own, so one that throws cannot disturb the batcher's bookkeeping.
+    const taken = this.#batcher.enqueue(event, (outcome) => {
+      const result = this.#resultOf(event, outcome);
+      this.#unsettled.delete(settled);
+      settle(result);
+      if (result.status === 'refused' && this.#options.onRefused) {
+        const onRefused = this.#options.onRefused;
+        queueMicrotask(() => onRefused(result));
+      } else if (result.status === 'failed' && this.#options.onFailed) {
+        const onFailed = this.#options.onFailed;
+        queueMicrotask(() => onFailed(result));
+      }
+    });
     if (!taken.ok) {
       if (taken.reason === 'closed') throw new AuditClientClosedError();
       return undefined;
     }
     this.#unsettled.add(settled);
-    void settled.then((result) => {
-      this.#unsettled.delete(settled);
-      if (result.status === 'refused') this.#options.onRefused?.(result);
-      else if (result.status === 'failed') this.#options.onFailed?.(result);
-    });
     return settled;
   }
 
@@ -334,8 +352,11 @@ export class AuditClient {
   }
 
   #admitWaiting(): void {
-    while (this.#roomWaiters.length > 0) {
-      const waiter = this.#roomWaiters[0]!;
+    for (let waiter = this.#roomWaiters.peek(); waiter !== undefined; waiter = this.#roomWaiters.peek()) {
+      if (waiter.expired) {
+        this.#roomWaiters.dequeue();
+        continue;
+      }
       let enqueued: Promise<RecordResult> | undefined;
       try {
         enqueued = this.#enqueue(waiter.event);
@@ -343,7 +364,7 @@ export class AuditClient {
         enqueued = Promise.reject(error instanceof Error ? error : new Error(String(error)));
       }
       if (!enqueued) return;
-      this.#roomWaiters.shift();
+      this.#roomWaiters.dequeue();
       clearTimeout(waiter.timer);
       waiter.resolve(enqueued);
     }
