@@ -184,6 +184,29 @@ describe('AuditClient against the real service', () => {
     assert.deepEqual(new Set(results.map((result) => result.status)), new Set(['failed']), 'given up at the close deadline, reported, not lost silently');
     await assert.rejects(client.record(auditEvent()), { code: 'AUDIT_CLIENT_ERR_CLOSED' });
   });
+
+  it('retry.maxAttempts: a batch nobody answers is given up after that many tries, each event reported failed with the last error', async () => {
+    const port = await findFreePort();
+    const failed: string[] = [];
+    let retries = 0;
+    const client = new AuditClient({
+      url: `http://127.0.0.1:${port}`,
+      retry: { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 5 },
+      onRetry: () => (retries += 1),
+      onFailed: (result) => failed.push(result.id),
+    });
+    try {
+      const results = await Promise.all([client.record(auditEvent()), client.record(auditEvent())]);
+      assert.deepEqual(results.map((result) => result.status), ['failed', 'failed']);
+      const error = (results[0] as { error: { code?: string } }).error;
+      assert.equal(error.code, 'AUDIT_CLIENT_ERR_RETRYABLE');
+      assert.equal(retries, 2, 'three tries: two retries');
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      assert.deepEqual(failed, results.map((result) => result.id));
+    } finally {
+      await client.close();
+    }
+  });
 });
 
 async function waitForRows(read: () => Promise<{ count: number }>, count: number): Promise<void> {
