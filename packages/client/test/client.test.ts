@@ -12,6 +12,8 @@ import { findFreePort } from '../../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { runScript } from '../../../test/helpers/run-script.ts';
 import { buildTestService } from '../../../test/helpers/service.ts';
+import { sqlError } from '../../../test/helpers/scripted-sink.ts';
+import type { Sink } from '../../../src/sink/sink.ts';
 import { AuditClient, type AuditEvent, type RecordResult, type RefusedResult } from '../src/index.ts';
 
 let sequence = 0;
@@ -83,6 +85,41 @@ describe('AuditClient against the real service', () => {
       const other = await client.record(auditEvent({ tenant: 'someone-else' }));
       assert.equal(other.status, 'refused');
       assert.equal((other).code, 'INGEST_ERR_TENANT_MISMATCH');
+    } finally {
+      await client.close();
+      await service.close();
+    }
+  });
+
+  it('ACK_MODE=committed: events the service dead-letters (a write failing past its retries) are reported refused (207, INGEST_ERR_DEAD_LETTERED) and not sent again; the rest stored once', async () => {
+    const key = await createKey('sdk-207');
+    // The first write to the database fails (a lost connection) and the service does not retry
+    // it itself (RETRY_MAX_ATTEMPTS=1): it sets its events aside in its dead-letter queue.
+    let writes = 0;
+    const failFirstWrite = (sink: Sink): Sink => ({
+      write: (batch, options) => {
+        writes += 1;
+        if (writes === 1) return Promise.reject(sqlError('08006', 'connection lost (test)'));
+        return sink.write(batch, options);
+      },
+    });
+    const service = await buildTestService(db.url, { AUTH: 'on', ACK_MODE: 'committed', RETRY_MAX_ATTEMPTS: '1' }, { wrapBaseSink: failFirstWrite });
+    const url = await service.app.listen({ host: '127.0.0.1', port: 0 });
+    let retries = 0;
+    const client = new AuditClient({ url, apiKey: key, maxBatchSize: 50, onRetry: () => (retries += 1) });
+    try {
+      // One request of 50 first (the failing write), then 150 more.
+      const first = await Promise.all(Array.from({ length: 50 }, () => client.record(auditEvent())));
+      const then = await Promise.all(Array.from({ length: 150 }, () => client.record(auditEvent())));
+      assert.equal(writes >= 2, true, 'the failing write happened, and later ones');
+      for (const result of first) {
+        assert.equal(result.status, 'refused', JSON.stringify(result));
+        assert.equal((result).httpStatus, 207);
+        assert.equal((result).code, 'INGEST_ERR_DEAD_LETTERED');
+      }
+      assert.deepEqual(new Set(then.map((result) => result.status)), new Set(['stored']));
+      assert.equal(retries, 0, 'a dead-lettered event is for the operator to re-drive (npm run dlq), not sent again');
+      assert.deepEqual(await rows('sdk-207'), { count: 150, distinct: 150 });
     } finally {
       await client.close();
       await service.close();
