@@ -36,7 +36,9 @@ export interface EventProblem {
  * outcome (only for a full buffer or a closed client, before anything was sent).
  *  - `accepted`: the service acknowledged it (202: durable in its write-ahead log by default);
  *  - `stored`: committed to the database (the service runs ACK_MODE=committed: 201/207);
- *  - `refused`: the service refused it for good (invalid, 401/403, dead-lettered): `code` is the
+ *  - `refused`: the service refused it for good (invalid, 401/403) or set it aside in its
+ *    dead-letter queue (ACK_MODE=committed, 207 outcome `rejected`: code INGEST_ERR_DEAD_LETTERED,
+ *    re-driven by an operator with `npm run dlq`, never sent again by the client): `code` is the
  *    problem code (runbook.md), `problems` the field problems when the service named them;
  *  - `failed`: not known to be stored: retries exhausted (retry.maxAttempts), or left behind by a
  *    close() past its deadline. Its `id` is its idempotency key: sending it again later (same id)
