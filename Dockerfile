@@ -20,6 +20,10 @@ FROM ${NODE_IMAGE} AS deps
 ARG EMBEDDED_POSTGRES=false
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The workspace packages' manifests (npm workspaces): npm ci links node_modules/@audit-ingest/* to
+# packages/*, whose source the runtime stage copies.
+COPY packages/batcher/package.json ./packages/batcher/
+COPY packages/client/package.json ./packages/client/
 # Install scripts must run: esbuild (under tsx) checks its platform binary, and embedded-postgres
 # links its PostgreSQL binaries. Same base image as the runtime, so native binaries match.
 RUN npm ci --omit=dev --no-audit --no-fund \
@@ -42,6 +46,8 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
+# The service imports @audit-ingest/batcher (a workspace package, used as TypeScript source).
+COPY packages ./packages
 COPY migrations ./migrations
 # For operators: `docker compose exec ingest npm run dlq -- stats`, `… npm run keys -- create …`,
 # `… npm run events -- tail`.

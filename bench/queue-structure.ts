@@ -2,7 +2,7 @@
  * `npm run bench:queue`
  *
  * Queue structure (seed task 22): how many items per second go through enqueue.
- *  (1) the service's Batcher itself (src/batcher/batcher.ts), 500-item batches, a flush that
+ *  (1) the service's Batcher itself (packages/batcher/src/batcher.ts), 500-item batches, a flush that
  *      resolves at once: enqueue alone, and enqueue + flush + settle until idle;
  *  (2) the batcher's buffer layout in isolation — a fresh array per batch, grown by push (what
  *      the Batcher does: items, enqueue times and waiters) — against a preallocated ring buffer of
@@ -10,7 +10,7 @@
  *      a (start, length) view.
  * Target of the seed task: 1M items/s through enqueue.
  */
-import { Batcher } from '../src/batcher/batcher.ts';
+import { Batcher } from '@audit-ingest/batcher';
 import { systemClock } from '../src/clock.ts';
 import { runMicro, throughput } from './lib/micro.ts';
 import { fmt } from './lib/scenario.ts';
@@ -114,7 +114,7 @@ await runMicro('queue', `${fmt(ITEMS_PER_CALL)} items per call, ${BATCH}-item ba
     '',
     '| what | items/s (best) | items/s (median) |',
     '| --- | ---: | ---: |',
-    `| Batcher.enqueue (src/batcher), 1M items, flush resolves at once: enqueue loop only | ${fmt(real.enqueueOnly)} | — |`,
+    `| Batcher.enqueue (packages/batcher), 1M items, flush resolves at once: enqueue loop only | ${fmt(real.enqueueOnly)} | — |`,
     `| Batcher: enqueue + flush + settle until idle (shutdown) | ${fmt(real.withSettle)} | — |`,
     `| buffer alone: array per batch, push (the Batcher's layout) | ${fmt(array.best)} | ${fmt(array.median)} |`,
     `| buffer alone: preallocated ring, batch copied out | ${fmt(ringCopy.best)} | ${fmt(ringCopy.median)} |`,

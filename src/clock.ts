@@ -12,28 +12,8 @@
  * retry (performance.now), and the spill/replay wait for room. A fake clock cannot make a socket or
  * a disk faster, so these tests use short real timeouts instead.
  */
-/** Whatever the clock's setTimeout returns; only ever handed back to its clearTimeout. */
-export type TimerHandle = object | number;
-
-export interface Clock {
-  /** Milliseconds since the Unix epoch. */
-  now(): number;
-  setTimeout(callback: () => void, delayMs: number): TimerHandle;
-  clearTimeout(handle: TimerHandle): void;
-}
-
-/** The real clock. Its timers are unref'd: a pending batch timer never keeps the process alive. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout(callback, delayMs) {
-    const timer = setTimeout(callback, delayMs);
-    timer.unref();
-    return timer;
-  },
-  clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
-  },
-};
+/** The Clock interface and the real clock are the batcher package's, so both share one seam. */
+export { systemClock, type Clock, type TimerHandle } from '@audit-ingest/batcher';
 
 let lastIsoMs = Number.NaN;
 let lastIso = '';

@@ -1,6 +1,7 @@
 /**
  * `npm test` entry: start one embedded PostgreSQL for the whole run (unless DATABASE_URL points
- * at one), then run every *.test.ts under test/ with Node's test runner. Each test file makes its
+ * at one), then run every *.test.ts under test/ and under each workspace package's test/
+ * (packages/<name>/test) with Node's test runner. Each test file makes its
  * own database on that server, so files are isolated from each other.
  */
 import { spawn } from 'node:child_process';
@@ -11,6 +12,7 @@ import { pino } from 'pino';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded-postgres.ts';
 
 const testRoot = path.dirname(new URL(import.meta.url).pathname);
+const packagesRoot = path.join(testRoot, '..', 'packages');
 
 async function findTestFiles(directory: string): Promise<string[]> {
   const entries = await readdir(directory, { withFileTypes: true });
@@ -27,7 +29,22 @@ const PER_TEST_TIMEOUT_MS = 180_000;
 const WHOLE_RUN_TIMEOUT_MS = 20 * 60_000;
 
 const filter = process.argv.slice(2);
-const files = (await findTestFiles(testRoot)).filter((file) => filter.length === 0 || filter.some((f) => file.includes(f)));
+/** Every workspace package's test/ directory (packages/<name>/test). */
+async function packageTestDirectories(): Promise<string[]> {
+  const entries = await readdir(packagesRoot, { withFileTypes: true }).catch(() => []);
+  const directories: string[] = [];
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue;
+    const directory = path.join(packagesRoot, entry.name, 'test');
+    const found = await readdir(directory).then(() => true, () => false);
+    if (found) directories.push(directory);
+  }
+  return directories.sort();
+}
+
+const roots = [testRoot, ...(await packageTestDirectories())];
+const allFiles = (await Promise.all(roots.map((root) => findTestFiles(root)))).flat();
+const files = allFiles.filter((file) => filter.length === 0 || filter.some((f) => file.includes(f)));
 
 let embedded: EmbeddedDatabase | undefined;
 let scratch: string | undefined;

@@ -1,4 +1,4 @@
-import type { Waiter } from '../batcher/batcher.ts';
+import type { Waiter } from '@audit-ingest/batcher';
 import { IngestError } from '../errors.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
 import type { Durability } from '../wal/durability.ts';

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { IngestError, type FieldIssue } from '../errors.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
-import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
+import { outcomeWaiters } from '@audit-ingest/batcher';
 import { acceptEvents } from './accept-events.ts';
 import { BulkBody } from './bulk-body.ts';
 import type { IngestContext } from './ingest-context.ts';

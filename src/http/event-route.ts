@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { IngestError } from '../errors.ts';
-import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
+import { outcomeWaiters } from '@audit-ingest/batcher';
 import { acceptEvents, acceptEventsNow } from './accept-events.ts';
 import type { IngestContext } from './ingest-context.ts';
 import { prepareEvent } from './prepare-event.ts';

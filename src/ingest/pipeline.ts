@@ -1,8 +1,17 @@
 import type { Logger } from 'pino';
 import { SpanStatusCode, type Attributes } from '@opentelemetry/api';
-import { AdaptiveWindow, adaptiveBounds, type WindowChange } from '../batcher/adaptive-window.ts';
-import { Batcher, type EnqueueResult, type FlushReason, type FlushReport, type FlushResult, type Waiter } from '../batcher/batcher.ts';
-import { BatcherDrainTimeoutError } from '../batcher/errors.ts';
+import {
+  AdaptiveWindow,
+  adaptiveBounds,
+  Batcher,
+  BatcherDrainTimeoutError,
+  type EnqueueResult,
+  type FlushReason,
+  type FlushReport,
+  type FlushResult,
+  type Waiter,
+  type WindowChange,
+} from '@audit-ingest/batcher';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { isCongestionSignal } from '../db/congestion-signal.ts';

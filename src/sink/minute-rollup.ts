@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { CoalescingMap } from '../batcher/coalescer.ts';
+import { CoalescingMap } from '@audit-ingest/batcher';
 import { decodeCopyValue } from '../event/copy-row-decode.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
 

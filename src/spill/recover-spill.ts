@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { outcomeWaiters } from '../batcher/outcome-waiters.ts';
+import { outcomeWaiters } from '@audit-ingest/batcher';
 import type { IngestPipeline } from '../ingest/pipeline.ts';
 import { readSpillFiles, removeSpillFile } from './spill-file.ts';
 

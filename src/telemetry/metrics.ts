@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { WINDOW_DECISIONS } from '../batcher/adaptive-window.ts';
+import { WINDOW_DECISIONS } from '@audit-ingest/batcher';
 import { LeanHistogram } from './lean-histogram.ts';
 
 const TOP_TENANTS = 20;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AdaptiveWindow, adaptiveBounds, type AdaptiveWindowOptions, type BatchObservation, type WindowDecision } from '../../src/batcher/adaptive-window.ts';
+import { AdaptiveWindow, adaptiveBounds, type AdaptiveWindowOptions, type BatchObservation, type WindowDecision } from '@audit-ingest/batcher';
 import { isCongestionSignal } from '../../src/db/congestion-signal.ts';
 import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
 

@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { BatcherClosedError } from '../../src/batcher/errors.ts';
+import { BatcherClosedError } from '@audit-ingest/batcher';
 import { errorCatalog } from '../../src/errors.ts';
 import { toIngestError } from '../../src/http/problem.ts';
 import { WalFullError } from '../../src/wal/errors.ts';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Batcher, type FlushReason, type FlushReport, type FlushResult, type ItemOutcome } from '../../src/batcher/batcher.ts';
-import { BatcherDrainTimeoutError } from '../../src/batcher/errors.ts';
-import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
+import { Batcher, type FlushReason, type FlushReport, type FlushResult, type ItemOutcome } from '../src/batcher.ts';
+import { BatcherDrainTimeoutError } from '../src/errors.ts';
+import { createFakeClock, type FakeClock } from './fake-clock.ts';
 
 interface RecordedFlush {
   readonly batch: readonly number[];

@@ -1,4 +1,4 @@
-import type { Clock, TimerHandle } from '../clock.ts';
+import type { Clock, TimerHandle } from './clock.ts';
 
 /**
  * Why a coalesced map left: `keys` (it held maxKeys distinct keys), `time` (maxWaitMs after its
@@ -97,7 +97,7 @@ interface SealedMap<K, V> {
  * A batcher that combines instead of appending: values are merged per key into one open map
  * (a counter adds, a gauge keeps the last), and the map is flushed as one row per key — a million
  * increments over 100 keys reach the sink as about 100 rows per flush. The batcher's triggers
- * (src/batcher/batcher.ts): a count (distinct keys), a wait on the injected Clock, and close().
+ * (batcher.ts): a count (distinct keys), a wait on the injected Clock, and close().
  * Bounded: the open map never holds more than maxKeys keys and at most maxPendingFlushes sealed
  * maps wait; past that, add() refuses a new key without side effects (it never blocks, never drops).
  * A failed flush is reported (onFlushSettled) and its values are gone: retrying belongs in the

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Coalescer, type CoalescedEntry, type CoalesceReason, type CoalescerOptions } from '../../src/batcher/coalescer.ts';
-import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
+import { Coalescer, type CoalescedEntry, type CoalesceReason, type CoalescerOptions } from '../src/coalescer.ts';
+import { createFakeClock, type FakeClock } from './fake-clock.ts';
 
 interface RecordedFlush {
   readonly entries: readonly CoalescedEntry<string, number>[];

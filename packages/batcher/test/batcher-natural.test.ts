@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Batcher, type FlushReason } from '../../src/batcher/batcher.ts';
-import { createFakeClock, type FakeClock } from '../helpers/fake-clock.ts';
+import { Batcher, type FlushReason } from '../src/batcher.ts';
+import { createFakeClock, type FakeClock } from './fake-clock.ts';
 
 /**
  * flushPolicy 'natural' on a fake clock with a hand-cranked end of turn: `endTurn()` runs what the

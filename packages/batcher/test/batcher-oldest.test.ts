@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Batcher, type FlushResult } from '../../src/batcher/batcher.ts';
-import { createFakeClock } from '../helpers/fake-clock.ts';
+import { Batcher, type FlushResult } from '../src/batcher.ts';
+import { createFakeClock } from './fake-clock.ts';
 
 function setup(partitioned = false) {
   const clock = createFakeClock();
