@@ -62,12 +62,16 @@ const LINKS_PAGE = `SELECT seq::text, prev_hash, root, event_count, hash, leaves
 
 // The first chained event of links [from, to] whose row is gone or whose stored columns no longer
 // hash to the leaf the link holds.
-const BAD_ROW = `SELECT l.seq::text, k.id::text, k.occurred_at::text, e.tenant IS NULL AS missing
+// One index probe per key (LATERAL … LIMIT 1: a hash of the whole tenant per page would make the
+// walk quadratic).
+const BAD_ROW = `SELECT l.seq::text, k.id::text, k.occurred_at::text, e.leaf IS NULL AS missing
   FROM audit_chain_links l
   CROSS JOIN LATERAL unnest(l.ids, l.occurred_ats, l.leaves) WITH ORDINALITY AS k (id, occurred_at, leaf, ord)
-  LEFT JOIN events e ON e.tenant = l.tenant AND e.id = k.id AND e.occurred_at = k.occurred_at
+  LEFT JOIN LATERAL (
+    SELECT ${leafSql('events')} AS leaf FROM events
+     WHERE events.tenant = l.tenant AND events.id = k.id AND events.occurred_at = k.occurred_at LIMIT 1) AS e ON true
  WHERE l.tenant = $1 AND l.seq BETWEEN $2::bigint AND $3::bigint AND ($4::timestamptz IS NULL OR k.occurred_at >= $4)
-   AND (e.tenant IS NULL OR ${leafSql('e')} IS DISTINCT FROM k.leaf)
+   AND e.leaf IS DISTINCT FROM k.leaf
  ORDER BY l.seq, k.ord LIMIT 1`;
 
 // The first row of the tenant that no link holds.

@@ -6,10 +6,10 @@ import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
-import { addBatchCounts, addInsertedCounts, rollupFieldsOfRow, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
+import { addBatchCounts, addInsertedCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
-import { appendLinks, CHAIN_RETURNING, leavesOfKeys, type ChainedRow, type ChainHead } from '../audit/chain-writer.ts';
+import { appendLinks, keyOfRow, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -28,9 +28,9 @@ const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
 // With rollups: the same move, handing back what it inserted (and only that) for event_counts.
 const MOVE_STAGE_TO_EVENTS_COUNTED = `${MOVE_STAGE_TO_EVENTS}
   ${ROLLUP_RETURNING}`;
-// With the audit chain: the key and leaf of every row inserted (then, with rollups, the rollup's three).
+// With the audit chain: the key of every row inserted, as a COPY row starts (then, with rollups, the rollup's three).
 const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
-  RETURNING ${CHAIN_RETURNING}`;
+  RETURNING id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
 const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = `${MOVE_STAGE_TO_EVENTS_CHAINED}, ${ROLLUP_RETURNING.replace(/^RETURNING /, '')}`;
 const UNIQUE_VIOLATION = '23505';
 
@@ -93,9 +93,10 @@ export class PostgresCopySink implements Sink {
     this.#chain = options.auditChain;
   }
 
-  /** Append the chain's links for `rows` (inside the transaction); the heads, to report after COMMIT. */
-  async #chainRows(client: pg.PoolClient, rows: readonly ChainedRow[]): Promise<readonly ChainHead[]> {
-    return appendLinks(client, rows);
+  async #ensureStage(client: pg.PoolClient): Promise<void> {
+    if (this.#staged.has(client)) return;
+    await client.query(CREATE_STAGE);
+    this.#staged.add(client);
   }
 
   #committed(heads: readonly ChainHead[]): void {
@@ -132,7 +133,7 @@ export class PostgresCopySink implements Sink {
         try {
           await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
           if (this.#rollups) await addBatchCounts(client, batch);
-          const heads = this.#chain ? await this.#chainRows(client, await leavesOfKeys(client, batch.map(keyOfEvent))) : [];
+          const heads = this.#chain ? await appendLinks(client, tenantsOf(batch), batch.map((event) => keyOfRow(event.row)).join('\n'), batch.length) : [];
           await client.query('COMMIT');
           this.#committed(heads);
           return { inserted: batch.length, deadLettered: NOTHING_DEAD_LETTERED };
@@ -141,17 +142,15 @@ export class PostgresCopySink implements Sink {
           if (broken !== undefined || deadline.aborted || sqlstateOf(error) !== UNIQUE_VIOLATION || !(await rollback(client))) throw error;
         }
       }
-      if (!this.#staged.has(client)) {
-        await client.query(CREATE_STAGE);
-        this.#staged.add(client);
-      }
+      await this.#ensureStage(client);
       await client.query('BEGIN');
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       if (this.#chain) {
         const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
-        const moved = await client.query<[string, string, string, Buffer, string, string, string]>({ text, rowMode: 'array' });
-        if (this.#rollups) await addInsertedCounts(client, moved.rows.map((row) => [row[4], row[5], row[6]] as const));
-        const heads = await this.#chainRows(client, moved.rows.map((row) => [row[0], row[1], row[2], row[3]] as const));
+        const moved = await client.query<[string, string, string, string, string]>({ text, rowMode: 'array' });
+        if (this.#rollups) await addInsertedCounts(client, moved.rows.map((row) => [row[2], row[3], row[4]] as const));
+        const keys = moved.rows.map((row) => row[0]).join('\n');
+        const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], keys, moved.rows.length);
         await client.query('COMMIT');
         this.#committed(heads);
         const inserted = moved.rowCount ?? 0;
@@ -198,7 +197,3 @@ export class PostgresCopySink implements Sink {
   }
 }
 
-/** The key of a queued event, as the plain COPY stored it (occurred_at: its row's own text). */
-function keyOfEvent(event: QueuedEvent): { tenant: string; id: string; occurredAt: string } {
-  return { tenant: event.tenant, id: event.id, occurredAt: rollupFieldsOfRow(event.row).occurredAt };
-}
