@@ -120,7 +120,7 @@ async function redriveCommand(config: Config, directory: string, batchSize: numb
   try {
     const result = await redrive({
       directory,
-      sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups }),
+      sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups, auditChain: config.audit.chain ? {} : undefined }),
       batchSize,
       clock: { now: () => Date.now() },
       signal: abort.signal,

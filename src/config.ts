@@ -96,6 +96,12 @@ const environmentSchema = z
     DB_STATEMENT_TIMEOUT_MS: integer(100, 600_000).default(10_000),
     DB_COPY_TIMEOUT_MS: integer(100, 600_000).default(15_000),
     ROLLUPS: z.enum(['on', 'off']).default('off'),
+    AUDIT_CHAIN: z.enum(['on', 'off']).default('off'),
+    AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
+    AUDIT_SIGNING_KEY: z.string().min(1).optional(),
+    AUDIT_CHECKPOINT_FILE: z.string().min(1).optional(),
+    AUDIT_CHECKPOINT_EVENTS: integer(1, 1_000_000_000).default(10_000),
+    AUDIT_CHECKPOINT_INTERVAL_MS: integer(100, 24 * 3_600_000).default(60_000),
     PARTITION_DAYS_AHEAD: integer(0, 366).default(7),
     PARTITION_MAINTENANCE_INTERVAL_MS: integer(1_000, 24 * 3_600_000).default(3_600_000),
     PARTITION_LOCK_TIMEOUT_MS: integer(1, 600_000).default(2_000),
@@ -145,6 +151,18 @@ const environmentSchema = z
   .refine((env) => env.AUTH === 'on' || (env.TENANT_RATE_LIMIT === undefined && env.TENANT_BYTE_RATE_LIMIT === undefined), {
     message: 'per-tenant rate limits need AUTH=on: the tenant is known before the body is read only from the API key',
     path: ['TENANT_RATE_LIMIT'],
+  })
+  .refine((env) => env.AUDIT_SIGNING_KEY_FILE === undefined || env.AUDIT_SIGNING_KEY === undefined, {
+    message: 'set AUDIT_SIGNING_KEY_FILE or AUDIT_SIGNING_KEY, not both',
+    path: ['AUDIT_SIGNING_KEY'],
+  })
+  .refine((env) => env.AUDIT_CHECKPOINT_FILE === undefined || env.AUDIT_SIGNING_KEY_FILE !== undefined || env.AUDIT_SIGNING_KEY !== undefined, {
+    message: 'signed checkpoints need a key: AUDIT_SIGNING_KEY_FILE (a PEM Ed25519 private key, `npm run audit -- keygen`) or AUDIT_SIGNING_KEY',
+    path: ['AUDIT_CHECKPOINT_FILE'],
+  })
+  .refine((env) => env.AUDIT_CHECKPOINT_FILE === undefined || (env.AUDIT_CHAIN === 'on' && env.SINK === 'postgres'), {
+    message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres',
+    path: ['AUDIT_CHECKPOINT_FILE'],
   })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
@@ -264,6 +282,8 @@ export interface Config {
      */
     readonly rollups: boolean;
   };
+  /** Tamper evidence (src/audit/, README "Tamper evidence"). */
+  readonly audit: AuditConfig;
   /** The daily partitions of `events` (src/db/partition-maintenance.ts). */
   readonly partitions: {
     readonly daysAhead: number;
@@ -290,6 +310,19 @@ export interface Config {
   readonly sink: 'postgres' | 'jetstream' | 'http';
   readonly jetstream: JetStreamConfig;
   readonly forward: ForwardConfig;
+}
+
+export interface AuditConfig {
+  /** AUDIT_CHAIN=on: the COPY sink appends every inserted event to its tenant's hash chain, in the batch's transaction. */
+  readonly chain: boolean;
+  /** Where the Ed25519 signing key (PEM, PKCS#8) comes from; undefined: no checkpoints. */
+  readonly signingKey: { readonly file: string } | { readonly pem: string } | undefined;
+  /** The append-only NDJSON file signed checkpoints go to; undefined: no checkpoints. */
+  readonly checkpointFile: string | undefined;
+  /** A checkpoint after this many chained events, ... */
+  readonly checkpointEvents: number;
+  /** ... or this long after the first event not checkpointed yet, and at shutdown. */
+  readonly checkpointIntervalMs: number;
 }
 
 /** SINK=http: batches go to another instance of this service (src/forward/). */
@@ -407,6 +440,18 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
       statementTimeoutMs: env.DB_STATEMENT_TIMEOUT_MS,
       copyTimeoutMs: env.DB_COPY_TIMEOUT_MS,
       rollups: env.ROLLUPS === 'on',
+    },
+    audit: {
+      chain: env.AUDIT_CHAIN === 'on',
+      signingKey:
+        env.AUDIT_SIGNING_KEY_FILE !== undefined
+          ? { file: path.resolve(env.AUDIT_SIGNING_KEY_FILE) }
+          : env.AUDIT_SIGNING_KEY !== undefined
+            ? { pem: env.AUDIT_SIGNING_KEY }
+            : undefined,
+      checkpointFile: env.AUDIT_CHECKPOINT_FILE === undefined ? undefined : path.resolve(env.AUDIT_CHECKPOINT_FILE),
+      checkpointEvents: env.AUDIT_CHECKPOINT_EVENTS,
+      checkpointIntervalMs: env.AUDIT_CHECKPOINT_INTERVAL_MS,
     },
     partitions: {
       daysAhead: env.PARTITION_DAYS_AHEAD,

@@ -16,6 +16,7 @@ import { TenantRateLimiter } from './limits/tenant-rate-limiter.ts';
 import { FailureObservingSink } from './sink/failure-observing-sink.ts';
 import { createSinkChain, type SinkChain, type SinkTarget } from './sink/sink-chain.ts';
 import type { Sink } from './sink/sink.ts';
+import type { AuditChainOptions } from './sink/postgres-copy-sink.ts';
 import type { IngestMetrics } from './telemetry/metrics.ts';
 import type { Durability } from './wal/durability.ts';
 
@@ -42,6 +43,8 @@ export function createIngestService(options: {
   metrics: IngestMetrics;
   /** Tests wrap the COPY sink to inject faults. */
   wrapBaseSink?: (sink: Sink) => Sink;
+  /** AUDIT_CHAIN=on: what the COPY sink reports of the chain (undefined: the chain is off). */
+  auditChain?: AuditChainOptions | undefined;
   /** The bench's baseline replaces the whole write path (see createSinkChain). */
   replaceWritePath?: (base: Sink) => Sink;
   /** What acknowledgement waits for: the opened write-ahead log (DURABILITY=wal) or memory. */
@@ -76,6 +79,7 @@ export function createIngestService(options: {
     metrics,
     logger,
     ...(options.target ? { target: options.target } : {}),
+    auditChain: options.auditChain,
     wrapBase: (copy) => {
       const base = wrapBaseSink ? wrapBaseSink(copy) : copy;
       // Only an adaptive window listens to every failed attempt; a static one pays nothing for it.

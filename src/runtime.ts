@@ -22,7 +22,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { systemClock, type Clock } from './clock.ts';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
@@ -53,6 +53,8 @@ import type { WalFailedError } from './wal/errors.ts';
 import { openDurability, type OpenedDurability } from './wal/open-durability.ts';
 import { replayRecovered } from './wal/replay.ts';
 import { raceDeadline } from './deadline.ts';
+import { CheckpointWriter } from './audit/checkpoint-writer.ts';
+import { loadSigningKey } from './audit/checkpoints.ts';
 
 export interface RuntimeOptions {
   readonly config: Config;
@@ -114,6 +116,8 @@ export class IngestRuntime {
   /** SINK=http: the client of the receiving instance batches are posted to. */
   readonly forward: ForwardClient | undefined;
   readonly #opened: OpenedDurability;
+  /** AUDIT_CHECKPOINT_FILE: signs the chain's heads; its last checkpoint is written at close. */
+  readonly checkpoints: CheckpointWriter | undefined;
   readonly #stopTracing: () => Promise<void>;
   readonly #lock: DataDirLock;
   #closing: Promise<CloseReport> | undefined;
@@ -129,6 +133,7 @@ export class IngestRuntime {
     jetstream: JetStreamConnection | undefined;
     forward: ForwardClient | undefined;
     opened: OpenedDurability;
+    checkpoints: CheckpointWriter | undefined;
     stopTracing: () => Promise<void>;
     lock: DataDirLock;
   }) {
@@ -144,6 +149,7 @@ export class IngestRuntime {
     this.jetstream = parts.jetstream;
     this.forward = parts.forward;
     this.#opened = parts.opened;
+    this.checkpoints = parts.checkpoints;
     this.durability = parts.opened.durability;
     this.#stopTracing = parts.stopTracing;
     this.#lock = parts.lock;
@@ -154,6 +160,7 @@ export class IngestRuntime {
       logger: this.logger,
       metrics: this.metrics,
       durability: this.durability,
+      auditChain: this.config.audit.chain && this.config.sink === 'postgres' ? { onCommitted: (heads) => parts.checkpoints?.record(heads) } : undefined,
       ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),
       ...(parts.forward ? { target: forwardTarget(parts.forward, this.config.forward) } : {}),
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
@@ -233,7 +240,26 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, stopTracing, lock });
+      let checkpoints: CheckpointWriter | undefined;
+      const { audit } = config;
+      if (audit.chain && audit.checkpointFile !== undefined && audit.signingKey !== undefined) {
+        const key = await loadSigningKey(audit.signingKey).catch((error: unknown) => {
+          throw new ConfigError(`cannot load the audit signing key: ${(error as Error).message}`, { cause: error });
+        });
+        checkpoints = await CheckpointWriter.open({
+          file: audit.checkpointFile,
+          key,
+          clock,
+          logger,
+          everyEvents: audit.checkpointEvents,
+          intervalMs: audit.checkpointIntervalMs,
+        }).catch((error: unknown) => {
+          throw new ConfigError(`cannot open AUDIT_CHECKPOINT_FILE ${audit.checkpointFile}: ${(error as Error).message}`, { cause: error });
+        });
+        undo.push(() => checkpoints!.close());
+        logger.info({ file: audit.checkpointFile, keyId: checkpoints.keyId }, 'AUDIT_CHAIN=on: signed checkpoints of the chain heads are appended to AUDIT_CHECKPOINT_FILE');
+      }
+      const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, checkpoints, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       if (runtime.limitOverrides) {
         await runtime.limitOverrides.start();
@@ -285,6 +311,8 @@ export class IngestRuntime {
     const remainingMs = Math.max(deadlineMs - (Date.now() - startedAtMs), 0);
     const unstored = await this.pipeline.shutdown(remainingMs);
     const report = await this.#keepUnstored(unstored);
+    // The last signed checkpoint: every head this process appended is pinned before it goes.
+    await this.checkpoints?.close();
     this.chain.breaker.close(); // no more database probes
     this.limitOverrides?.stop();
     // 4. close the log, the dead-letter file, the NATS connection and the pool, then the embedded database.

@@ -98,7 +98,8 @@ export class ConsumerRuntime {
       await deadLetterQueue.probe().catch((error: unknown) =>
         logger.error({ err: error, directory: deadLetterQueue.directory }, 'the dead-letter directory is not writable; a batch holding refused rows waits until it is'),
       );
-      const chain = createSinkChain({ pool, config: service, deadLetterQueue, clock: systemClock, metrics, logger });
+      // AUDIT_CHAIN=on: the consumer's writes are chained like the service's (not signed: checkpoints are the service's).
+      const chain = createSinkChain({ pool, config: service, deadLetterQueue, clock: systemClock, metrics, logger, auditChain: service.audit.chain ? {} : undefined });
       const connection = await connectJetStream(service.jetstream, logger, `audit-ingest-consumer-${config.durableName}`);
       undo.push(() => connection.close());
       const durable = await ensureDurableConsumer(

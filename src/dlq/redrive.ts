@@ -17,7 +17,7 @@ export interface RedriveOptions {
   /** `DATA_DIR/dlq`. */
   readonly directory: string;
   /**
-   * Where to write. Give it a plain PostgresCopySink (with the service's ROLLUPS setting): its ON
+   * Where to write. Give it a plain PostgresCopySink (with the service's ROLLUPS and AUDIT_CHAIN settings): its ON
    * CONFLICT DO NOTHING is what makes a second run store nothing twice, and count nothing twice. (Events a decorated sink reports as dead-lettered are in its
    * DLQ again; they count as still failing and are not kept twice.)
    */

@@ -9,6 +9,7 @@ import type { QueuedEvent } from '../event/queued-event.ts';
 import { addBatchCounts, addInsertedCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
+import { appendLinks, keyOfRow, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -27,7 +28,17 @@ const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
 // With rollups: the same move, handing back what it inserted (and only that) for event_counts.
 const MOVE_STAGE_TO_EVENTS_COUNTED = `${MOVE_STAGE_TO_EVENTS}
   ${ROLLUP_RETURNING}`;
+// With the audit chain: the key of every row inserted, as a COPY row starts (then, with rollups, the rollup's three).
+const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
+  RETURNING id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
+const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = `${MOVE_STAGE_TO_EVENTS_CHAINED}, ${ROLLUP_RETURNING.replace(/^RETURNING /, '')}`;
 const UNIQUE_VIOLATION = '23505';
+
+/** What the sink does for the audit chain (AUDIT_CHAIN=on). */
+export interface AuditChainOptions {
+  /** The tenants' new heads, once the transaction that appended them has committed. */
+  readonly onCommitted?: (heads: readonly ChainHead[]) => void;
+}
 
 /** Roll back a refused batch; false when even that fails (then the connection is discarded). */
 async function rollback(client: pg.PoolClient): Promise<boolean> {
@@ -60,6 +71,11 @@ export class CopyTimeoutError extends IngestInternalError {
  * With `rollups`, the per-minute counts of what the transaction inserted are added to event_counts
  * before its COMMIT (minute-rollup.ts): after a plain COPY, the batch's own rows (all inserted);
  * the staged way, the rows its INSERT returned (a key already stored is not counted again).
+ *
+ * With `auditChain`, the same rows (after a plain COPY, read back by key for their leaves; the staged
+ * way, what its INSERT returned) are appended to their tenants' hash chains before the COMMIT, after
+ * the rollups (src/audit/chain-writer.ts): a duplicate never takes a place in a chain, and a batch
+ * that rolls back takes its links with it.
  */
 export class PostgresCopySink implements Sink {
   readonly #pool: pg.Pool;
@@ -68,11 +84,23 @@ export class PostgresCopySink implements Sink {
   /** The last batch held a stored key: write the next one the staged way first. */
   #expectDuplicates = false;
   readonly #rollups: boolean;
+  readonly #chain: AuditChainOptions | undefined;
 
-  constructor(pool: pg.Pool, options: { copyTimeoutMs: number; rollups?: boolean }) {
+  constructor(pool: pg.Pool, options: { copyTimeoutMs: number; rollups?: boolean; auditChain?: AuditChainOptions | undefined }) {
     this.#pool = pool;
     this.#copyTimeoutMs = options.copyTimeoutMs;
     this.#rollups = options.rollups ?? false;
+    this.#chain = options.auditChain;
+  }
+
+  async #ensureStage(client: pg.PoolClient): Promise<void> {
+    if (this.#staged.has(client)) return;
+    await client.query(CREATE_STAGE);
+    this.#staged.add(client);
+  }
+
+  #committed(heads: readonly ChainHead[]): void {
+    if (heads.length > 0) this.#chain?.onCommitted?.(heads);
   }
 
   async write(batch: readonly QueuedEvent[], { signal }: { signal: AbortSignal }): Promise<WriteResult> {
@@ -105,19 +133,30 @@ export class PostgresCopySink implements Sink {
         try {
           await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
           if (this.#rollups) await addBatchCounts(client, batch);
+          const heads = this.#chain ? await appendLinks(client, tenantsOf(batch), batch.map((event) => keyOfRow(event.row)).join('\n'), batch.length) : [];
           await client.query('COMMIT');
+          this.#committed(heads);
           return { inserted: batch.length, deadLettered: NOTHING_DEAD_LETTERED };
         } catch (error) {
           // A stored (or repeated) key: not a refusal of the data, just the slow way's job.
           if (broken !== undefined || deadline.aborted || sqlstateOf(error) !== UNIQUE_VIOLATION || !(await rollback(client))) throw error;
         }
       }
-      if (!this.#staged.has(client)) {
-        await client.query(CREATE_STAGE);
-        this.#staged.add(client);
-      }
+      await this.#ensureStage(client);
       await client.query('BEGIN');
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
+      if (this.#chain) {
+        const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
+        const moved = await client.query<[string, string, string, string, string]>({ text, rowMode: 'array' });
+        if (this.#rollups) await addInsertedCounts(client, moved.rows.map((row) => [row[2], row[3], row[4]] as const));
+        const keys = moved.rows.map((row) => row[0]).join('\n');
+        const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], keys, moved.rows.length);
+        await client.query('COMMIT');
+        this.#committed(heads);
+        const inserted = moved.rowCount ?? 0;
+        this.#expectDuplicates = inserted < batch.length;
+        return { inserted, deadLettered: NOTHING_DEAD_LETTERED };
+      }
       if (this.#rollups) {
         const moved = await client.query<[...InsertedRow]>({ text: MOVE_STAGE_TO_EVENTS_COUNTED, rowMode: 'array' });
         await addInsertedCounts(client, moved.rows);
@@ -157,3 +196,4 @@ export class PostgresCopySink implements Sink {
     }
   }
 }
+

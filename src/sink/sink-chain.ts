@@ -10,7 +10,7 @@ import { BreakerSink, type BreakerState } from './breaker-sink.ts';
 import { DurableDeadLetterWriter } from './dead-letter-writer.ts';
 import { GiveUpDeadLetterSink } from './give-up-dead-letter-sink.ts';
 import { PoisonSplittingSink } from './poison-splitting-sink.ts';
-import { PostgresCopySink } from './postgres-copy-sink.ts';
+import { PostgresCopySink, type AuditChainOptions } from './postgres-copy-sink.ts';
 import { RetryingSink } from './retrying-sink.ts';
 import type { DeadLetterWriter } from './poison-splitting-sink.ts';
 import type { Sink } from './sink.ts';
@@ -54,6 +54,8 @@ export function createSinkChain(options: {
   clock: Clock;
   metrics: IngestMetrics;
   logger: Logger;
+  /** AUDIT_CHAIN=on: the COPY sink appends to the tenants' hash chains (undefined: off). */
+  auditChain?: AuditChainOptions | undefined;
   /** Tests wrap the base sink to inject faults. */
   wrapBase?: (sink: Sink) => Sink;
   /**
@@ -73,7 +75,7 @@ export function createSinkChain(options: {
     onWriteError: () => metrics.deadLetterWriteErrors.inc(),
   });
   const targetSink = typeof target?.sink === 'function' ? target.sink(deadLetter) : target?.sink;
-  const copy = targetSink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups });
+  const copy = targetSink ?? new PostgresCopySink(options.pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups, auditChain: options.auditChain });
   const base = options.wrapBase ? options.wrapBase(copy) : copy;
   metrics.breakerState.set(0);
   // A probe answers or gives up well inside the 5 s target from a healed network to the first commit.

@@ -17,6 +17,10 @@ describe('loadConfig', () => {
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.db.rollups, false);
     assert.equal(loadConfig({ ROLLUPS: 'on' }).db.rollups, true);
+    assert.deepEqual(config.audit, { chain: false, signingKey: undefined, checkpointFile: undefined, checkpointEvents: 10_000, checkpointIntervalMs: 60_000 });
+    const audit = loadConfig({ AUDIT_CHAIN: 'on', AUDIT_SIGNING_KEY_FILE: 'k.pem', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }).audit;
+    assert.deepEqual(audit.signingKey, { file: path.resolve('k.pem') });
+    assert.equal(audit.checkpointFile, path.resolve('c.ndjson'));
     assert.equal(config.dataDir, path.resolve('./.data'));
     assert.ok(Object.isFrozen(config));
   });
@@ -26,6 +30,10 @@ describe('loadConfig', () => {
     [{ PORT: '70000' }, /PORT:/],
     [{ ACK_MODE: 'sometimes' }, /ACK_MODE: .*queued.*committed/],
     [{ ROLLUPS: 'yes' }, /ROLLUPS: .*on.*off/],
+    [{ AUDIT_CHAIN: 'yes' }, /AUDIT_CHAIN: .*on.*off/],
+    [{ AUDIT_CHAIN: 'on', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }, /AUDIT_CHECKPOINT_FILE: signed checkpoints need a key/],
+    [{ AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }, /AUDIT_CHECKPOINT_FILE: checkpoints sign the audit chain: they need AUDIT_CHAIN=on/],
+    [{ AUDIT_SIGNING_KEY: 'pem', AUDIT_SIGNING_KEY_FILE: 'k.pem' }, /AUDIT_SIGNING_KEY: set AUDIT_SIGNING_KEY_FILE or AUDIT_SIGNING_KEY, not both/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL:/],
     [{ SHED_LOW_WATER: '0.9' }, /SHED_LOW_WATER: must be below SHED_HIGH_WATER/],
     [{ BATCH_MAX_SIZE: '5000' }, /BATCH_MAX_SIZE: must not exceed QUEUE_CAPACITY/],
