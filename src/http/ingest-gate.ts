@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { IngestError } from '../errors.ts';
+import { IngestError, stacklessIngestError } from '../errors.ts';
 import type { TenantRateLimiter } from '../limits/tenant-rate-limiter.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
@@ -92,7 +92,7 @@ export function createIngestGate(options: {
   function admitOrRefuse(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
     const decision = admission.decide();
     if (!decision.admit) {
-      refuse(request, reply, new IngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
+      refuse(request, reply, stacklessIngestError(decision.code, undefined, { retryAfterSeconds: decision.retryAfterSeconds }));
       return;
     }
     // With a key the tenant is known before the body is read: refuse a tenant over its share
@@ -100,7 +100,7 @@ export function createIngestGate(options: {
     if (request.tenant !== undefined) {
       const fair = fairness.decide(request.tenant, 1);
       if (!fair.admit) {
-        refuse(request, reply, new IngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds }));
+        refuse(request, reply, stacklessIngestError(fair.code, undefined, { retryAfterSeconds: fair.retryAfterSeconds }));
         return;
       }
     }
@@ -110,7 +110,7 @@ export function createIngestGate(options: {
   // costs no promise and no microtask on the request's way.
   return function ingestGate(request: FastifyRequest, reply: FastifyReply, done: HookDone): void {
     if (isClosing()) {
-      refuse(request, reply, new IngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: closingRetryAfterSeconds }));
+      refuse(request, reply, stacklessIngestError('INGEST_ERR_DRAINING', undefined, { retryAfterSeconds: closingRetryAfterSeconds }));
       return;
     }
     if (!authenticator) {
@@ -120,7 +120,7 @@ export function createIngestGate(options: {
     authenticator.authenticate(request.headers.authorization, request.ip).then(
       (result) => {
         if (!result.ok) {
-          refuse(request, reply, new IngestError(result.code, undefined, result.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: result.retryAfterSeconds }));
+          refuse(request, reply, stacklessIngestError(result.code, undefined, result.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: result.retryAfterSeconds }));
           return;
         }
         request.tenant = result.tenant;

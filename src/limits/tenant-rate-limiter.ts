@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.ts';
-import { IngestError } from '../errors.ts';
+import { IngestError, stacklessIngestError } from '../errors.ts';
 import { TokenBucket, type BucketDecision, type BucketLimit } from './token-bucket.ts';
 
 /** One tenant's limits: events/s and bytes/s (request bodies as sent, Content-Length). */
@@ -157,12 +157,12 @@ function estimateBulkEvents(buckets: TenantBuckets, head: BulkHead): number {
 function refusal(tenant: string, what: 'events' | 'bytes', decision: Exclude<BucketDecision, { ok: true }>, cost: number, limit: BucketLimit): IngestError {
   const unit = what === 'events' ? 'events' : 'bytes';
   if (decision.tooLarge) {
-    return new IngestError(
+    return stacklessIngestError(
       'INGEST_ERR_TENANT_BURST_EXCEEDED',
       `this request is ${cost} ${unit}; tenant ${tenant} may send at most ${limit.burst} ${unit} at once (its burst): split it`,
     );
   }
-  return new IngestError('INGEST_ERR_TENANT_RATE_LIMITED', `tenant ${tenant} is over its limit of ${limit.rate} ${unit}/s; retry after Retry-After`, {
+  return stacklessIngestError('INGEST_ERR_TENANT_RATE_LIMITED', `tenant ${tenant} is over its limit of ${limit.rate} ${unit}/s; retry after Retry-After`, {
     retryAfterSeconds: Math.max(1, Math.ceil(decision.retryAfterMs / 1000)),
   });
 }
