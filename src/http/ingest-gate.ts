@@ -6,6 +6,7 @@ import { IngestError, stacklessIngestError } from '../errors.ts';
 import type { TenantRateLimiter } from '../limits/tenant-rate-limiter.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
+import { sendContinueIfAwaited } from './expect-continue.ts';
 import { sendProblem } from './problem.ts';
 
 declare module 'fastify' {
@@ -104,6 +105,8 @@ export function createIngestGate(options: {
         return;
       }
     }
+    // Admitted: a client waiting on `Expect: 100-continue` may send its body now (expect-continue.ts).
+    sendContinueIfAwaited(reply.raw);
     done();
   }
   // Callback style (a refusal is sent and done not called): without a key to look up, the gate

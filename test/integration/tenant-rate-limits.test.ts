@@ -158,6 +158,35 @@ describe('per-tenant rate limits', () => {
       const kept = await exchange(twice, undefined, (answer) => (answer.match(/"code":/g)?.length ?? 0) === 2);
       assert.equal(kept.answer.match(/HTTP\/1\.1 429 /g)?.length, 2, kept.answer);
       assert.doesNotMatch(kept.answer, /connection: close/i);
+
+      // Expect: 100-continue: a refused client is answered without a 100 (it never sends its body)…
+      const expectHead = (bearer: string, length: number) => head(length).replace(`Bearer ${key}`, `Bearer ${bearer}`).replace('\r\n\r\n', '\r\nExpect: 100-continue\r\n\r\n');
+      const awaited = await exchange(expectHead(key, 2_000_000));
+      assert.ok(awaited.closed);
+      assert.match(awaited.answer, /^HTTP\/1\.1 429 /, 'the final answer first, no 100 Continue');
+      // …and an admitted one gets its 100, then sends the body and is answered.
+      const patientKey = (await keys('create', '--tenant', 'patient')).at(-1)!;
+      const body = JSON.stringify(events('patient', 2));
+      const patient = net.connect(Number(origin.port), '127.0.0.1');
+      patient.on('error', () => {});
+      let patientAnswer = '';
+      let guard: NodeJS.Timeout | undefined;
+      const answered = await Promise.race([
+        new Promise<boolean>((resolve) => {
+          patient.on('data', (chunk: Buffer) => {
+            patientAnswer += chunk.toString('latin1');
+            if (patientAnswer === 'HTTP/1.1 100 Continue\r\n\r\n') patient.write(body); // the body only once told to
+            else if (/\r\n\r\nHTTP\/1\.1 \d{3} [^]*\r\n\r\n\{[^]*\}$/.test(patientAnswer)) resolve(true);
+          });
+          patient.write(expectHead(patientKey, Buffer.byteLength(body)));
+        }),
+        new Promise<boolean>((resolve) => (guard = setTimeout(() => resolve(false), 10_000))),
+      ]);
+      clearTimeout(guard);
+      patient.destroy();
+      assert.ok(answered, `no final answer after the body: ${patientAnswer}`);
+      const admitted = { answer: patientAnswer };
+      assert.ok(admitted.answer.startsWith('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 '), admitted.answer);
     } finally {
       await service.close();
     }
