@@ -1,5 +1,5 @@
 /**
- * `npm run bench:noisy [-- --duration=S]` (default 15 s a phase; the whole run stays under 3 min).
+ * `npm run bench:noisy [-- --duration=S]` (default 15 s a phase; the whole run takes about 4 min).
  *
  * Per-tenant rate limits (TENANT_RATE_LIMIT) against a noisy neighbour, on one service process
  * (AUTH=on, a key per tenant) and the machine's PostgreSQL (DATABASE_URL, default
@@ -10,7 +10,11 @@
  *  3. CPU per request of the service process (its idle CPU over the same time subtracted): a tenant accepted at PROBE_RATE (its override lifts
  *     its limit) against a tenant refused at PROBE_RATE (override: 1 event/s), same bodies;
  *  4. the same for bulks of BULK_EVENTS events at BULK_PROBE_RATE requests/s (the refused tenant:
- *     1 event/s, burst BULK_EVENTS, so all but about one bulk a second are refused at the gate).
+ *     1 event/s, burst BULK_EVENTS, so all but about one bulk in BULK_EVENTS seconds are refused
+ *     at the gate), and a single event refused at that request rate (per-request costs at 20/s
+ *     are not those at 600/s: each request wakes an idle process);
+ *  5. the floor: the same single and bulk requests against bare Fastify refusing every request in
+ *     onRequest with a precomputed 429 (bench/servers/bare-refuse.ts).
  * Open-loop generator (bench/lib/paced.ts) in this process. Prints a Markdown table.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -101,16 +105,19 @@ try {
   process.stderr.write('phase 2: quiet tenants + noisy at 10x its limit\n');
   const [noisy, ...withNoisy] = await Promise.all([stream('noisy', NOISY_RATE), stream('quiet-a', QUIET_RATE), stream('quiet-b', QUIET_RATE)]);
 
-  // The service's own background CPU (timers, the override poll, GC) per second, idle: subtracted
+  // A process's own background CPU (timers, the override poll, GC) per second, idle: subtracted
   // from each probe so that low request rates are not charged for it.
-  const idleBefore = processCpuMs(server.process.pid)!;
-  await sleep(DURATION_S * 1000);
-  const idleCpuMsPerSecond = (processCpuMs(server.process.pid)! - idleBefore) / DURATION_S;
-  const cpuPerRequest = async (tenant: string, bulk = false) => {
-    const before = processCpuMs(server.process.pid)!;
+  const idleCpuPerSecond = async (pid: number) => {
+    const before = processCpuMs(pid)!;
+    await sleep(DURATION_S * 1000);
+    return (processCpuMs(pid)! - before) / DURATION_S;
+  };
+  const idleCpuMsPerSecond = await idleCpuPerSecond(server.process.pid!);
+  const cpuPerRequest = async (tenant: string, bulk = false, target = { pid: server.process.pid!, port, idle: idleCpuMsPerSecond }, rate = bulk ? BULK_PROBE_RATE : PROBE_RATE) => {
+    const before = processCpuMs(target.pid)!;
     const result = await runPaced({
-      url: bulk ? `http://127.0.0.1:${port}/events` : url,
-      ratePerSecond: bulk ? BULK_PROBE_RATE : PROBE_RATE,
+      url: `http://127.0.0.1:${target.port}/${bulk ? 'events' : 'event'}`,
+      ratePerSecond: rate,
       durationSeconds: DURATION_S,
       warmupSeconds: 0,
       connections: 8,
@@ -118,7 +125,7 @@ try {
       timeoutMs: 10_000,
       headers: { Authorization: `Bearer ${key[tenant]}` },
     });
-    const cpuMs = processCpuMs(server.process.pid)! - before - idleCpuMsPerSecond * DURATION_S;
+    const cpuMs = processCpuMs(target.pid)! - before - target.idle * DURATION_S;
     return { result, cpuMsPerRequest: cpuMs / result.sent };
   };
   process.stderr.write('phase 3: CPU per accepted request\n');
@@ -128,6 +135,24 @@ try {
   process.stderr.write('phase 4: CPU per accepted and refused bulk\n');
   const acceptingBulk = await cpuPerRequest('probe-accept', true);
   const refusingBulk = await cpuPerRequest('bulk-refuse', true);
+  // A single event refused at the bulks' request rate: what a request costs at 20/s, where every
+  // request wakes an idle process (compare the bulk with this, not with the 600/s figure).
+  const refusingSlow = await cpuPerRequest('probe-refuse', false, undefined, BULK_PROBE_RATE);
+
+  // Phase 5, the floor: bare Fastify refusing every request in onRequest with a precomputed 429
+  // (bench/servers/bare-refuse.ts), the same requests at the same rates.
+  process.stderr.write('phase 5: the floor, bare Fastify refusing in onRequest\n');
+  const barePort = await freePort();
+  const bare = spawnChild(process.execPath, ['--import', 'tsx', 'bench/servers/bare-refuse.ts'], {
+    logFile: path.join(dataDir, 'bare.log'),
+    env: { ...process.env, PORT: String(barePort), HOST: '127.0.0.1' },
+  });
+  await waitUntilHealthy(`http://127.0.0.1:${barePort}/healthz`, bare, 60_000);
+  const bareTarget = { pid: bare.process.pid!, port: barePort, idle: await idleCpuPerSecond(bare.process.pid!) };
+  await cpuPerRequest('probe-refuse', false, bareTarget); // its warm-up (the JIT), not reported
+  const bareSingle = await cpuPerRequest('probe-refuse', false, bareTarget);
+  const bareBulk = await cpuPerRequest('bulk-refuse', true, bareTarget);
+  await stopChild(bare, 5_000).catch(() => null);
 
   const machine = describeMachine();
   const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -148,6 +173,10 @@ try {
   out(`| bulk of ${BULK_EVENTS} accepted (202) | ${fmt(acceptingBulk.cpuMsPerRequest, 3)} | ${codes(acceptingBulk.result)} |`);
   out(`| bulk of ${BULK_EVENTS} refused (429) | ${fmt(refusingBulk.cpuMsPerRequest, 3)} | ${codes(refusingBulk.result)} |`);
   out(`| ratio refused / accepted (bulk) | ${fmt(refusingBulk.cpuMsPerRequest / acceptingBulk.cpuMsPerRequest)} | |`);
+  out(`| refused single (429) at ${BULK_PROBE_RATE}/s, the bulks' rate | ${fmt(refusingSlow.cpuMsPerRequest, 3)} | ${codes(refusingSlow.result)} |`);
+  out(`| per event: bulk refused / ${BULK_EVENTS} single events accepted | ${fmt(refusingBulk.cpuMsPerRequest / (BULK_EVENTS * accepting.cpuMsPerRequest), 3)} | |`);
+  out(`| floor: bare Fastify refusing in onRequest, single | ${fmt(bareSingle.cpuMsPerRequest, 3)} (${fmt(bareSingle.cpuMsPerRequest / accepting.cpuMsPerRequest)} of accepted) | ${codes(bareSingle.result)} |`);
+  out(`| floor: bare Fastify refusing in onRequest, bulk | ${fmt(bareBulk.cpuMsPerRequest, 3)} (${fmt(bareBulk.cpuMsPerRequest / acceptingBulk.cpuMsPerRequest)} of accepted) | ${codes(bareBulk.result)} |`);
   out('');
   out(`Generator send lag p99: ${fmt(Math.max(...[...alone, ...withNoisy, noisy].map((r) => r.sendLagP99Ms)))} ms.`);
 } finally {

@@ -24,6 +24,7 @@ import type { IngestPipeline } from './ingest/pipeline.ts';
 import type { Durability } from './wal/durability.ts';
 import { statusClass, type IngestMetrics } from './telemetry/metrics.ts';
 import { closeSilentConnections } from './http/idle-connection-timeout.ts';
+import { deferContinueToIngestGate } from './http/expect-continue.ts';
 
 
 /** An error whose fields (message included: enumerable) survive @fastify/compress copying them. */
@@ -189,6 +190,8 @@ export function buildApp(dependencies: AppDependencies): IngestApp {
 
   // A connection that never sends a request is closed too (headersTimeout starts at its first byte).
   closeSilentConnections(app.server, config.http.headersTimeoutMs);
+  // Expect: 100-continue on an ingest route is answered by the ingest gate: a refused client never sends its body.
+  deferContinueToIngestGate(app.server);
   app.decorateRequest('tenant', undefined);
   // Ingest routes go in a plugin registered after the decompression plugin, so its preParsing
   // hook applies, and so the gate (auth, then admission) covers them and not the ops routes.

@@ -59,3 +59,19 @@ export class IngestError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
+
+/**
+ * An IngestError without a stack trace, for a refusal answered where it is decided (the ingest
+ * gate, the rate limiter), never thrown through code worth a trace: capturing the stack was a
+ * tenth of a refused request's CPU (bench:noisy profile), and handleError logs planned refusals
+ * without one anyway.
+ */
+export function stacklessIngestError(...args: ConstructorParameters<typeof IngestError>): IngestError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new IngestError(...args);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}

@@ -48,10 +48,14 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
       if (lines.length > limits.maxEvents) {
         throw new IngestError('INGEST_ERR_TOO_MANY_EVENTS', `${lines.length} events in one request; at most ${limits.maxEvents} (BULK_MAX_EVENTS)`);
       }
-      // Per-tenant rate limit: every line sent is charged, valid or not (the gate only checked that
-      // the tenant had a token left; the count is known now).
+      // Per-tenant rate limit: every line sent is charged, valid or not (the gate only checked an
+      // estimate; the count is known now, and teaches the estimate for the tenant's next bulk).
       if (rateLimiter && request.tenant !== undefined) {
-        const refused = rateLimiter.chargeEvents(request.tenant, lines.length);
+        const length = request.headers['content-length'];
+        const refused = rateLimiter.chargeEvents(request.tenant, lines.length, {
+          bytes: length === undefined ? undefined : Number(length),
+          encoded: request.headers['content-encoding'] !== undefined,
+        });
         if (refused) throw refused;
       }
       const receivedAtIso = isoAt(clock.now());

@@ -3,6 +3,8 @@ import { errorCatalog, IngestError, type ErrorCode } from '../errors.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+/** What the answers carry: fastify would append the charset to the bare type on every send. */
+const PROBLEM_MEDIA_TYPE_UTF8 = `${PROBLEM_CONTENT_TYPE}; charset=utf-8`;
 
 /**
  * Fastify's own error codes, mapped onto the registry so clients see one vocabulary. (JSON syntax
@@ -26,17 +28,21 @@ export function sendProblem(reply: FastifyReply, error: IngestError): FastifyRep
   reply.problemCode = error.code;
   if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
   const internal = error.status >= 500 && error.code === 'INGEST_ERR_INTERNAL';
+  // Serialised here and sent as a string with its full media type: fastify then neither looks up a
+  // serialiser nor rewrites the content type (a few % of a refused request's CPU).
   return reply
     .code(error.status)
-    .type(PROBLEM_CONTENT_TYPE)
-    .send({
-      type: `urn:audit-ingest:problem:${error.code}`,
-      title: errorCatalog[error.code].title,
-      status: error.status,
-      code: error.code,
-      detail: internal ? errorCatalog[error.code].title : error.message,
-      ...(error.issues ? { errors: error.issues } : {}),
-    });
+    .type(PROBLEM_MEDIA_TYPE_UTF8)
+    .send(
+      JSON.stringify({
+        type: `urn:audit-ingest:problem:${error.code}`,
+        title: errorCatalog[error.code].title,
+        status: error.status,
+        code: error.code,
+        detail: internal ? errorCatalog[error.code].title : error.message,
+        ...(error.issues ? { errors: error.issues } : {}),
+      }),
+    );
 }
 
 /** Turn anything thrown in a route into an IngestError with the right status. */

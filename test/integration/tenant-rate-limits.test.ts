@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { systemClock, type Clock } from '../../src/clock.ts';
 import { runScript } from '../helpers/run-script.ts';
@@ -87,6 +88,105 @@ describe('per-tenant rate limits', () => {
       await waitFor(async () => (await probe()) === 413, 5000, 'the cleared override to be dropped');
       await waitFor(async () => (await db.count("tenant = 'noisy'")) === noisyStored, 10_000, 'the accepted noisy events');
       assert.equal(await db.count("tenant = 'quiet'"), 5);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('refuses before the body: a bulk is checked for the events its size suggests, a refused body is never parsed, a large one is not waited for', async () => {
+    const key = (await keys('create', '--tenant', 'flood')).at(-1)!;
+    const clock = steppedClock(Date.now());
+    const service = await buildTestService(db.url, { AUTH: 'on', TENANT_RATE_LIMIT: '1', TENANT_RATE_BURST: '10', TENANT_LIMITS_POLL_MS: '100' }, { clock });
+    try {
+      const bulk = JSON.stringify(events('flood', 10));
+      const counted = await service.app.inject({ method: 'POST', url: '/events', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, payload: bulk });
+      assert.equal(counted.statusCode, 202, counted.body);
+      clock.advance(1000); // one token: enough for the gate's old check, not for a bulk of this size
+      // The same size of garbage: read, it would be a 400 (and one line, one token: it would pass the limit).
+      const garbage = await service.app.inject({ method: 'POST', url: '/events', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/x-ndjson' }, payload: 'x'.repeat(bulk.length) });
+      assert.equal(garbage.statusCode, 429, garbage.body);
+      assert.equal(garbage.json<{ code: string }>().code, 'INGEST_ERR_TENANT_RATE_LIMITED', 'refused at the gate by the estimate (~10 events), its body not parsed');
+      assert.equal(garbage.headers['retry-after'], '9', 'the refill time of the 9 events missing at 1/s');
+
+      const origin = new URL(await service.app.listen({ host: '127.0.0.1', port: 0 }));
+      const head = (length: number) =>
+        `POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+      /** Send `data`, collect the answer until the server closes the connection (or fail after 10 s). */
+      const exchange = async (data: string, sendMore?: (socket: net.Socket) => void, endWhen?: (answer: string) => boolean) => {
+        const socket = net.connect(Number(origin.port), '127.0.0.1');
+        socket.on('error', () => {}); // a reset while writing: the answer read so far is what counts
+        let answer = '';
+        socket.on('data', (chunk: Buffer) => {
+          answer += chunk.toString('latin1');
+          if (endWhen?.(answer)) socket.end();
+        });
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write(data);
+        sendMore?.(socket);
+        let timer: NodeJS.Timeout | undefined;
+        const closed = await Promise.race([
+          new Promise<boolean>((resolve) => socket.once('close', () => resolve(true))),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 10_000))),
+        ]);
+        clearTimeout(timer);
+        socket.destroy();
+        return { answer, closed };
+      };
+      // 10 MB declared, not a byte of it sent: answered at once, and the connection closed (not held for the body).
+      const declared = await exchange(head(10_000_000));
+      assert.ok(declared.closed, 'the server closed the connection without waiting for the 10 MB body');
+      assert.match(declared.answer, /^HTTP\/1\.1 429 /);
+      assert.match(declared.answer, /\r\nconnection: close\r\n/i);
+      assert.match(declared.answer, /"code":"INGEST_ERR_TENANT_RATE_LIMITED"/);
+      // A client that goes on writing its 4 MB body after the answer still reads the whole answer (no reset before it).
+      const writing = await exchange(head(4_000_000), (socket) => {
+        const chunk = 'x'.repeat(64 * 1024);
+        let sent = 0;
+        const more = () => {
+          while (sent < 4_000_000 && !socket.destroyed) {
+            sent += chunk.length;
+            if (!socket.write(chunk)) return void socket.once('drain', more);
+          }
+          if (!socket.destroyed) socket.end();
+        };
+        more();
+      });
+      assert.match(writing.answer, /^HTTP\/1\.1 429 [^]*\r\n\r\n\{[^]*"code":"INGEST_ERR_TENANT_RATE_LIMITED"[^]*\}$/);
+      // A small refused body is discarded and the connection kept: a second request on it is answered.
+      const small = JSON.stringify(events('flood', 2));
+      const twice = `${head(Buffer.byteLength(small))}${small}`.repeat(2);
+      const kept = await exchange(twice, undefined, (answer) => (answer.match(/"code":/g)?.length ?? 0) === 2);
+      assert.equal(kept.answer.match(/HTTP\/1\.1 429 /g)?.length, 2, kept.answer);
+      assert.doesNotMatch(kept.answer, /connection: close/i);
+
+      // Expect: 100-continue: a refused client is answered without a 100 (it never sends its body)…
+      const expectHead = (bearer: string, length: number) => head(length).replace(`Bearer ${key}`, `Bearer ${bearer}`).replace('\r\n\r\n', '\r\nExpect: 100-continue\r\n\r\n');
+      const awaited = await exchange(expectHead(key, 2_000_000));
+      assert.ok(awaited.closed);
+      assert.match(awaited.answer, /^HTTP\/1\.1 429 /, 'the final answer first, no 100 Continue');
+      // …and an admitted one gets its 100, then sends the body and is answered.
+      const patientKey = (await keys('create', '--tenant', 'patient')).at(-1)!;
+      const body = JSON.stringify(events('patient', 2));
+      const patient = net.connect(Number(origin.port), '127.0.0.1');
+      patient.on('error', () => {});
+      let patientAnswer = '';
+      let guard: NodeJS.Timeout | undefined;
+      const answered = await Promise.race([
+        new Promise<boolean>((resolve) => {
+          patient.on('data', (chunk: Buffer) => {
+            patientAnswer += chunk.toString('latin1');
+            if (patientAnswer === 'HTTP/1.1 100 Continue\r\n\r\n') patient.write(body); // the body only once told to
+            else if (/\r\n\r\nHTTP\/1\.1 \d{3} [^]*\r\n\r\n\{[^]*\}$/.test(patientAnswer)) resolve(true);
+          });
+          patient.write(expectHead(patientKey, Buffer.byteLength(body)));
+        }),
+        new Promise<boolean>((resolve) => (guard = setTimeout(() => resolve(false), 10_000))),
+      ]);
+      clearTimeout(guard);
+      patient.destroy();
+      assert.ok(answered, `no final answer after the body: ${patientAnswer}`);
+      const admitted = { answer: patientAnswer };
+      assert.ok(admitted.answer.startsWith('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 '), admitted.answer);
     } finally {
       await service.close();
     }

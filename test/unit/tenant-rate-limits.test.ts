@@ -67,6 +67,27 @@ describe('TenantRateLimiter', () => {
     assert.equal(limiter.admitRequest('acme', 0, 10)?.code, 'INGEST_ERR_TENANT_RATE_LIMITED', 'no token left: refused before the body');
   });
 
+  it('a bulk is checked at the gate for the events its Content-Length suggests, from the tenant\'s last counted bulk', async () => {
+    const clock = createFakeClock(0);
+    const limiter = new TenantRateLimiter({ clock, defaults: { events: { rate: 1, burst: 100 }, bytes: { rate: Infinity, burst: Infinity } } });
+    const head = { bytes: 33_000, encoded: false };
+    assert.equal(limiter.admitRequest('acme', 0, head.bytes), undefined, 'nothing counted yet: one token is enough');
+    assert.equal(limiter.chargeEvents('acme', 100, head), undefined);
+    await clock.tickAsync(5000); // 5 tokens
+    // Before: one token let every bulk past the gate, to be parsed and refused by its count.
+    const refused = limiter.admitRequest('acme', 0, head.bytes);
+    assert.equal(refused?.code, 'INGEST_ERR_TENANT_RATE_LIMITED', '330 bytes an event: about 100 events, 5 tokens');
+    assert.equal(refused?.retryAfterSeconds, 95, 'the refill time of the 95 missing');
+    assert.equal(limiter.admitRequest('acme', 0, 1_650), undefined, 'a bulk of about 5 events fits');
+    assert.equal(limiter.admitRequest('acme', 0, 1_650, true), undefined, 'an encoded body has no estimate of its own yet: one token');
+    assert.equal(limiter.admitRequest('acme', 0, undefined)?.code, 'INGEST_ERR_TENANT_RATE_LIMITED', 'chunked: the last bulk\'s count');
+    assert.equal(limiter.admitRequest('acme', 0, 10_000_000)?.code, 'INGEST_ERR_TENANT_RATE_LIMITED', 'an estimate past the burst is capped at it: 429, never 413 on a guess');
+    await clock.tickAsync(95_000);
+    assert.equal(limiter.admitRequest('acme', 0, 10_000_000), undefined, 'a full bucket lets any bulk be counted');
+    assert.equal(limiter.chargeEvents('acme', 101, { bytes: 10_000_000, encoded: false })?.code, 'INGEST_ERR_TENANT_BURST_EXCEEDED');
+    assert.equal(limiter.admitRequest('acme', 0, 33_000), undefined, 'the 413 taught the estimate: ~99,000 bytes an event now');
+  });
+
   it('bytes: a body larger than the byte burst is 413; past the byte rate, 429 with its refill time', () => {
     const clock = createFakeClock(0);
     const limiter = new TenantRateLimiter({ clock, defaults: { events: { rate: Infinity, burst: Infinity }, bytes: { rate: 1000, burst: 2000 } } });
