@@ -160,7 +160,19 @@ export class IngestRuntime {
       logger: this.logger,
       metrics: this.metrics,
       durability: this.durability,
-      auditChain: this.config.audit.chain && this.config.sink === 'postgres' ? { onCommitted: (heads) => parts.checkpoints?.record(heads) } : undefined,
+      auditChain:
+        this.config.audit.chain && this.config.sink === 'postgres'
+          ? {
+              onCommitted: (heads) => {
+                let events = 0;
+                for (const head of heads) events += head.events;
+                this.metrics.auditChainedEvents.inc(events);
+                if (parts.checkpoints === undefined) return;
+                parts.checkpoints.record(heads);
+                this.metrics.auditUnsignedEvents.set(parts.checkpoints.unsignedEvents);
+              },
+            }
+          : undefined,
       ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),
       ...(parts.forward ? { target: forwardTarget(parts.forward, this.config.forward) } : {}),
       ...(options.wrapBaseSink ? { wrapBaseSink: options.wrapBaseSink } : {}),
@@ -253,6 +265,10 @@ export class IngestRuntime {
           logger,
           everyEvents: audit.checkpointEvents,
           intervalMs: audit.checkpointIntervalMs,
+          observe: (result, unsignedEvents) => {
+            metrics.auditCheckpointWrites.inc({ result });
+            metrics.auditUnsignedEvents.set(unsignedEvents);
+          },
         }).catch((error: unknown) => {
           throw new ConfigError(`cannot open AUDIT_CHECKPOINT_FILE ${audit.checkpointFile}: ${(error as Error).message}`, { cause: error });
         });

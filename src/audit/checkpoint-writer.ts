@@ -16,6 +16,8 @@ export interface CheckpointWriterOptions {
   readonly everyEvents: number;
   /** ... or this long after the first of them; and at close(). */
   readonly intervalMs: number;
+  /** Each append's result, and the chained events not yet covered by a written checkpoint. */
+  readonly observe?: (result: 'written' | 'failed', unsignedEvents: number) => void;
 }
 
 /**
@@ -45,6 +47,11 @@ export class CheckpointWriter {
     const handle = await open(options.file, 'a', 0o644);
     await fsyncDirectory(path.dirname(options.file));
     return new CheckpointWriter(options, handle);
+  }
+
+  /** Chained events recorded since the last written checkpoint (or the failed one that kept them). */
+  get unsignedEvents(): number {
+    return this.#pendingEvents;
   }
 
   /** The id of the public key that checks this writer's signatures. */
@@ -85,10 +92,12 @@ export class CheckpointWriter {
     try {
       await this.#handle.write(text);
       await this.#handle.datasync();
+      this.#options.observe?.('written', this.#pendingEvents);
     } catch (error) {
       // Put them back (unless newer heads came meanwhile): the next trigger tries again.
       for (const head of heads) if (!this.#heads.has(head.tenant)) this.#heads.set(head.tenant, head);
       this.#pendingEvents += events;
+      this.#options.observe?.('failed', this.#pendingEvents);
       this.#options.logger.error(
         { err: error, file: this.#options.file, tenants: heads.length },
         'could not append signed audit checkpoints; trying again at the next checkpoint. Check that AUDIT_CHECKPOINT_FILE is writable and its disk has room',

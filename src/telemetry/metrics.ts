@@ -47,6 +47,7 @@ export function createMetrics(registry = new Registry()) {
   for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
   for (const result of ['success', 'failure'] as const) metrics.databaseProbes.inc({ result }, 0);
   for (const action of ['remove', 'roll'] as const) metrics.walHousekeepingFailures.inc({ action }, 0);
+  for (const result of ['written', 'failed'] as const) metrics.auditCheckpointWrites.inc({ result }, 0);
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
     for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
@@ -188,6 +189,22 @@ function createInstruments(registry: Registry) {
     walTornTails: new Counter({
       name: 'ingest_wal_torn_tails_total',
       help: 'Write-ahead-log records cut short by a crash mid-append (never acknowledged), truncated at start-up.',
+      registers: [registry],
+    }),
+    auditChainedEvents: new Counter({
+      name: 'ingest_audit_chained_events_total',
+      help: "Events linked into their tenant's audit hash chain (AUDIT_CHAIN=on), counted when their batch committed; a duplicate takes no place in the chain and is not counted.",
+      registers: [registry],
+    }),
+    auditCheckpointWrites: new Counter({
+      name: 'ingest_audit_checkpoint_writes_total',
+      help: 'Appends of signed chain-head checkpoints to AUDIT_CHECKPOINT_FILE, by result (written; failed: tried again at the next trigger, and until then the chain past the last written checkpoint could be cut unseen).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    auditUnsignedEvents: new Gauge({
+      name: 'ingest_audit_unsigned_events',
+      help: 'Chained events this process committed since its last written checkpoint: the tail that a checkpoint does not cover yet (bounded by AUDIT_CHECKPOINT_EVENTS while checkpoints are written).',
       registers: [registry],
     }),
     buildInfo: new Gauge({

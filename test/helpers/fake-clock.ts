@@ -1,25 +1,2 @@
-import FakeTimers from '@sinonjs/fake-timers';
-import type { Clock } from '../../src/clock.ts';
-
-export interface FakeClock extends Clock {
-  /** Advance time, running due timers and the promise jobs they schedule. */
-  tickAsync(ms: number): Promise<void>;
-  /** Run pending promise jobs without moving time. */
-  flushMicrotasks(): Promise<void>;
-}
-
-/** @sinonjs/fake-timers behind the service's Clock interface. */
-export function createFakeClock(startMs = Date.UTC(2026, 10, 22)): FakeClock {
-  const fake = FakeTimers.createClock(startMs);
-  return {
-    now: () => fake.now,
-    setTimeout: (callback, delayMs) => fake.setTimeout(callback, delayMs),
-    clearTimeout: (handle) => fake.clearTimeout(handle as FakeTimers.TimerId),
-    tickAsync: async (ms) => {
-      await fake.tickAsync(ms);
-    },
-    flushMicrotasks: async () => {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    },
-  };
-}
+// The batcher package's fake clock: the service's Clock is the package's (src/clock.ts re-exports it).
+export * from '../../packages/batcher/test/fake-clock.ts';

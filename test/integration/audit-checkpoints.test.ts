@@ -65,15 +65,27 @@ describe('signed checkpoints and `npm run audit`', () => {
 
   it('signs a checkpoint every N events, after T, and at close; verify passes against them', async () => {
     const file = path.join(dir, 'timed.ndjson');
-    const writer = await CheckpointWriter.open({ file, key: await loadSigningKey({ file: privateFile }), clock, logger: pino({ level: 'silent' }), everyEvents: 25, intervalMs: 1_000 });
+    const observed: string[] = [];
+    const writer = await CheckpointWriter.open({
+      file,
+      key: await loadSigningKey({ file: privateFile }),
+      clock,
+      logger: pino({ level: 'silent' }),
+      everyEvents: 25,
+      intervalMs: 1_000,
+      observe: (result, unsigned) => observed.push(`${result} ${unsigned}`),
+    });
     const sink = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: { onCommitted: (heads) => writer.record(heads) } });
     const lines = async () => (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((line) => JSON.parse(line) as CheckpointLine);
     await sink.write(batchOf('timed', 10), { signal });
     await writer.idle();
     assert.deepEqual(await lines(), [], 'nothing due yet');
+    assert.equal(writer.unsignedEvents, 10);
     await clock.tickAsync(1_000);
     await writer.idle();
     assert.deepEqual((await lines()).map((line) => line.seq), ['1'], 'the timer signed the head');
+    assert.deepEqual(observed, ['written 0'], 'one append, nothing left unsigned');
+    assert.equal(writer.unsignedEvents, 0);
     await sink.write(batchOf('timed', 10), { signal });
     await sink.write(batchOf('timed', 30), { signal }); // 40 ≥ 25 events: signed at once, the newest head only
     await writer.idle();

@@ -42,6 +42,19 @@ describe('AUDIT_CHAIN=on through the service: two replicas on one database, chec
       );
       for (const answer of answers) assert.equal(answer.statusCode, 202, answer.body);
       await waitFor(async () => (await db.count()) === 320, 20_000, 'every event stored');
+      // Each event is chained by the replica whose write inserted it: 320 between them, none signed yet.
+      const metric = async (name: string) => {
+        let sum = 0;
+        for (const replica of replicas) {
+          const text = (await replica.app.inject({ method: 'GET', url: '/metrics' })).body;
+          const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+          assert.ok(line, `${name} is exposed`);
+          sum += Number(line.slice(name.length + 1));
+        }
+        return sum;
+      };
+      await waitFor(async () => (await metric('ingest_audit_chained_events_total')) === 320, 10_000, 'every stored event counted as chained');
+      assert.equal(await metric('ingest_audit_unsigned_events'), 320, 'no checkpoint yet: every chained event is unsigned');
     } finally {
       for (const replica of replicas) await replica.close();
     }
