@@ -8,8 +8,9 @@ import type { QueuedEvent } from '../event/queued-event.ts';
  * migration 0005), added in that transaction, so they commit (or roll back) with the events:
  *  - a batch stored by plain COPY was inserted whole (COPY stores every row or fails), so its own
  *    rows are counted (addBatchCounts);
- *  - a batch written the staged way counts only what its INSERT … ON CONFLICT DO NOTHING returned
- *    (addInsertedCounts): a duplicate, a replay or a re-drive of a stored event adds nothing.
+ *  - a batch written the staged way counts only what its INSERT … ON CONFLICT DO NOTHING inserted
+ *    (moveAndCountSql, in the database; addInsertedCounts when the audit chain also needs the rows
+ *    back): a duplicate, a replay or a re-drive of a stored event adds nothing.
  * Either way the rows are first coalesced per key (the Coalescer's combining map), then upserted
  * in one statement: `count = event_counts.count + EXCLUDED.count`.
  *
@@ -38,6 +39,24 @@ const UPSERT_BATCH = `INSERT INTO event_counts (tenant, action, minute, count)
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS r (tenant, action, occurred_at, n)
    GROUP BY 1, 2, 3
   ${ORDERED_UPSERT}`;
+
+/**
+ * The staged move (`move`: an INSERT … SELECT … ON CONFLICT DO NOTHING into events) and the counts of
+ * what it inserted, in one statement: the database groups the inserted rows per minute and upserts
+ * them (data-modifying CTE), so only the number inserted comes back (`inserted`), not every row.
+ * Same minute and lock order as UPSERT_BATCH.
+ */
+export function moveAndCountSql(move: string): string {
+  return `WITH moved AS (
+    ${move}
+    RETURNING tenant, action, date_trunc('minute', occurred_at, 'UTC') AS minute
+  ), counted AS (
+    INSERT INTO event_counts (tenant, action, minute, count)
+    SELECT tenant, action, minute, count(*) FROM moved GROUP BY 1, 2, 3
+    ${ORDERED_UPSERT}
+  )
+  SELECT count(*)::integer AS inserted FROM moved`;
+}
 
 /** One RETURNING row: tenant, action, the minute's start in epoch seconds (text). */
 export type InsertedRow = readonly [tenant: string, action: string, minuteEpoch: string];

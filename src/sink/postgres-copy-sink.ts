@@ -6,7 +6,7 @@ import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
-import { addBatchCounts, addInsertedCounts, ROLLUP_RETURNING, type InsertedRow } from './minute-rollup.ts';
+import { addBatchCounts, addInsertedCounts, moveAndCountSql, ROLLUP_RETURNING } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 import { appendLinks, keyOfRow, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
@@ -25,9 +25,9 @@ const COPY_INTO_EVENTS = `COPY events (${COLUMN_LIST}) FROM STDIN`;
 const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
   SELECT ${COLUMN_LIST} FROM events_stage
   ON CONFLICT DO NOTHING`;
-// With rollups: the same move, handing back what it inserted (and only that) for event_counts.
-const MOVE_STAGE_TO_EVENTS_COUNTED = `${MOVE_STAGE_TO_EVENTS}
-  ${ROLLUP_RETURNING}`;
+// With rollups: the same move and the counts of what it inserted (and only that) in one statement,
+// then COMMIT in the same round trip.
+const MOVE_STAGE_TO_EVENTS_COUNTED = `${moveAndCountSql(MOVE_STAGE_TO_EVENTS)}; COMMIT`;
 // With the audit chain: the key of every row inserted, as a COPY row starts (then, with rollups, the rollup's three).
 const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
   RETURNING id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
@@ -70,7 +70,7 @@ export class CopyTimeoutError extends IngestInternalError {
  *
  * With `rollups`, the per-minute counts of what the transaction inserted are added to event_counts
  * before its COMMIT (minute-rollup.ts): after a plain COPY, the batch's own rows (all inserted);
- * the staged way, the rows its INSERT returned (a key already stored is not counted again).
+ * the staged way, the rows its INSERT inserted, counted in the same statement (a key already stored is not counted again).
  *
  * With `auditChain`, the same rows (after a plain COPY, read back by key for their leaves; the staged
  * way, what its INSERT returned) are appended to their tenants' hash chains before the COMMIT, after
@@ -158,10 +158,8 @@ export class PostgresCopySink implements Sink {
         return { inserted, deadLettered: NOTHING_DEAD_LETTERED };
       }
       if (this.#rollups) {
-        const moved = await client.query<[...InsertedRow]>({ text: MOVE_STAGE_TO_EVENTS_COUNTED, rowMode: 'array' });
-        await addInsertedCounts(client, moved.rows);
-        await client.query('COMMIT');
-        const inserted = moved.rowCount ?? 0;
+        const results = (await client.query(MOVE_STAGE_TO_EVENTS_COUNTED)) as unknown as pg.QueryResult<{ inserted: number }>[];
+        const inserted = results[0]?.rows[0]?.inserted ?? 0;
         this.#expectDuplicates = inserted < batch.length;
         return { inserted, deadLettered: NOTHING_DEAD_LETTERED };
       }
