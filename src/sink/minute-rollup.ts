@@ -9,10 +9,11 @@ import type { QueuedEvent } from '../event/queued-event.ts';
  *  - a batch stored by plain COPY was inserted whole (COPY stores every row or fails), so its own
  *    rows are counted (addBatchCounts);
  *  - a batch written the staged way counts only what its INSERT … ON CONFLICT DO NOTHING inserted
- *    (moveAndCountSql, in the database; addInsertedCounts when the audit chain also needs the rows
- *    back): a duplicate, a replay or a re-drive of a stored event adds nothing.
- * Either way the rows are first coalesced per key (the Coalescer's combining map), then upserted
- * in one statement: `count = event_counts.count + EXCLUDED.count`.
+ *    (moveAndCountSql, in the database, in the same statement): a duplicate, a replay or a re-drive
+ *    of a stored event adds nothing.
+ * A plain COPY's rows are first coalesced per key (the Coalescer's combining map), then upserted in
+ * one statement; the staged way's are grouped by the database. Either way `count =
+ * event_counts.count + EXCLUDED.count`.
  *
  * The minute is `date_trunc('minute', occurred_at, 'UTC')`: with the zone named, the session's
  * TimeZone cannot move an event into another minute (it can, for a zone with a sub-minute offset).
@@ -21,16 +22,8 @@ import type { QueuedEvent } from '../event/queued-event.ts';
  * columns, types and collation — so any two writers, whichever way each wrote, take count rows in
  * one order and never deadlock on them.
  */
-export const ROLLUP_RETURNING = `RETURNING tenant, action, extract(epoch FROM date_trunc('minute', occurred_at, 'UTC'))::bigint::text`;
-
 const ORDERED_UPSERT = `ORDER BY 1, 2, 3
   ON CONFLICT (tenant, action, minute) DO UPDATE SET count = event_counts.count + EXCLUDED.count`;
-
-// Rows already coalesced per (tenant, action, minute): one per key.
-const UPSERT_INSERTED = `INSERT INTO event_counts (tenant, action, minute, count)
-  SELECT tenant, action, to_timestamp(minute_epoch), n
-    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r (tenant, action, minute_epoch, n)
-  ${ORDERED_UPSERT}`;
 
 // Rows coalesced per (tenant, action, occurred_at cut to its minute where that is safe): the
 // database computes the minute and groups what is left.
@@ -43,28 +36,26 @@ const UPSERT_BATCH = `INSERT INTO event_counts (tenant, action, minute, count)
 /**
  * The staged move (`move`: an INSERT … SELECT … ON CONFLICT DO NOTHING into events) and the counts of
  * what it inserted, in one statement: the database groups the inserted rows per minute and upserts
- * them (data-modifying CTE), so only the number inserted comes back (`inserted`), not every row.
- * Same minute and lock order as UPSERT_BATCH.
+ * them (data-modifying CTE). What comes back is `select` over the inserted rows (`moved`: their
+ * id, tenant, occurred_at and action): by default only their number (`inserted`). Same minute and
+ * lock order as UPSERT_BATCH.
  */
-export function moveAndCountSql(move: string): string {
+export function moveAndCountSql(move: string, select = 'count(*)::integer AS inserted'): string {
   return `WITH moved AS (
     ${move}
-    RETURNING tenant, action, date_trunc('minute', occurred_at, 'UTC') AS minute
+    RETURNING id, tenant, occurred_at, action
   ), counted AS (
     INSERT INTO event_counts (tenant, action, minute, count)
-    SELECT tenant, action, minute, count(*) FROM moved GROUP BY 1, 2, 3
+    SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM moved GROUP BY 1, 2, 3
     ${ORDERED_UPSERT}
   )
-  SELECT count(*)::integer AS inserted FROM moved`;
+  SELECT ${select} FROM moved`;
 }
-
-/** One RETURNING row: tenant, action, the minute's start in epoch seconds (text). */
-export type InsertedRow = readonly [tenant: string, action: string, minuteEpoch: string];
 
 interface CountKey {
   readonly tenant: string;
   readonly action: string;
-  /** Epoch seconds of the minute (inserted rows), or an occurred_at text (a stored batch). */
+  /** occurred_at cut to its minute (minuteText), or kept whole where PostgreSQL must decide. */
   readonly time: string;
 }
 
@@ -72,22 +63,15 @@ interface CountKey {
 const identityOf = (key: CountKey) => `${key.tenant}\u0000${key.action}\u0000${key.time}`;
 const add = (older: number, newer: number) => older + newer;
 
-async function upsert(client: pg.ClientBase, statement: string, counts: CoalescingMap<CountKey, number>): Promise<void> {
+async function upsert(client: pg.ClientBase, counts: CoalescingMap<CountKey, number>): Promise<void> {
   const entries = counts.entries();
   if (entries.length === 0) return;
-  await client.query(statement, [
+  await client.query(UPSERT_BATCH, [
     entries.map(([key]) => key.tenant),
     entries.map(([key]) => key.action),
     entries.map(([key]) => key.time),
     entries.map(([, n]) => n),
   ]);
-}
-
-/** Count the rows a staged INSERT returned (only those it inserted). */
-export async function addInsertedCounts(client: pg.ClientBase, rows: readonly InsertedRow[]): Promise<void> {
-  const counts = new CoalescingMap<CountKey, number>(identityOf, add);
-  for (const [tenant, action, time] of rows) counts.add({ tenant, action, time }, 1);
-  await upsert(client, UPSERT_INSERTED, counts);
 }
 
 /** Count a batch the plain COPY stored whole. */
@@ -97,7 +81,7 @@ export async function addBatchCounts(client: pg.ClientBase, batch: readonly Queu
     const { occurredAt, action } = rollupFieldsOfRow(event.row);
     counts.add({ tenant: event.tenant, action, time: minuteText(occurredAt) }, 1);
   }
-  await upsert(client, UPSERT_BATCH, counts);
+  await upsert(client, counts);
 }
 
 /** occurred_at (the 3rd column) and action (the 5th, COPY-escaped) of an encoded row. */

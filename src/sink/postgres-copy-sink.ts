@@ -6,7 +6,7 @@ import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
-import { addBatchCounts, addInsertedCounts, moveAndCountSql, ROLLUP_RETURNING } from './minute-rollup.ts';
+import { addBatchCounts, moveAndCountSql } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 import { appendLinks, keyOfRow, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
@@ -28,10 +28,12 @@ const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
 // With rollups: the same move and the counts of what it inserted (and only that) in one statement,
 // then COMMIT in the same round trip.
 const MOVE_STAGE_TO_EVENTS_COUNTED = `${moveAndCountSql(MOVE_STAGE_TO_EVENTS)}; COMMIT`;
-// With the audit chain: the key of every row inserted, as a COPY row starts (then, with rollups, the rollup's three).
+// With the audit chain: the key of every row inserted, as a COPY row starts, and its tenant (with
+// rollups, counted in the same statement).
+const CHAIN_KEY = `id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
 const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
-  RETURNING id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
-const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = `${MOVE_STAGE_TO_EVENTS_CHAINED}, ${ROLLUP_RETURNING.replace(/^RETURNING /, '')}`;
+  RETURNING ${CHAIN_KEY}`;
+const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = moveAndCountSql(MOVE_STAGE_TO_EVENTS, CHAIN_KEY);
 const UNIQUE_VIOLATION = '23505';
 
 /** What the sink does for the audit chain (AUDIT_CHAIN=on). */
@@ -147,8 +149,7 @@ export class PostgresCopySink implements Sink {
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       if (this.#chain) {
         const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
-        const moved = await client.query<[string, string, string, string, string]>({ text, rowMode: 'array' });
-        if (this.#rollups) await addInsertedCounts(client, moved.rows.map((row) => [row[2], row[3], row[4]] as const));
+        const moved = await client.query<[string, string]>({ text, rowMode: 'array' });
         const keys = moved.rows.map((row) => row[0]).join('\n');
         const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], keys, moved.rows.length);
         await client.query('COMMIT');
