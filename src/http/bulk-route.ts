@@ -9,6 +9,7 @@ import { prepareEvent } from './prepare-event.ts';
 import { bulkQuerySchema, validateQuery } from './query.ts';
 import { requestSpanOf } from './request-span.ts';
 import { isoAt } from '../clock.ts';
+import { bodyHeadOf } from '../limits/tenant-rate-limiter.ts';
 
 
 /** What one bulk answer reports at most: its size stays bounded whatever the body holds. */
@@ -51,11 +52,7 @@ export function registerBulkRoute(app: FastifyInstance, context: IngestContext, 
       // Per-tenant rate limit: every line sent is charged, valid or not (the gate only checked an
       // estimate; the count is known now, and teaches the estimate for the tenant's next bulk).
       if (rateLimiter && request.tenant !== undefined) {
-        const length = request.headers['content-length'];
-        const refused = rateLimiter.chargeEvents(request.tenant, lines.length, {
-          bytes: length === undefined ? undefined : Number(length),
-          encoded: request.headers['content-encoding'] !== undefined,
-        });
+        const refused = rateLimiter.chargeEvents(request.tenant, lines.length, bodyHeadOf(request.headers));
         if (refused) throw refused;
       }
       const receivedAtIso = isoAt(clock.now());

@@ -3,7 +3,7 @@ import { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { IngestError, stacklessIngestError } from '../errors.ts';
-import type { TenantRateLimiter } from '../limits/tenant-rate-limiter.ts';
+import { bodyHeadOf, type TenantRateLimiter } from '../limits/tenant-rate-limiter.ts';
 import type { Admission } from './admission.ts';
 import type { TenantFairness } from './tenant-fairness.ts';
 import { sendContinueIfAwaited } from './expect-continue.ts';
@@ -35,9 +35,9 @@ const REFUSAL_LINGER_MS = 2_000;
 /** Should a refusal close the connection rather than let the rest of the body be discarded? */
 function refusalCloses(request: FastifyRequest): boolean {
   if (request.raw.complete) return false;
-  const length = request.headers['content-length'];
-  if (length === undefined) return request.headers['transfer-encoding'] !== undefined;
-  return Number(length) > REFUSAL_DISCARD_MAX_BYTES;
+  const { bytes } = bodyHeadOf(request.headers);
+  if (bytes === undefined) return request.headers['transfer-encoding'] !== undefined;
+  return bytes > REFUSAL_DISCARD_MAX_BYTES;
 }
 
 /**
@@ -131,9 +131,9 @@ export function createIngestGate(options: {
           // Before the body is read: a POST /event is charged its one event now, a bulk checked
           // against its estimated events (its lines are charged once counted, in the route);
           // bytes by Content-Length.
-          const length = request.headers['content-length'];
+          const { bytes, encoded } = bodyHeadOf(request.headers);
           const isBulk = request.routeOptions.url === '/events';
-          const refused = rateLimiter.admitRequest(result.tenant, isBulk ? 0 : 1, length === undefined ? undefined : Number(length), request.headers['content-encoding'] !== undefined);
+          const refused = rateLimiter.admitRequest(result.tenant, isBulk ? 0 : 1, bytes, encoded);
           if (refused) {
             refuse(request, reply, refused);
             return;

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.ts';
 import { IngestError, stacklessIngestError } from '../errors.ts';
@@ -36,6 +37,12 @@ interface TenantBuckets {
 export interface BulkHead {
   readonly bytes: number | undefined;
   readonly encoded: boolean;
+}
+
+/** What a request's headers say of its body before it is read (undefined bytes: chunked). */
+export function bodyHeadOf(headers: IncomingHttpHeaders): BulkHead {
+  const length = headers['content-length'];
+  return { bytes: length === undefined ? undefined : Number(length), encoded: headers['content-encoding'] !== undefined };
 }
 
 const MAX_TENANTS = 100_000;
