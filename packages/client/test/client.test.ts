@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { findFreePort } from '../../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { runScript } from '../../../test/helpers/run-script.ts';
-import { buildTestService } from '../../../test/helpers/service.ts';
+import { buildTestService, waitFor } from '../../../test/helpers/service.ts';
 import { sqlError } from '../../../test/helpers/scripted-sink.ts';
 import type { Sink } from '../../../src/sink/sink.ts';
 import { AuditClient, type AuditEvent, type RecordResult, type RefusedResult } from '../src/index.ts';
@@ -170,7 +170,7 @@ describe('AuditClient against the real service', () => {
       }
       const delays = new Set(limited.map((retry) => retry.delayMs));
       if (limited.length > 1) assert.ok(delays.size > 1, 'jittered: not every client waits the same');
-      await waitForRows(() => rows('sdk-limited'), count);
+      await waitFor(async () => (await rows('sdk-limited')).count >= count, 30_000, `${count} rows`);
       assert.deepEqual(await rows('sdk-limited'), { count, distinct: count });
     } finally {
       await client.close();
@@ -188,7 +188,7 @@ describe('AuditClient against the real service', () => {
       const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
       assert.equal(code, 0);
       // maxWaitMs is a minute and the process exited at once: the batches left through close().
-      await waitForRows(() => rows('sdk-exit'), 250);
+      await waitFor(async () => (await rows('sdk-exit')).count >= 250, 30_000, '250 rows');
       assert.deepEqual(await rows('sdk-exit'), { count: 250, distinct: 250 });
     } finally {
       await service.close();
@@ -245,11 +245,3 @@ describe('AuditClient against the real service', () => {
     }
   });
 });
-
-async function waitForRows(read: () => Promise<{ count: number }>, count: number): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while ((await read()).count < count) {
-    if (Date.now() > deadline) throw new Error(`rows did not reach ${count}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
