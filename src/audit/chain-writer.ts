@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { IngestInternalError } from '../internal-errors.ts';
 import { leafSql } from './leaf-hash.ts';
 
 /** A tenant's head after a committed append: what a checkpoint signs. */
@@ -8,6 +9,17 @@ export interface ChainHead {
   readonly hash: Buffer;
   /** Events the link just appended holds. */
   readonly events: number;
+}
+
+/**
+ * The chain statement found fewer (or more) of the transaction's rows than it inserted: the
+ * transaction is abandoned (rolled back with its events) and the write retried, never committed
+ * with events outside the chain.
+ */
+export class AuditChainMismatchError extends IngestInternalError {
+  constructor(message: string) {
+    super('AUDIT_ERR_CHAIN_MISMATCH', message);
+  }
 }
 
 /**
@@ -87,7 +99,7 @@ export async function appendLinks(client: pg.ClientBase, tenants: readonly strin
   });
   const heads = moved.rows.map(([tenant, seq, hash, events]) => ({ tenant, seq: BigInt(seq), hash, events }));
   const chained = heads.reduce((sum, head) => sum + head.events, 0);
-  if (chained !== count) throw new Error(`audit chain: ${chained} of the ${count} events this transaction inserted were found to chain`);
+  if (chained !== count) throw new AuditChainMismatchError(`audit chain: ${chained} of the ${count} events this transaction inserted were found to chain`);
   return heads;
 }
 
