@@ -3,6 +3,7 @@ import { gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import { Pool } from 'undici';
 import { ForwardSinkError, unavailable } from './errors.ts';
+import { parseRetryAfter } from '@audit-ingest/client';
 
 const gzipAsync = promisify(gzip);
 
@@ -124,11 +125,7 @@ function parseJson(text: string): unknown {
   }
 }
 
-/** Retry-After as whole seconds or an HTTP date (RFC 9110 §10.2.3), in milliseconds. */
+/** Retry-After as whole seconds or an HTTP date (RFC 9110 §10.2.3), in milliseconds: the client package's reading of it, for Node's header shape. */
 export function retryAfterMs(header: string | string[] | undefined, nowMs = Date.now()): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(at - nowMs, 0);
+  return parseRetryAfter((Array.isArray(header) ? header[0] : header) ?? null, nowMs);
 }
