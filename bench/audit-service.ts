@@ -24,6 +24,8 @@ interface Run {
   readonly stored: number;
   readonly p99Ms: number;
   readonly verified: string;
+  /** CPU ms per 1000 events stored: the service, PostgreSQL, everything else on the machine. */
+  readonly cpuPer1k: { readonly service: number; readonly postgres: number; readonly other: number };
 }
 
 await runScenario('audit-service', options, `load generator in its own process; AUDIT_CHAIN off/on alternating, ${args.pairs} pairs; loopback only`, async (ctx) => {
@@ -44,7 +46,9 @@ await runScenario('audit-service', options, `load generator in its own process; 
           verified = reports.every((r) => r.ok) ? `intact (${reports.reduce((n, r) => n + r.events, 0)} events, ${reports.reduce((n, r) => n + r.links, 0)} links)` : 'BROKEN';
           await pool.end();
         }
-        runs.push({ mode, eventsPerSecond: run.stored / run.load.durationSeconds, stored: run.stored, p99Ms: run.load.latency.p99, verified });
+        const per1k = (cpuMs: number | undefined) => ((cpuMs ?? Number.NaN) / run.stored) * 1000;
+        const cpuPer1k = { service: per1k(run.cpu.serverMs), postgres: per1k(run.cpu.postgresMs), other: per1k(run.cpu.otherMs) };
+        runs.push({ mode, eventsPerSecond: run.stored / run.load.durationSeconds, stored: run.stored, p99Ms: run.load.latency.p99, verified, cpuPer1k });
       } finally {
         await stopChild(server.child, SERVER_STOP_GRACE_MS);
       }
@@ -52,9 +56,12 @@ await runScenario('audit-service', options, `load generator in its own process; 
   }
   const mean = (mode: 'off' | 'on') => runs.filter((r) => r.mode === mode).reduce((n, r) => n + r.eventsPerSecond, 0) / runs.filter((r) => r.mode === mode).length;
   const lines = [
-    '| run | AUDIT_CHAIN | events stored | events/s stored | HTTP p99 ms | chain |',
-    '| ---: | --- | ---: | ---: | ---: | --- |',
-    ...runs.map((r, i) => `| ${i + 1} | ${r.mode} | ${fmt(r.stored)} | ${fmt(r.eventsPerSecond)} | ${r.p99Ms.toFixed(1)} | ${r.verified} |`),
+    '| run | AUDIT_CHAIN | events stored | events/s stored | HTTP p99 ms | CPU ms / 1000 events: service · PostgreSQL · other | chain |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | --- |',
+    ...runs.map(
+      (r, i) =>
+        `| ${i + 1} | ${r.mode} | ${fmt(r.stored)} | ${fmt(r.eventsPerSecond)} | ${r.p99Ms.toFixed(1)} | ${fmt(r.cpuPer1k.service)} · ${fmt(r.cpuPer1k.postgres)} · ${fmt(r.cpuPer1k.other)} | ${r.verified} |`,
+    ),
     '',
     `Mean events/s: off ${fmt(mean('off'))}, on ${fmt(mean('on'))}: on/off = ${(mean('on') / mean('off')).toFixed(2)}×.`,
   ];

@@ -9,7 +9,7 @@ import type { QueuedEvent } from '../event/queued-event.ts';
 import { addBatchCounts, moveAndCountSql } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
-import { appendLinks, keyOfRow, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
+import { appendLinks, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -74,8 +74,8 @@ export class CopyTimeoutError extends IngestInternalError {
  * before its COMMIT (minute-rollup.ts): after a plain COPY, the batch's own rows (all inserted);
  * the staged way, the rows its INSERT inserted, counted in the same statement (a key already stored is not counted again).
  *
- * With `auditChain`, the same rows (after a plain COPY, read back by key for their leaves; the staged
- * way, what its INSERT returned) are appended to their tenants' hash chains before the COMMIT, after
+ * With `auditChain`, the same rows (after a plain COPY, its payload copied into the staging table
+ * too and hashed from there; the staged way, what its INSERT returned, read back by key) are appended to their tenants' hash chains before the COMMIT, after
  * the rollups (src/audit/chain-writer.ts): a duplicate never takes a place in a chain, and a batch
  * that rolls back takes its links with it.
  */
@@ -87,6 +87,8 @@ export class PostgresCopySink implements Sink {
   #expectDuplicates = false;
   readonly #rollups: boolean;
   readonly #chain: AuditChainOptions | undefined;
+  /** Tenants whose chain head row exists (a transaction appending to it committed): see appendLinks. */
+  readonly #knownHeads = new Set<string>();
 
   constructor(pool: pg.Pool, options: { copyTimeoutMs: number; rollups?: boolean; auditChain?: AuditChainOptions | undefined }) {
     this.#pool = pool;
@@ -102,7 +104,9 @@ export class PostgresCopySink implements Sink {
   }
 
   #committed(heads: readonly ChainHead[]): void {
-    if (heads.length > 0) this.#chain?.onCommitted?.(heads);
+    if (heads.length === 0) return;
+    for (const head of heads) this.#knownHeads.add(head.tenant);
+    this.#chain?.onCommitted?.(heads);
   }
 
   async write(batch: readonly QueuedEvent[], { signal }: { signal: AbortSignal }): Promise<WriteResult> {
@@ -131,11 +135,19 @@ export class PostgresCopySink implements Sink {
       deadline.throwIfAborted();
       const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
       if (!this.#expectDuplicates) {
+        // Before BEGIN: a CREATE inside a transaction that rolls back would be undone with it.
+        if (this.#chain) await this.#ensureStage(client);
         await client.query('BEGIN');
         try {
           await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
           if (this.#rollups) await addBatchCounts(client, batch);
-          const heads = this.#chain ? await appendLinks(client, tenantsOf(batch), batch.map((event) => keyOfRow(event.row)).join('\n'), batch.length) : [];
+          let heads: ChainHead[] = [];
+          if (this.#chain) {
+            // The leaves are hashed from the same payload copied into the staging table (every row
+            // of it was inserted): no probe of `events` per row (chain-writer.ts).
+            await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
+            heads = await appendLinks(client, tenantsOf(batch), 'stage', batch.length, this.#knownHeads);
+          }
           await client.query('COMMIT');
           this.#committed(heads);
           return { inserted: batch.length, deadLettered: NOTHING_DEAD_LETTERED };
@@ -151,7 +163,7 @@ export class PostgresCopySink implements Sink {
         const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
         const moved = await client.query<[string, string]>({ text, rowMode: 'array' });
         const keys = moved.rows.map((row) => row[0]).join('\n');
-        const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], keys, moved.rows.length);
+        const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], { keys }, moved.rows.length, this.#knownHeads);
         await client.query('COMMIT');
         this.#committed(heads);
         const inserted = moved.rowCount ?? 0;

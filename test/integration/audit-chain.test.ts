@@ -68,6 +68,34 @@ describe('audit chain (AUDIT_CHAIN=on) written by the COPY sink, checked by the 
     assert.deepEqual([...heads].sort(), [1, 2, 3, 4, 5], 'every committed link was reported once');
   });
 
+  it('heads already known are locked by the append statement itself: writes at once in either tenant order chain every event once', async () => {
+    const [x, y] = ['locking-x', 'locking-y'];
+    // The first write creates both heads (LOCK_HEADS); every later one locks them in the append.
+    await sink.write([...events(x, 3), ...events(y, 3)], { signal });
+    const writes = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? [...events(x, 7), ...events(y, 5)] : [...events(y, 5), ...events(x, 7)]));
+    await Promise.all(writes.map((batch) => sink.write(batch, { signal })));
+    for (const [tenant, expected] of [[x, 3 + 6 * 7], [y, 3 + 6 * 5]] as const) {
+      const report = await verifyChain(db.pool, { tenant });
+      assert.equal(report.ok, true, report.finding?.message);
+      assert.equal(report.events, expected);
+      assert.equal(report.links, 7, 'one link per committed write');
+    }
+  });
+
+  it('a head deleted behind the sink (with its links): the write is refused retryably, nothing stored, and the retry starts the chain again', async () => {
+    const tenant = 'head-gone';
+    await sink.write(events(tenant, 4), { signal });
+    await db.pool.query('DELETE FROM audit_chain_links WHERE tenant = $1', [tenant]);
+    await db.pool.query('DELETE FROM audit_chain_heads WHERE tenant = $1', [tenant]);
+    const batch = events(tenant, 6);
+    await assert.rejects(sink.write(batch, { signal }), (error: Error & { code?: string }) => error.code === 'AUDIT_ERR_CHAIN_MISMATCH');
+    assert.equal(await db.count(`tenant = '${tenant}'`), 4, 'the refused batch rolled back whole');
+    await sink.write(batch, { signal });
+    assert.equal(await db.count(`tenant = '${tenant}'`), 10);
+    const { rows } = await db.pool.query<{ seq: string; event_count: number }>('SELECT seq::text, event_count FROM audit_chain_links WHERE tenant = $1', [tenant]);
+    assert.deepEqual(rows, [{ seq: '1', event_count: 6 }], 'a new chain from genesis holding the retried batch');
+  });
+
   it('detects an UPDATE of a stored event, naming its link and key', async () => {
     await writeTrail('updated');
     const [victim] = await keysOf('updated', 3);
