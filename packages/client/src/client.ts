@@ -4,7 +4,8 @@ import { Batcher, BatcherDrainTimeoutError, systemClock, type Clock, type FlushR
 import { DelegateBackoff, handleWhen, retry, type IRetryBackoffContext, type RetryPolicy } from 'cockatiel';
 import { v7 as uuidv7 } from 'uuid';
 import Queue from 'yocto-queue';
-import { AuditClientClosedError, AuditClientEventError, AuditClientFullError, RetryableSendError } from './errors.ts';
+import { AbortWatchers } from './abort-watchers.ts';
+import { AuditClientAbortError, AuditClientClosedError, AuditClientEventError, AuditClientFullError, RetryableSendError } from './errors.ts';
 
 const gzip = promisify(gzipCallback);
 
@@ -108,6 +109,26 @@ export interface AuditClientOptions {
   readonly fetch?: typeof fetch;
 }
 
+/**
+ * record()'s second argument. `signal` stops the caller's wait, never a delivery already under way:
+ *  - already aborted: record() rejects at once (AuditClientAbortError, `taken: false`); nothing is
+ *    buffered, no listener added;
+ *  - aborts while record() waits for room (whenFull 'wait'): it leaves the queue and rejects
+ *    (`taken: false`); the event is not buffered;
+ *  - aborts once the event is taken (buffered or in a request): record() rejects
+ *    (`taken: true`), and the event is still delivered, counted by `pending`, waited for by
+ *    flush() and close(), and its outcome still reaches onRefused / onFailed. An audit event
+ *    records something that already happened; cancelling the caller's operation does not unmake it.
+ */
+export interface RecordOptions {
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** flush()'s argument: `signal` stops the wait (AuditClientAbortError, `taken: true`); the events are still delivered. */
+export interface FlushOptions {
+  readonly signal?: AbortSignal | undefined;
+}
+
 interface PendingEvent {
   readonly id: string;
   readonly line: string;
@@ -117,12 +138,18 @@ interface PendingEvent {
 
 interface RoomWaiter {
   readonly event: PendingEvent;
-  /** fullWaitMs passed: it was refused, and is skipped when it comes to the front. */
-  expired: boolean;
+  /** Out of the wait: admitted, or it left (fullWaitMs passed, its signal aborted) and is skipped when it comes to the front. */
+  done: boolean;
+  readonly signal: AbortSignal | undefined;
   readonly resolve: (result: Promise<RecordResult>) => void;
   readonly reject: (error: Error) => void;
   readonly timer: NodeJS.Timeout;
+  /** Stops watching `signal` (undefined without one). */
+  stopWatching: (() => void) | undefined;
 }
+
+/** Waiters that left stay in the FIFO as marks; past this many, and more than half of it, it is rebuilt without them. */
+const COMPACT_LEFT_WAITERS_AT = 64;
 
 const DEFAULTS = {
   maxBatchSize: 500,
@@ -178,8 +205,15 @@ export class AuditClient {
   readonly #newPolicy: () => RetryPolicy;
   readonly #maxEventBytes: number;
   readonly #unsettled = new Set<Promise<RecordResult>>();
-  /** record() calls waiting for room (whenFull 'wait'), oldest first: a FIFO with O(1) dequeue. */
-  readonly #roomWaiters = new Queue<RoomWaiter>();
+  /**
+   * record() calls waiting for room (whenFull 'wait'), oldest first: a FIFO with O(1) dequeue. One
+   * that leaves early (fullWaitMs, its signal) is marked done in O(1) and skipped at the front;
+   * #leftWaiters counts those marks, so the queue is compacted before they outnumber the live ones.
+   */
+  #roomWaiters = new Queue<RoomWaiter>();
+  #leftWaiters = 0;
+  /** One 'abort' listener per caller's signal, however many record() calls share it. */
+  readonly #abortWatchers = new AbortWatchers();
   #closing: Promise<void> | undefined;
   readonly #onBeforeExit = () => {
     if (this.#unsettled.size > 0) void this.close();
@@ -228,18 +262,24 @@ export class AuditClient {
     if (options.flushOnExit !== false) process.on('beforeExit', this.#onBeforeExit);
   }
 
-  /** Events taken and not yet answered for (buffered or in flight; not those waiting for room). */
+  /** Events taken and not yet answered for (buffered or in flight, also those whose record() was aborted; not those waiting for room). */
   get pending(): number {
     return this.#unsettled.size;
   }
 
   /**
    * Record one event. Its id (the event's own `id`, else a new UUIDv7) is fixed here. Resolves
-   * with what became of it (RecordResult); rejects only when it was never taken: the buffer is
-   * full (AuditClientFullError), the client is closed (AuditClientClosedError), or the event cannot
-   * be serialised or is larger than maxEventBytes (AuditClientEventError).
+   * with what became of it (RecordResult); never rejects for a delivery outcome. Rejects when it
+   * was never taken: the buffer is full (AuditClientFullError), the client is closed
+   * (AuditClientClosedError), the event cannot be serialised or is larger than maxEventBytes
+   * (AuditClientEventError), or `options.signal` aborted before it was taken
+   * (AuditClientAbortError, `taken: false`). An abort after it was taken rejects too
+   * (AuditClientAbortError, `taken: true`) but only stops the wait: the event is still delivered
+   * (RecordOptions).
    */
-  record(event: AuditEvent): Promise<RecordResult> {
+  record(event: AuditEvent, options: RecordOptions = {}): Promise<RecordResult> {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(new AuditClientAbortError(signal.reason, { taken: false }));
     if (this.#closing) return Promise.reject(new AuditClientClosedError());
     let pending: PendingEvent;
     try {
@@ -248,19 +288,23 @@ export class AuditClient {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     const enqueued = this.#enqueue(pending);
-    if (enqueued) return enqueued;
+    if (enqueued) return signal ? this.#untilAborted(enqueued, signal, pending.id) : enqueued;
     if (this.#options.whenFull !== 'wait') return Promise.reject(new AuditClientFullError(this.#batcher.capacity));
     return new Promise<RecordResult>((resolve, reject) => {
       const waiter: RoomWaiter = {
         event: pending,
-        expired: false,
+        done: false,
+        signal,
         resolve,
         reject,
-        timer: setTimeout(() => {
-          waiter.expired = true;
-          reject(new AuditClientFullError(this.#batcher.capacity));
-        }, this.#options.fullWaitMs ?? DEFAULTS.fullWaitMs),
+        timer: setTimeout(() => this.#leaveWait(waiter, new AuditClientFullError(this.#batcher.capacity)), this.#options.fullWaitMs ?? DEFAULTS.fullWaitMs),
+        stopWatching: undefined,
       };
+      if (signal) {
+        waiter.stopWatching = this.#abortWatchers.watch(signal, () => {
+          this.#leaveWait(waiter, new AuditClientAbortError(signal.reason, { taken: false, id: pending.id }));
+        });
+      }
       this.#roomWaiters.enqueue(waiter);
     });
   }
@@ -268,9 +312,20 @@ export class AuditClient {
   /**
    * Resolves once every event recorded before the call has been answered for (sent and
    * acknowledged, refused, or given up on). Batches that are not full still wait out maxWaitMs.
+   * `options.signal` stops the wait: flush() rejects (AuditClientAbortError, `taken: true`) and
+   * the events are still delivered.
    */
-  async flush(): Promise<void> {
-    await Promise.all([...this.#unsettled]);
+  async flush(options: FlushOptions = {}): Promise<void> {
+    const { signal } = options;
+    const settled = Promise.all([...this.#unsettled]);
+    if (!signal) {
+      await settled;
+      return;
+    }
+    await this.#abortWatchers.untilAborted(settled, signal, () => new AuditClientAbortError(signal.reason, {
+      taken: true,
+      message: 'flush() was aborted: only the wait stopped; the events recorded before it are still delivered',
+    }));
   }
 
   /**
@@ -289,7 +344,7 @@ export class AuditClient {
     const startedAtMs = Date.now();
     // Events already waiting for room were recorded before close(): they go in as room frees,
     // within the deadline; any still waiting then are refused (never taken, nothing sent).
-    while (this.#roomWaiters.size > 0 && this.#unsettled.size > 0 && Date.now() - startedAtMs < deadlineMs) {
+    while (this.#roomWaiters.size > this.#leftWaiters && this.#unsettled.size > 0 && Date.now() - startedAtMs < deadlineMs) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs - (Date.now() - startedAtMs))));
       await Promise.race([...this.#unsettled, timeout]);
@@ -297,10 +352,11 @@ export class AuditClient {
       this.#admitWaiting();
     }
     for (const waiter of this.#roomWaiters.drain()) {
-      clearTimeout(waiter.timer);
-      if (waiter.expired) continue;
+      if (waiter.done) continue;
+      this.#endWait(waiter);
       waiter.reject(new AuditClientClosedError('close() deadline passed while the event waited for room in the buffer'));
     }
+    this.#leftWaiters = 0;
     try {
       await this.#batcher.shutdown(Math.max(0, deadlineMs - (Date.now() - startedAtMs)));
     } catch (error) {
@@ -355,8 +411,15 @@ export class AuditClient {
 
   #admitWaiting(): void {
     for (let waiter = this.#roomWaiters.peek(); waiter !== undefined; waiter = this.#roomWaiters.peek()) {
-      if (waiter.expired) {
+      if (waiter.done) {
         this.#roomWaiters.dequeue();
+        this.#leftWaiters -= 1;
+        continue;
+      }
+      const { signal } = waiter;
+      // Aborted, its watcher not yet run (the abort is being dispatched): it leaves, not taken.
+      if (signal?.aborted) {
+        this.#leaveWait(waiter, new AuditClientAbortError(signal.reason, { taken: false, id: waiter.event.id }));
         continue;
       }
       let enqueued: Promise<RecordResult> | undefined;
@@ -367,9 +430,40 @@ export class AuditClient {
       }
       if (!enqueued) return;
       this.#roomWaiters.dequeue();
-      clearTimeout(waiter.timer);
-      waiter.resolve(enqueued);
+      this.#endWait(waiter);
+      waiter.resolve(signal ? this.#untilAborted(enqueued, signal, waiter.event.id) : enqueued);
     }
+  }
+
+  /** The waiter is out of the wait (admitted, refused, or closed): its timer and its abort watch go. */
+  #endWait(waiter: RoomWaiter): void {
+    waiter.done = true;
+    clearTimeout(waiter.timer);
+    waiter.stopWatching?.();
+  }
+
+  /**
+   * A waiter leaves before room came (fullWaitMs passed, its signal aborted): rejected, nothing
+   * taken. It stays in the FIFO as a mark (O(1)), skipped at the front; once the marks are most of
+   * the queue it is rebuilt without them (amortised O(1)), so callers that keep giving up while
+   * the buffer stays full cannot grow it without bound.
+   */
+  #leaveWait(waiter: RoomWaiter, error: Error): void {
+    if (waiter.done) return;
+    this.#endWait(waiter);
+    waiter.reject(error);
+    this.#leftWaiters += 1;
+    if (this.#leftWaiters >= COMPACT_LEFT_WAITERS_AT && this.#leftWaiters * 2 > this.#roomWaiters.size) {
+      const live = new Queue<RoomWaiter>();
+      for (const kept of this.#roomWaiters) if (!kept.done) live.enqueue(kept);
+      this.#roomWaiters = live;
+      this.#leftWaiters = 0;
+    }
+  }
+
+  /** A taken event's result, or its abort (AuditClientAbortError, `taken: true`): the event itself goes on. */
+  #untilAborted(settled: Promise<RecordResult>, signal: AbortSignal, id: string): Promise<RecordResult> {
+    return this.#abortWatchers.untilAborted(settled, signal, () => new AuditClientAbortError(signal.reason, { taken: true, id }));
   }
 
   /**
@@ -411,7 +505,8 @@ export class AuditClient {
       }
     }, signal);
     try {
-      await untilAborted(attempts, signal);
+      // The batcher's signal (close() past its deadline) ends the wait at once: cockatiel sleeps out its backoff regardless.
+      await this.#abortWatchers.untilAborted(attempts, signal, () => signal.reason as Error);
     } catch (error) {
       for (const index of remaining) {
         const event = batch[index]!;
@@ -515,15 +610,4 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-/** `promise`, or the signal's reason as soon as it aborts (cockatiel sleeps out its backoff regardless). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  let onAbort: () => void = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
 }

@@ -16,6 +16,33 @@ export class AuditClientFullError extends CodedError {
   }
 }
 
+/**
+ * The caller's AbortSignal aborted record() or flush() (code AUDIT_CLIENT_ERR_ABORTED). Named
+ * `AbortError`, as undici's RequestAbortedError is, so code that checks `error.name === 'AbortError'`
+ * treats it as an abort; `cause` is the signal's reason (what fetch would reject with).
+ *  - `taken: false`: the event was never taken (the signal was already aborted, or it aborted while
+ *    the call waited for room): nothing of it is buffered or sent.
+ *  - `taken: true`: the event was already in the client's hands (buffered, or in a request): only
+ *    the wait stopped. Its delivery goes on, `pending`, flush() and close() still count it, and
+ *    its outcome is still reported to onRefused / onFailed.
+ * `id` is the event's id (the one it is, or would have been, sent with); undefined when the
+ * signal was already aborted (record() did nothing with the event). From flush(): `taken: true`,
+ * no id (the events it waited for are all still delivered).
+ */
+export class AuditClientAbortError extends CodedError {
+  readonly taken: boolean;
+  readonly id: string | undefined;
+  constructor(reason: unknown, details: { taken: boolean; id?: string | undefined; message?: string }) {
+    const message = details.message ?? (details.taken
+      ? 'record() was aborted: only the wait stopped; the event was already taken and is still delivered'
+      : 'record() was aborted: the event was not taken (nothing buffered or sent)');
+    super('AUDIT_CLIENT_ERR_ABORTED', message, { cause: reason });
+    this.name = 'AbortError';
+    this.taken = details.taken;
+    this.id = details.id;
+  }
+}
+
 /** An event the client cannot send at all (not serialisable, or larger than maxEventBytes). */
 export class AuditClientEventError extends CodedError {
   constructor(message: string, options: { cause?: unknown } = {}) {

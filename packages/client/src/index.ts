@@ -1,5 +1,5 @@
 /**
- * @audit-ingest/client: `new AuditClient({ url, apiKey })`, `client.record(event)`. See README.md.
+ * @audit-ingest/client: `new AuditClient({ url, apiKey })`, `client.record(event, { signal })`. See README.md.
  */
 export {
   AuditClient,
@@ -8,8 +8,10 @@ export {
   type AuditEvent,
   type EventProblem,
   type FailedResult,
+  type FlushOptions,
+  type RecordOptions,
   type RecordResult,
   type RefusedResult,
   type RetryOptions,
 } from './client.ts';
-export { AuditClientClosedError, AuditClientEventError, AuditClientFullError, RetryableSendError } from './errors.ts';
+export { AuditClientAbortError, AuditClientClosedError, AuditClientEventError, AuditClientFullError, RetryableSendError } from './errors.ts';

@@ -10,37 +10,16 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { findFreePort } from '../../../src/free-port.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
-import { runScript } from '../../../test/helpers/run-script.ts';
 import { buildTestService, waitFor } from '../../../test/helpers/service.ts';
 import { sqlError } from '../../../test/helpers/scripted-sink.ts';
 import type { Sink } from '../../../src/sink/sink.ts';
-import { AuditClient, type AuditEvent, type RecordResult, type RefusedResult } from '../src/index.ts';
-
-let sequence = 0;
-function auditEvent(fields: Partial<AuditEvent> = {}): AuditEvent {
-  sequence += 1;
-  return {
-    occurred_at: '2026-12-03T05:00:00.000Z',
-    action: 'document.update',
-    actor: { id: `user:${sequence}`, type: 'user' },
-    target: { id: 'doc:9', type: 'document' },
-    outcome: 'success',
-    metadata: { request_id: `r-${sequence}` },
-    ...fields,
-  };
-}
+import { AuditClient, type RecordResult, type RefusedResult } from '../src/index.ts';
+import { auditEvent, createKey as createKeyIn, rowsOf } from './helpers.ts';
 
 describe('AuditClient against the real service', () => {
   let db: TestDatabase;
-  const createKey = async (tenant: string) => {
-    const { code, stdout, stderr } = await runScript('keys', ['create', '--tenant', tenant], { DATABASE_URL: db.url });
-    assert.equal(code, 0, stderr);
-    return stdout.trimEnd().split('\n').at(-1)!;
-  };
-  const rows = async (tenant: string) => {
-    const result = await db.pool.query<{ n: string; ids: string }>('SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events WHERE tenant = $1', [tenant]);
-    return { count: Number(result.rows[0]!.n), distinct: Number(result.rows[0]!.ids) };
-  };
+  const createKey = (tenant: string) => createKeyIn(db, tenant);
+  const rows = (tenant: string) => rowsOf(db, tenant);
   before(async () => {
     db = await createTestDatabase();
   });
