@@ -154,13 +154,13 @@ export class WebhookCheckpointDestination implements CheckpointDestination {
           },
           signal,
         );
+        this.#inflight = undefined; // delivered: no longer counted as unexported when the observer reads it
         this.#options.observer?.exported('webhook', 'written');
         if (attempts > 1) this.#options.logger.info({ attempts, tenants: chunk.size }, 'signed audit checkpoints delivered to AUDIT_CHECKPOINT_WEBHOOK_URL after retries');
       } catch {
         // Only close() ends the retries: keep the lines, for close() to report.
-        for (const line of chunk.values()) this.#pending.add(line);
-      } finally {
         this.#inflight = undefined;
+        for (const line of chunk.values()) this.#pending.add(line);
       }
     }
   }

@@ -21,11 +21,11 @@ export async function openCheckpoints(config: Config, clock: Clock, logger: Logg
   const key = await loadSigningKey(audit.signingKey).catch((error: unknown) => {
     throw new ConfigError(`cannot load the audit signing key: ${(error as Error).message}`, { cause: error });
   });
-  let writer: CheckpointWriter | undefined;
+  // The callbacks run only after the writer below exists (a destination reports what it exported).
   const observer: CheckpointObserver = {
     exported: (destination, result) => {
       metrics.auditCheckpointWrites.inc({ destination, result });
-      if (writer) metrics.auditUnsignedEvents.set(writer.unsignedEvents);
+      metrics.auditUnsignedEvents.set(writer.unsignedEvents);
     },
     superseded: (destination, lines) => metrics.auditCheckpointsSuperseded.inc({ destination }, lines),
   };
@@ -56,7 +56,7 @@ export async function openCheckpoints(config: Config, clock: Clock, logger: Logg
       }),
     );
   }
-  writer = new CheckpointWriter({ key, clock, everyEvents: audit.checkpointEvents, intervalMs: audit.checkpointIntervalMs, destinations });
+  const writer = new CheckpointWriter({ key, clock, everyEvents: audit.checkpointEvents, intervalMs: audit.checkpointIntervalMs, destinations });
   logger.info(
     { file: audit.checkpointFile, webhook: webhook === undefined ? undefined : `${new URL(webhook.url).origin}${new URL(webhook.url).pathname}`, keyId: writer.keyId },
     'AUDIT_CHAIN=on: signed checkpoints of the chain heads are exported (AUDIT_CHECKPOINT_FILE, AUDIT_CHECKPOINT_WEBHOOK_URL)',
