@@ -27,7 +27,8 @@ const USAGE = `usage: npm run audit -- <command> [options]
   verify --tenant <t>         check the tenant's hash chain against the stored events
          [--since <time>]     only events that occurred at or after <time> (ISO 8601) are looked up
                               (use a time past RETENTION_DAYS); the links are always walked whole
-         [--checkpoints <file>]...  signed checkpoint files (AUDIT_CHECKPOINT_FILE of each replica)
+         [--checkpoints <file>]...  signed checkpoint files (AUDIT_CHECKPOINT_FILE of each replica, or
+                                    the lines an AUDIT_CHECKPOINT_WEBHOOK_URL receiver stored)
          [--public-key <file>]      the public key (PEM) that checks them; needed with --checkpoints
          [--unchained-before <time>]  rows received before <time> (the chain was turned on then) may be in no link
          [--no-unchained-check]     do not look for rows in no link (a region that also holds rows

@@ -100,6 +100,10 @@ const environmentSchema = z
     AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
     AUDIT_SIGNING_KEY: z.string().min(1).optional(),
     AUDIT_CHECKPOINT_FILE: z.string().min(1).optional(),
+    AUDIT_CHECKPOINT_WEBHOOK_URL: z.url({ protocol: /^https?$/ }).optional(),
+    AUDIT_CHECKPOINT_WEBHOOK_TOKEN: z.string().min(1).optional(),
+    AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT_MS: integer(100, 600_000).default(10_000),
+    AUDIT_CHECKPOINT_WEBHOOK_RETRY_MAX_DELAY_MS: integer(10, 3_600_000).default(60_000),
     AUDIT_CHECKPOINT_EVENTS: integer(1, 1_000_000_000).default(10_000),
     AUDIT_CHECKPOINT_INTERVAL_MS: integer(100, 24 * 3_600_000).default(60_000),
     PARTITION_DAYS_AHEAD: integer(0, 366).default(7),
@@ -163,6 +167,19 @@ const environmentSchema = z
   .refine((env) => env.AUDIT_CHECKPOINT_FILE === undefined || (env.AUDIT_CHAIN === 'on' && env.SINK === 'postgres'), {
     message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres',
     path: ['AUDIT_CHECKPOINT_FILE'],
+  })
+  // The webhook is a second destination of the same checkpoints: the same conditions as the file.
+  .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_URL === undefined || env.AUDIT_SIGNING_KEY_FILE !== undefined || env.AUDIT_SIGNING_KEY !== undefined, {
+    message: 'signed checkpoints need a key: AUDIT_SIGNING_KEY_FILE (a PEM Ed25519 private key, `npm run audit -- keygen`) or AUDIT_SIGNING_KEY',
+    path: ['AUDIT_CHECKPOINT_WEBHOOK_URL'],
+  })
+  .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_URL === undefined || (env.AUDIT_CHAIN === 'on' && env.SINK === 'postgres'), {
+    message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres',
+    path: ['AUDIT_CHECKPOINT_WEBHOOK_URL'],
+  })
+  .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_TOKEN === undefined || env.AUDIT_CHECKPOINT_WEBHOOK_URL !== undefined, {
+    message: 'is sent to AUDIT_CHECKPOINT_WEBHOOK_URL: set that too',
+    path: ['AUDIT_CHECKPOINT_WEBHOOK_TOKEN'],
   })
   .refine((env) => env.BATCH_MAX_SIZE <= env.QUEUE_CAPACITY, {
     message: 'must not exceed QUEUE_CAPACITY',
@@ -317,12 +334,26 @@ export interface AuditConfig {
   readonly chain: boolean;
   /** Where the Ed25519 signing key (PEM, PKCS#8) comes from; undefined: no checkpoints. */
   readonly signingKey: { readonly file: string } | { readonly pem: string } | undefined;
-  /** The append-only NDJSON file signed checkpoints go to; undefined: no checkpoints. */
+  /** The append-only NDJSON file signed checkpoints go to; undefined: not to a file. */
   readonly checkpointFile: string | undefined;
+  /** The receiver signed checkpoints are POSTed to (src/audit/checkpoint-webhook.ts); undefined: none. */
+  readonly checkpointWebhook: CheckpointWebhookConfig | undefined;
   /** A checkpoint after this many chained events, ... */
   readonly checkpointEvents: number;
   /** ... or this long after the first event not checkpointed yet, and at shutdown. */
   readonly checkpointIntervalMs: number;
+}
+
+/** AUDIT_CHECKPOINT_WEBHOOK_*: where else the checkpoint lines go, besides (or instead of) the file. */
+export interface CheckpointWebhookConfig {
+  /** http or https; each POST carries one trigger's lines as NDJSON, byte for byte the file's. */
+  readonly url: string;
+  /** Sent as `Authorization: Bearer`; undefined: no Authorization header. */
+  readonly token: string | undefined;
+  /** Bound on one POST, and on the delivery still under way at shutdown. */
+  readonly timeoutMs: number;
+  /** Retries back off exponentially (full jitter) from 0.5 s up to this. */
+  readonly retryMaxDelayMs: number;
 }
 
 /** SINK=http: batches go to another instance of this service (src/forward/). */
@@ -450,6 +481,15 @@ export function loadConfig(environment: Record<string, string | undefined>): Con
             ? { pem: env.AUDIT_SIGNING_KEY }
             : undefined,
       checkpointFile: env.AUDIT_CHECKPOINT_FILE === undefined ? undefined : path.resolve(env.AUDIT_CHECKPOINT_FILE),
+      checkpointWebhook:
+        env.AUDIT_CHECKPOINT_WEBHOOK_URL === undefined
+          ? undefined
+          : {
+              url: env.AUDIT_CHECKPOINT_WEBHOOK_URL,
+              token: env.AUDIT_CHECKPOINT_WEBHOOK_TOKEN,
+              timeoutMs: env.AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT_MS,
+              retryMaxDelayMs: env.AUDIT_CHECKPOINT_WEBHOOK_RETRY_MAX_DELAY_MS,
+            },
       checkpointEvents: env.AUDIT_CHECKPOINT_EVENTS,
       checkpointIntervalMs: env.AUDIT_CHECKPOINT_INTERVAL_MS,
     },

@@ -22,7 +22,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { systemClock, type Clock } from './clock.ts';
-import { ConfigError, type Config } from './config.ts';
+import type { Config } from './config.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.ts';
 import { migrate } from './db/migrate.ts';
@@ -53,8 +53,8 @@ import type { WalFailedError } from './wal/errors.ts';
 import { openDurability, type OpenedDurability } from './wal/open-durability.ts';
 import { replayRecovered } from './wal/replay.ts';
 import { raceDeadline } from './deadline.ts';
-import { CheckpointWriter } from './audit/checkpoint-writer.ts';
-import { loadSigningKey } from './audit/checkpoints.ts';
+import type { CheckpointWriter } from './audit/checkpoint-writer.ts';
+import { openCheckpoints } from './audit/open-checkpoints.ts';
 
 export interface RuntimeOptions {
   readonly config: Config;
@@ -116,7 +116,7 @@ export class IngestRuntime {
   /** SINK=http: the client of the receiving instance batches are posted to. */
   readonly forward: ForwardClient | undefined;
   readonly #opened: OpenedDurability;
-  /** AUDIT_CHECKPOINT_FILE: signs the chain's heads; its last checkpoint is written at close. */
+  /** AUDIT_CHECKPOINT_FILE and/or _WEBHOOK_URL: signs the chain's heads; its last checkpoint is exported at close. */
   readonly checkpoints: CheckpointWriter | undefined;
   readonly #stopTracing: () => Promise<void>;
   readonly #lock: DataDirLock;
@@ -252,29 +252,8 @@ export class IngestRuntime {
         throw new RuntimeStartError('RUNTIME_ERR_WAL_UNAVAILABLE', `cannot open the write-ahead log directory ${config.durability.directory}`, { cause: error });
       });
       undo.push(() => opened.close());
-      let checkpoints: CheckpointWriter | undefined;
-      const { audit } = config;
-      if (audit.chain && audit.checkpointFile !== undefined && audit.signingKey !== undefined) {
-        const key = await loadSigningKey(audit.signingKey).catch((error: unknown) => {
-          throw new ConfigError(`cannot load the audit signing key: ${(error as Error).message}`, { cause: error });
-        });
-        checkpoints = await CheckpointWriter.open({
-          file: audit.checkpointFile,
-          key,
-          clock,
-          logger,
-          everyEvents: audit.checkpointEvents,
-          intervalMs: audit.checkpointIntervalMs,
-          observe: (result, unsignedEvents) => {
-            metrics.auditCheckpointWrites.inc({ result });
-            metrics.auditUnsignedEvents.set(unsignedEvents);
-          },
-        }).catch((error: unknown) => {
-          throw new ConfigError(`cannot open AUDIT_CHECKPOINT_FILE ${audit.checkpointFile}: ${(error as Error).message}`, { cause: error });
-        });
-        undo.push(() => checkpoints!.close());
-        logger.info({ file: audit.checkpointFile, keyId: checkpoints.keyId }, 'AUDIT_CHAIN=on: signed checkpoints of the chain heads are appended to AUDIT_CHECKPOINT_FILE');
-      }
+      const checkpoints = await openCheckpoints(config, clock, logger, metrics);
+      if (checkpoints) undo.push(() => checkpoints.close());
       const runtime = new IngestRuntime({ options, clock, metrics, embedded, databaseUrl, pool, partitions, jetstream, forward, opened, checkpoints, stopTracing, lock });
       undo.push(() => runtime.deadLetterQueue.close());
       if (runtime.limitOverrides) {

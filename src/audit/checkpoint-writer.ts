@@ -1,57 +1,48 @@
 import type { KeyObject } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
-import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.ts';
-import { fsyncDirectory } from '../fsync-directory.ts';
 import type { ChainHead } from './chain-writer.ts';
+import type { CheckpointDestination, SignedCheckpoint } from './checkpoint-destination.ts';
 import { keyIdOf, signCheckpoint } from './checkpoints.ts';
 
 export interface CheckpointWriterOptions {
-  readonly file: string;
   readonly key: KeyObject;
   readonly clock: Clock;
-  readonly logger: Pick<Logger, 'error' | 'info'>;
   /** Sign after this many chained events since the last checkpoint, ... */
   readonly everyEvents: number;
   /** ... or this long after the first of them; and at close(). */
   readonly intervalMs: number;
-  /** Each append's result, and the chained events not yet covered by a written checkpoint. */
-  readonly observe?: (result: 'written' | 'failed', unsignedEvents: number) => void;
+  /** Where each trigger's lines go (AUDIT_CHECKPOINT_FILE, AUDIT_CHECKPOINT_WEBHOOK_URL): one or more. */
+  readonly destinations: readonly CheckpointDestination[];
 }
 
 /**
- * Keeps the newest committed head of each tenant this process appended to, and appends a signed
- * line per changed tenant to the checkpoint file (O_APPEND, one write per checkpoint, fdatasync)
- * every `everyEvents` events or `intervalMs`, and at close(). Several replicas may append to one
- * file on a local file system (each write lands whole) or each keep its own; the verifier reads
- * any number. A failed write is logged and retried at the next trigger: ingest never waits for it.
+ * Keeps the newest committed head of each tenant this process appended to, and signs a line per
+ * changed tenant every `everyEvents` events or `intervalMs`, and at close(); each destination gets
+ * the same lines (checkpoint-destination.ts). A head is signed once: a destination that could not
+ * store its lines keeps them itself (the newest per tenant). Ingest never waits for any of it.
  */
 export class CheckpointWriter {
   readonly #options: CheckpointWriterOptions;
   readonly #keyId: string;
-  readonly #heads = new Map<string, ChainHead>();
-  readonly #handle: FileHandle;
+  readonly #heads = new Map<string, { head: ChainHead; events: number }>();
   #pendingEvents = 0;
   #timer: TimerHandle | undefined;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  #closing: Promise<void> | undefined;
 
-  private constructor(options: CheckpointWriterOptions, handle: FileHandle) {
+  constructor(options: CheckpointWriterOptions) {
+    if (options.destinations.length === 0) throw new Error('a checkpoint writer needs a destination');
     this.#options = options;
-    this.#handle = handle;
     this.#keyId = keyIdOf(options.key);
   }
 
-  static async open(options: CheckpointWriterOptions): Promise<CheckpointWriter> {
-    const handle = await open(options.file, 'a', 0o644);
-    await fsyncDirectory(path.dirname(options.file));
-    return new CheckpointWriter(options, handle);
-  }
-
-  /** Chained events recorded since the last written checkpoint (or the failed one that kept them). */
+  /**
+   * Chained events not yet covered by a checkpoint that reached every destination: those not
+   * signed yet, plus the most any destination holds unstored.
+   */
   get unsignedEvents(): number {
-    return this.#pendingEvents;
+    return this.#pendingEvents + Math.max(...this.#options.destinations.map((destination) => destination.unexportedEvents));
   }
 
   /** The id of the public key that checks this writer's signatures. */
@@ -64,14 +55,15 @@ export class CheckpointWriter {
     if (this.#closed) return;
     for (const head of heads) {
       const known = this.#heads.get(head.tenant);
-      if (known === undefined || head.seq > known.seq) this.#heads.set(head.tenant, head);
+      if (known === undefined) this.#heads.set(head.tenant, { head, events: head.events });
+      else this.#heads.set(head.tenant, { head: head.seq > known.head.seq ? head : known.head, events: known.events + head.events });
       this.#pendingEvents += head.events;
     }
     if (this.#pendingEvents >= this.#options.everyEvents) void this.flush();
     else this.#timer ??= this.#options.clock.setTimeout(() => void this.flush(), this.#options.intervalMs);
   }
 
-  /** Sign and append the changed heads now; resolves when they are on disk (or the write failed and was logged). */
+  /** Sign the changed heads now and hand them to every destination; resolves when they took them. */
   flush(): Promise<void> {
     if (this.#timer !== undefined) {
       this.#options.clock.clearTimeout(this.#timer);
@@ -81,40 +73,35 @@ export class CheckpointWriter {
     return this.#writing;
   }
 
+  /** Even with no new heads: a destination still holding lines (a failed append) tries them again. */
   async #write(): Promise<void> {
-    if (this.#heads.size === 0) return;
     const heads = [...this.#heads.values()];
     this.#heads.clear();
-    const events = this.#pendingEvents;
     this.#pendingEvents = 0;
     const time = new Date(this.#options.clock.now()).toISOString();
-    const text = heads.map((head) => `${JSON.stringify(signCheckpoint(this.#options.key, this.#keyId, head, time))}\n`).join('');
-    try {
-      await this.#handle.write(text);
-      await this.#handle.datasync();
-      this.#options.observe?.('written', this.#pendingEvents);
-    } catch (error) {
-      // Put them back (unless newer heads came meanwhile): the next trigger tries again.
-      for (const head of heads) if (!this.#heads.has(head.tenant)) this.#heads.set(head.tenant, head);
-      this.#pendingEvents += events;
-      this.#options.observe?.('failed', this.#pendingEvents);
-      this.#options.logger.error(
-        { err: error, file: this.#options.file, tenants: heads.length },
-        'could not append signed audit checkpoints; trying again at the next checkpoint. Check that AUDIT_CHECKPOINT_FILE is writable and its disk has room',
-      );
-    }
+    const lines: SignedCheckpoint[] = heads.map(({ head, events }) => ({
+      tenant: head.tenant,
+      seq: head.seq,
+      text: `${JSON.stringify(signCheckpoint(this.#options.key, this.#keyId, head, time))}\n`,
+      events,
+    }));
+    await Promise.all(this.#options.destinations.map((destination) => destination.export(lines)));
   }
 
-  /** Resolves when the checkpoint being written (if any) is done. */
+  /** Resolves when the checkpoint being handed over (if any) is done. */
   idle(): Promise<void> {
     return this.#writing;
   }
 
-  /** The last checkpoint (every head not yet signed), then the file is closed. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return this.#writing;
+  /** The last checkpoint (every head not yet signed), then each destination closes. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     await this.flush();
-    await this.#handle.close();
+    await Promise.all(this.#options.destinations.map((destination) => destination.close()));
   }
 }

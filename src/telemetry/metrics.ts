@@ -47,7 +47,10 @@ export function createMetrics(registry = new Registry()) {
   for (const to of BREAKER_STATES) metrics.breakerTransitions.inc({ to }, 0);
   for (const result of ['success', 'failure'] as const) metrics.databaseProbes.inc({ result }, 0);
   for (const action of ['remove', 'roll'] as const) metrics.walHousekeepingFailures.inc({ action }, 0);
-  for (const result of ['written', 'failed'] as const) metrics.auditCheckpointWrites.inc({ result }, 0);
+  for (const destination of ['file', 'webhook'] as const) {
+    for (const result of ['written', 'failed'] as const) metrics.auditCheckpointWrites.inc({ destination, result }, 0);
+    metrics.auditCheckpointsSuperseded.inc({ destination }, 0);
+  }
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
     for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
@@ -198,13 +201,19 @@ function createInstruments(registry: Registry) {
     }),
     auditCheckpointWrites: new Counter({
       name: 'ingest_audit_checkpoint_writes_total',
-      help: 'Appends of signed chain-head checkpoints to AUDIT_CHECKPOINT_FILE, by result (written; failed: tried again at the next trigger, and until then the chain past the last written checkpoint could be cut unseen).',
-      labelNames: ['result'] as const,
+      help: 'Exports of signed chain-head checkpoints, by destination (file: one append to AUDIT_CHECKPOINT_FILE; webhook: one POST to AUDIT_CHECKPOINT_WEBHOOK_URL) and result (written; failed: the file tries again at the next trigger, the webhook after a backoff, and until then the chain past the last exported checkpoint could be cut unseen).',
+      labelNames: ['destination', 'result'] as const,
+      registers: [registry],
+    }),
+    auditCheckpointsSuperseded: new Counter({
+      name: 'ingest_audit_checkpoints_superseded_total',
+      help: "Signed checkpoint lines a destination dropped unsent because a newer head of the same tenant replaced them while it was failing (the newer one pins every link the older one did), by destination.",
+      labelNames: ['destination'] as const,
       registers: [registry],
     }),
     auditUnsignedEvents: new Gauge({
       name: 'ingest_audit_unsigned_events',
-      help: 'Chained events this process committed since its last written checkpoint: the tail that a checkpoint does not cover yet (bounded by AUDIT_CHECKPOINT_EVENTS while checkpoints are written).',
+      help: 'Chained events this process committed that no checkpoint stored by every destination covers yet: not signed yet, or signed and still waiting at the file or the webhook (bounded by AUDIT_CHECKPOINT_EVENTS while checkpoints are exported).',
       registers: [registry],
     }),
     buildInfo: new Gauge({

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import type { CheckpointObserver } from '../../src/audit/checkpoint-destination.ts';
+import { FileCheckpointDestination } from '../../src/audit/checkpoint-file.ts';
 import { CheckpointWriter } from '../../src/audit/checkpoint-writer.ts';
 import { generateSigningKeyPair, keyIdOf, loadSigningKey, signCheckpoint, type CheckpointLine } from '../../src/audit/checkpoints.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -45,7 +48,8 @@ describe('signed checkpoints and `npm run audit`', () => {
 
   /** Write `batches` batches of 10 for `tenant` through the sink, checkpointing them, then close the writer (the shutdown checkpoint). */
   async function writeCheckpointed(tenant: string, batches: number, file = checkpointFile): Promise<void> {
-    const writer = await CheckpointWriter.open({ file, key: await loadSigningKey({ file: privateFile }), clock, logger: pino({ level: 'silent' }), everyEvents: 25, intervalMs: 60_000 });
+    const destination = await FileCheckpointDestination.open({ file, logger: pino({ level: 'silent' }) });
+    const writer = new CheckpointWriter({ key: await loadSigningKey({ file: privateFile }), clock, everyEvents: 25, intervalMs: 60_000, destinations: [destination] });
     const sink = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: { onCommitted: (heads) => writer.record(heads) } });
     for (let i = 0; i < batches; i += 1) await sink.write(batchOf(tenant, 10), { signal });
     await writer.close();
@@ -66,15 +70,12 @@ describe('signed checkpoints and `npm run audit`', () => {
   it('signs a checkpoint every N events, after T, and at close; verify passes against them', async () => {
     const file = path.join(dir, 'timed.ndjson');
     const observed: string[] = [];
-    const writer = await CheckpointWriter.open({
-      file,
-      key: await loadSigningKey({ file: privateFile }),
-      clock,
-      logger: pino({ level: 'silent' }),
-      everyEvents: 25,
-      intervalMs: 1_000,
-      observe: (result, unsigned) => observed.push(`${result} ${unsigned}`),
-    });
+    const observer: CheckpointObserver = {
+      exported: (destination, result) => observed.push(`${destination} ${result} ${writer.unsignedEvents}`),
+      superseded: (destination, lines) => observed.push(`${destination} superseded ${lines}`),
+    };
+    const destination = await FileCheckpointDestination.open({ file, logger: pino({ level: 'silent' }), observer });
+    const writer = new CheckpointWriter({ key: await loadSigningKey({ file: privateFile }), clock, everyEvents: 25, intervalMs: 1_000, destinations: [destination] });
     const sink = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: { onCommitted: (heads) => writer.record(heads) } });
     const lines = async () => (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((line) => JSON.parse(line) as CheckpointLine);
     await sink.write(batchOf('timed', 10), { signal });
@@ -84,7 +85,7 @@ describe('signed checkpoints and `npm run audit`', () => {
     await clock.tickAsync(1_000);
     await writer.idle();
     assert.deepEqual((await lines()).map((line) => line.seq), ['1'], 'the timer signed the head');
-    assert.deepEqual(observed, ['written 0'], 'one append, nothing left unsigned');
+    assert.deepEqual(observed, ['file written 0'], 'one append, nothing left unsigned');
     assert.equal(writer.unsignedEvents, 0);
     await sink.write(batchOf('timed', 10), { signal });
     await sink.write(batchOf('timed', 30), { signal }); // 40 ≥ 25 events: signed at once, the newest head only
@@ -98,6 +99,31 @@ describe('signed checkpoints and `npm run audit`', () => {
     const result = await runScript('audit', ['verify', '--tenant', 'timed', '--checkpoints', file, '--public-key', publicFile], env);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /intact: tenant timed, 4 links, 51 events.*3 signed checkpoints match/);
+  });
+
+  it('a destination that cannot store keeps the newest line per tenant; the other still gets every line', async (t) => {
+    if (!existsSync('/dev/full')) return t.skip('no /dev/full (every write to it fails with ENOSPC) on this system');
+    const good = path.join(dir, 'beside-full.ndjson');
+    const observed: string[] = [];
+    const observer: CheckpointObserver = {
+      exported: (destination, result) => observed.push(`${destination} ${result}`),
+      superseded: (destination, lines) => observed.push(`${destination} superseded ${lines}`),
+    };
+    const logger = pino({ level: 'silent' });
+    const destinations = [await FileCheckpointDestination.open({ file: good, logger, observer }), await FileCheckpointDestination.open({ file: '/dev/full', logger, observer })];
+    const writer = new CheckpointWriter({ key: await loadSigningKey({ file: privateFile }), clock, everyEvents: 10, intervalMs: 60_000, destinations });
+    const sink = new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: { onCommitted: (heads) => writer.record(heads) } });
+    await sink.write(batchOf('full', 10), { signal });
+    await writer.idle();
+    assert.deepEqual(observed.toSorted(), ['file failed', 'file written'], 'the two appends run side by side');
+    assert.equal(writer.unsignedEvents, 10, 'the most any destination holds: the full one has the 10 events unstored');
+    await sink.write(batchOf('full', 10), { signal });
+    await writer.idle();
+    assert.deepEqual(observed.slice(2).toSorted(), ['file failed', 'file superseded 1', 'file written'], 'the failing one keeps only the newer head');
+    assert.equal(writer.unsignedEvents, 20);
+    await writer.close();
+    const lines = (await readFile(good, 'utf8')).split('\n').filter(Boolean).map((line) => JSON.parse(line) as CheckpointLine);
+    assert.deepEqual(lines.map((line) => line.seq), ['1', '2'], 'the working file got every line');
   });
 
   it('detects the tail deleted with its link and the head rewound, through the signed checkpoint', async () => {

@@ -17,10 +17,13 @@ describe('loadConfig', () => {
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.db.rollups, false);
     assert.equal(loadConfig({ ROLLUPS: 'on' }).db.rollups, true);
-    assert.deepEqual(config.audit, { chain: false, signingKey: undefined, checkpointFile: undefined, checkpointEvents: 10_000, checkpointIntervalMs: 60_000 });
+    assert.deepEqual(config.audit, { chain: false, signingKey: undefined, checkpointFile: undefined, checkpointWebhook: undefined, checkpointEvents: 10_000, checkpointIntervalMs: 60_000 });
     const audit = loadConfig({ AUDIT_CHAIN: 'on', AUDIT_SIGNING_KEY_FILE: 'k.pem', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }).audit;
     assert.deepEqual(audit.signingKey, { file: path.resolve('k.pem') });
     assert.equal(audit.checkpointFile, path.resolve('c.ndjson'));
+    const hook = loadConfig({ AUDIT_CHAIN: 'on', AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_WEBHOOK_URL: 'https://evidence.example/checkpoints', AUDIT_CHECKPOINT_WEBHOOK_TOKEN: 't' }).audit;
+    assert.equal(hook.checkpointFile, undefined, 'the webhook alone is a destination');
+    assert.deepEqual(hook.checkpointWebhook, { url: 'https://evidence.example/checkpoints', token: 't', timeoutMs: 10_000, retryMaxDelayMs: 60_000 });
     assert.equal(config.dataDir, path.resolve('./.data'));
     assert.ok(Object.isFrozen(config));
   });
@@ -34,6 +37,11 @@ describe('loadConfig', () => {
     [{ AUDIT_CHAIN: 'on', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }, /AUDIT_CHECKPOINT_FILE: signed checkpoints need a key/],
     [{ AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_FILE: 'c.ndjson' }, /AUDIT_CHECKPOINT_FILE: checkpoints sign the audit chain: they need AUDIT_CHAIN=on/],
     [{ AUDIT_SIGNING_KEY: 'pem', AUDIT_SIGNING_KEY_FILE: 'k.pem' }, /AUDIT_SIGNING_KEY: set AUDIT_SIGNING_KEY_FILE or AUDIT_SIGNING_KEY, not both/],
+    [{ AUDIT_CHAIN: 'on', AUDIT_CHECKPOINT_WEBHOOK_URL: 'https://e.example/c' }, /AUDIT_CHECKPOINT_WEBHOOK_URL: signed checkpoints need a key/],
+    [{ AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_WEBHOOK_URL: 'https://e.example/c' }, /AUDIT_CHECKPOINT_WEBHOOK_URL: checkpoints sign the audit chain: they need AUDIT_CHAIN=on/],
+    [{ AUDIT_CHAIN: 'on', AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_WEBHOOK_URL: 'ftp://e.example/c' }, /AUDIT_CHECKPOINT_WEBHOOK_URL:/],
+    [{ AUDIT_CHECKPOINT_WEBHOOK_TOKEN: 't' }, /AUDIT_CHECKPOINT_WEBHOOK_TOKEN: is sent to AUDIT_CHECKPOINT_WEBHOOK_URL/],
+    [{ AUDIT_CHAIN: 'on', AUDIT_SIGNING_KEY: 'pem', AUDIT_CHECKPOINT_WEBHOOK_URL: 'https://e.example/c', AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT_MS: '5' }, /AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT_MS:/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL:/],
     [{ SHED_LOW_WATER: '0.9' }, /SHED_LOW_WATER: must be below SHED_HIGH_WATER/],
     [{ BATCH_MAX_SIZE: '5000' }, /BATCH_MAX_SIZE: must not exceed QUEUE_CAPACITY/],
