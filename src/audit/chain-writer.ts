@@ -23,10 +23,16 @@ export class AuditChainMismatchError extends IngestInternalError {
 }
 
 /**
- * The keys of the events a transaction inserted, one per line: `id \t tenant \t occurred_at`, as
- * the staged INSERT returns them (ids, tenants and validated times never hold a tab or newline).
+ * The events a transaction's staged INSERT inserted, as its RETURNING gave them: key columns (the
+ * time as PostgreSQL's text of it, cast back losslessly in the same session) and each row's leaf,
+ * computed by that RETURNING from the row as stored.
  */
-export type KeyLines = string;
+export interface StoredLeaves {
+  readonly ids: readonly string[];
+  readonly tenants: readonly string[];
+  readonly occurredAts: readonly string[];
+  readonly leaves: readonly Buffer[];
+}
 
 // The batch's tenants in the database's own order of text (the same for every writer), so that two
 // transactions lock heads in one order and never deadlock. DO UPDATE locks an existing head as
@@ -42,24 +48,19 @@ const LOCK_HEADS = `INSERT INTO audit_chain_heads AS h (tenant)
 // (int8send: big-endian, as leaf-hash.ts's linkHash, which the verifier recomputes it with); the
 // heads moved to the new links. Nothing of the rows goes through Node.
 //
-// Where the leaves come from (`stored`):
+// Where the leaves come from (`stored`), never a read-back of `events` by key: such a probe took the
+// (tenant, occurred_at) index and filtered ~160 rows per probe when many events of one tenant share
+// one occurred_at (a 5-6× PostgreSQL CPU per chained event through the service, README "Tamper
+// evidence"), and ANALYZE did not change the plan.
 // - STORED_FROM_STAGE (after a plain COPY, which inserted every row of the batch): the same payload
 //   copied into the session's temporary staging table too (no index, no WAL), hashed from there.
 //   Its columns have the events table's types, so each value is what `events` stored and the leaf
 //   is the one the verifier recomputes from `events`.
-// - STORED_FROM_KEYS (the staged way: the keys its INSERT returned, $1 KeyLines): each stored row
-//   read back by key, one probe each (LATERAL … LIMIT 1; a plain join let the planner hash the whole
-//   partition). The probe is at the planner's mercy: with many events of one tenant at one
-//   occurred_at it took the (tenant, occurred_at) index and filtered ~160 rows per probe (a 5-6×
-//   PostgreSQL CPU per chained event through the service, README "Tamper evidence"); the plain path
-//   no longer probes.
-const STORED_FROM_KEYS = `keys AS (
-    SELECT split_part(line, E'\\t', 1)::uuid AS id, split_part(line, E'\\t', 2) AS tenant, split_part(line, E'\\t', 3)::timestamptz AS occurred_at
-      FROM string_to_table($1::text, E'\\n') AS line
-  ), stored AS (
-    SELECT e.* FROM keys k CROSS JOIN LATERAL (
-      SELECT tenant, id, occurred_at, ${leafSql('events')} AS leaf FROM events
-       WHERE events.tenant = k.tenant AND events.id = k.id AND events.occurred_at = k.occurred_at LIMIT 1) AS e`;
+// - STORED_FROM_RETURNED (the staged way, INSERT … ON CONFLICT DO NOTHING): the keys and leaves its
+//   RETURNING computed from the rows it inserted ($1–$4), so a duplicate, or a key repeated in the
+//   batch with other values, is hashed as what was stored.
+const STORED_FROM_RETURNED = `stored AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bytea[]) AS s (id, tenant, occurred_at, leaf)`;
 const STORED_FROM_STAGE = `stored AS (
     SELECT tenant, id, occurred_at, ${leafSql('events_stage')} AS leaf FROM events_stage`;
 
@@ -100,9 +101,9 @@ const appendLinksSql = (source: string, heads: string) => `WITH ${source}
 
 /** The four append statements, by where the leaves come from and how the heads are locked. */
 const APPEND = {
-  keys: {
-    locking: { name: 'audit-append-keys-locking', text: appendLinksSql(lockedHeads(2) + STORED_FROM_KEYS, HEADS_LOCKED_HERE) },
-    given: { name: 'audit-append-keys', text: appendLinksSql(STORED_FROM_KEYS, headsFromParameters(2)) },
+  returned: {
+    locking: { name: 'audit-append-returned-locking', text: appendLinksSql(lockedHeads(5) + STORED_FROM_RETURNED, HEADS_LOCKED_HERE) },
+    given: { name: 'audit-append-returned', text: appendLinksSql(STORED_FROM_RETURNED, headsFromParameters(5)) },
   },
   stage: {
     locking: { name: 'audit-append-stage-locking', text: appendLinksSql(lockedHeads(1) + STORED_FROM_STAGE, HEADS_LOCKED_HERE) },
@@ -111,11 +112,11 @@ const APPEND = {
 } as const;
 
 /**
- * The events a transaction inserted, to chain: `{ keys }` (their keys, read back from `events`), or
- * 'stage' (exactly the rows of the session's staging table events_stage, which the caller filled
- * with the same payload it inserted whole).
+ * The events a transaction inserted, to chain: 'stage' (exactly the rows of the session's staging
+ * table events_stage, which the caller filled with the same payload it inserted whole), or what a
+ * staged INSERT returned.
  */
-export type LinkSource = { readonly keys: KeyLines } | 'stage';
+export type LinkSource = 'stage' | StoredLeaves;
 
 /**
  * Append one link per tenant of `tenants` to its chain, for the events this transaction inserted
@@ -137,8 +138,8 @@ export async function appendLinks(
   knownHeads?: Set<string>,
 ): Promise<ChainHead[]> {
   if (count === 0) return [];
-  const statements = source === 'stage' ? APPEND.stage : APPEND.keys;
-  const leading: unknown[] = source === 'stage' ? [] : [source.keys];
+  const statements = source === 'stage' ? APPEND.stage : APPEND.returned;
+  const leading: unknown[] = source === 'stage' ? [] : [source.ids, source.tenants, source.occurredAts, source.leaves];
   let moved: pg.QueryResult<[string, string, Buffer, number]>;
   if (knownHeads !== undefined && tenants.every((tenant) => knownHeads.has(tenant))) {
     moved = await client.query<[string, string, Buffer, number]>({ ...statements.locking, values: [...leading, tenants], rowMode: 'array' });

@@ -36,14 +36,14 @@ const UPSERT_BATCH = `INSERT INTO event_counts (tenant, action, minute, count)
 /**
  * The staged move (`move`: an INSERT … SELECT … ON CONFLICT DO NOTHING into events) and the counts of
  * what it inserted, in one statement: the database groups the inserted rows per minute and upserts
- * them (data-modifying CTE). What comes back is `select` over the inserted rows (`moved`: their
- * id, tenant, occurred_at and action): by default only their number (`inserted`). Same minute and
- * lock order as UPSERT_BATCH.
+ * them (data-modifying CTE). What comes back is `select` over the inserted rows (`moved`: the
+ * `returning` columns, by default their id, tenant, occurred_at and action): by default only their
+ * number (`inserted`). Same minute and lock order as UPSERT_BATCH.
  */
-export function moveAndCountSql(move: string, select = 'count(*)::integer AS inserted'): string {
+export function moveAndCountSql(move: string, select = 'count(*)::integer AS inserted', returning = 'id, tenant, occurred_at, action'): string {
   return `WITH moved AS (
     ${move}
-    RETURNING id, tenant, occurred_at, action
+    RETURNING ${returning}
   ), counted AS (
     INSERT INTO event_counts (tenant, action, minute, count)
     SELECT tenant, action, date_trunc('minute', occurred_at, 'UTC'), count(*) FROM moved GROUP BY 1, 2, 3

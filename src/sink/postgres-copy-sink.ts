@@ -10,6 +10,7 @@ import { addBatchCounts, moveAndCountSql } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 import { appendLinks, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
+import { leafSql } from '../audit/leaf-hash.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
 const CREATE_STAGE = `CREATE TEMP TABLE IF NOT EXISTS events_stage (LIKE events) ON COMMIT DELETE ROWS`;
@@ -28,12 +29,12 @@ const MOVE_STAGE_TO_EVENTS = `INSERT INTO events (${COLUMN_LIST})
 // With rollups: the same move and the counts of what it inserted (and only that) in one statement,
 // then COMMIT in the same round trip.
 const MOVE_STAGE_TO_EVENTS_COUNTED = `${moveAndCountSql(MOVE_STAGE_TO_EVENTS)}; COMMIT`;
-// With the audit chain: the key of every row inserted, as a COPY row starts, and its tenant (with
-// rollups, counted in the same statement).
-const CHAIN_KEY = `id::text || E'\t' || tenant || E'\t' || occurred_at::text, tenant`;
+// With the audit chain: the key and the leaf of every row inserted (computed by RETURNING from the
+// row as stored; chain-writer.ts), with rollups counted in the same statement.
+const chainedReturning = (alias: string) => `id::text, tenant, occurred_at::text, ${leafSql(alias)}`;
 const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
-  RETURNING ${CHAIN_KEY}`;
-const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = moveAndCountSql(MOVE_STAGE_TO_EVENTS, CHAIN_KEY);
+  RETURNING ${chainedReturning('events')}`;
+const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = moveAndCountSql(MOVE_STAGE_TO_EVENTS, chainedReturning('moved'), '*');
 const UNIQUE_VIOLATION = '23505';
 
 /** What the sink does for the audit chain (AUDIT_CHAIN=on). */
@@ -75,7 +76,7 @@ export class CopyTimeoutError extends IngestInternalError {
  * the staged way, the rows its INSERT inserted, counted in the same statement (a key already stored is not counted again).
  *
  * With `auditChain`, the same rows (after a plain COPY, its payload copied into the staging table
- * too and hashed from there; the staged way, what its INSERT returned, read back by key) are appended to their tenants' hash chains before the COMMIT, after
+ * too and hashed from there; the staged way, the keys and leaves its INSERT returned) are appended to their tenants' hash chains before the COMMIT, after
  * the rollups (src/audit/chain-writer.ts): a duplicate never takes a place in a chain, and a batch
  * that rolls back takes its links with it.
  */
@@ -161,9 +162,14 @@ export class PostgresCopySink implements Sink {
       await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       if (this.#chain) {
         const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
-        const moved = await client.query<[string, string]>({ text, rowMode: 'array' });
-        const keys = moved.rows.map((row) => row[0]).join('\n');
-        const heads = await appendLinks(client, [...new Set(moved.rows.map((row) => row[1]))], { keys }, moved.rows.length, this.#knownHeads);
+        const moved = await client.query<[string, string, string, Buffer]>({ text, rowMode: 'array' });
+        const returned = {
+          ids: moved.rows.map((row) => row[0]),
+          tenants: moved.rows.map((row) => row[1]),
+          occurredAts: moved.rows.map((row) => row[2]),
+          leaves: moved.rows.map((row) => row[3]),
+        };
+        const heads = await appendLinks(client, [...new Set(returned.tenants)], returned, moved.rows.length, this.#knownHeads);
         await client.query('COMMIT');
         this.#committed(heads);
         const inserted = moved.rowCount ?? 0;

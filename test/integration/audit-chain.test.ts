@@ -82,6 +82,19 @@ describe('audit chain (AUDIT_CHAIN=on) written by the COPY sink, checked by the 
     }
   });
 
+  it('the staged way chains what its INSERT stored: a key repeated in one batch with other values is hashed as the version kept', async () => {
+    const tenant = 'repeated-key';
+    const id = randomUUID();
+    const at = { tenant, occurred_at: '2026-11-22T04:00:00.5+00:00' };
+    const [first, second] = [queuedEvent({ ...at, actor: { id: 'alice' } }, id), queuedEvent({ ...at, actor: { id: 'mallory' } }, id)];
+    await sink.write([first, ...events(tenant, 3), second], { signal });
+    const { rows } = await db.pool.query<{ actor_id: string }>('SELECT actor_id FROM events WHERE tenant = $1 AND id = $2', [tenant, id]);
+    assert.deepEqual(rows, [{ actor_id: 'alice' }], 'the first of the two was kept');
+    const report = await verifyChain(db.pool, { tenant });
+    assert.equal(report.ok, true, report.finding?.message);
+    assert.equal(report.events, 4);
+  });
+
   it('a head deleted behind the sink (with its links): the write is refused retryably, nothing stored, and the retry starts the chain again', async () => {
     const tenant = 'head-gone';
     await sink.write(events(tenant, 4), { signal });
