@@ -160,22 +160,22 @@ const environmentSchema = z
     message: 'set AUDIT_SIGNING_KEY_FILE or AUDIT_SIGNING_KEY, not both',
     path: ['AUDIT_SIGNING_KEY'],
   })
-  .refine((env) => env.AUDIT_CHECKPOINT_FILE === undefined || env.AUDIT_SIGNING_KEY_FILE !== undefined || env.AUDIT_SIGNING_KEY !== undefined, {
-    message: 'signed checkpoints need a key: AUDIT_SIGNING_KEY_FILE (a PEM Ed25519 private key, `npm run audit -- keygen`) or AUDIT_SIGNING_KEY',
-    path: ['AUDIT_CHECKPOINT_FILE'],
-  })
-  .refine((env) => env.AUDIT_CHECKPOINT_FILE === undefined || (env.AUDIT_CHAIN === 'on' && env.SINK === 'postgres'), {
-    message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres',
-    path: ['AUDIT_CHECKPOINT_FILE'],
-  })
-  // The webhook is a second destination of the same checkpoints: the same conditions as the file.
-  .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_URL === undefined || env.AUDIT_SIGNING_KEY_FILE !== undefined || env.AUDIT_SIGNING_KEY !== undefined, {
-    message: 'signed checkpoints need a key: AUDIT_SIGNING_KEY_FILE (a PEM Ed25519 private key, `npm run audit -- keygen`) or AUDIT_SIGNING_KEY',
-    path: ['AUDIT_CHECKPOINT_WEBHOOK_URL'],
-  })
-  .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_URL === undefined || (env.AUDIT_CHAIN === 'on' && env.SINK === 'postgres'), {
-    message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres',
-    path: ['AUDIT_CHECKPOINT_WEBHOOK_URL'],
+  // Each destination of the signed checkpoints (the file, the webhook) needs the same two things: a
+  // key to sign with, and the chain it signs.
+  .superRefine((env, context) => {
+    for (const destination of ['AUDIT_CHECKPOINT_FILE', 'AUDIT_CHECKPOINT_WEBHOOK_URL'] as const) {
+      if (env[destination] === undefined) continue;
+      if (env.AUDIT_SIGNING_KEY_FILE === undefined && env.AUDIT_SIGNING_KEY === undefined) {
+        context.addIssue({
+          code: 'custom',
+          message: 'signed checkpoints need a key: AUDIT_SIGNING_KEY_FILE (a PEM Ed25519 private key, `npm run audit -- keygen`) or AUDIT_SIGNING_KEY',
+          path: [destination],
+        });
+      }
+      if (env.AUDIT_CHAIN !== 'on' || env.SINK !== 'postgres') {
+        context.addIssue({ code: 'custom', message: 'checkpoints sign the audit chain: they need AUDIT_CHAIN=on and SINK=postgres', path: [destination] });
+      }
+    }
   })
   .refine((env) => env.AUDIT_CHECKPOINT_WEBHOOK_TOKEN === undefined || env.AUDIT_CHECKPOINT_WEBHOOK_URL !== undefined, {
     message: 'is sent to AUDIT_CHECKPOINT_WEBHOOK_URL: set that too',

@@ -211,7 +211,7 @@ export class WebhookCheckpointDestination implements CheckpointDestination {
 }
 
 /** The URL without credentials or query, for logs. */
-function redacted(url: string): string {
+export function redacted(url: string): string {
   const parsed = new URL(url);
   return `${parsed.origin}${parsed.pathname}`;
 }

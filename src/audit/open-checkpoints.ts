@@ -4,7 +4,7 @@ import { ConfigError, type Config } from '../config.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
 import type { CheckpointDestination, CheckpointObserver } from './checkpoint-destination.ts';
 import { FileCheckpointDestination } from './checkpoint-file.ts';
-import { WebhookCheckpointDestination } from './checkpoint-webhook.ts';
+import { redacted, WebhookCheckpointDestination } from './checkpoint-webhook.ts';
 import { CheckpointWriter } from './checkpoint-writer.ts';
 import { loadSigningKey } from './checkpoints.ts';
 
@@ -58,7 +58,7 @@ export async function openCheckpoints(config: Config, clock: Clock, logger: Logg
   }
   const writer = new CheckpointWriter({ key, clock, everyEvents: audit.checkpointEvents, intervalMs: audit.checkpointIntervalMs, destinations });
   logger.info(
-    { file: audit.checkpointFile, webhook: webhook === undefined ? undefined : `${new URL(webhook.url).origin}${new URL(webhook.url).pathname}`, keyId: writer.keyId },
+    { file: audit.checkpointFile, webhook: webhook === undefined ? undefined : redacted(webhook.url), keyId: writer.keyId },
     'AUDIT_CHAIN=on: signed checkpoints of the chain heads are exported (AUDIT_CHECKPOINT_FILE, AUDIT_CHECKPOINT_WEBHOOK_URL)',
   );
   return writer;
