@@ -13,8 +13,9 @@
  *     1 event/s, burst BULK_EVENTS, so all but about one bulk in BULK_EVENTS seconds are refused
  *     at the gate), and a single event refused at that request rate (per-request costs at 20/s
  *     are not those at 600/s: each request wakes an idle process);
- *  5. the floor: the same single and bulk requests against bare Fastify refusing every request in
- *     onRequest with a precomputed 429 (bench/servers/bare-refuse.ts).
+ *  5. the floors: the same single and bulk requests against bare Fastify refusing every request in
+ *     onRequest with a precomputed 429 (bench/servers/bare-refuse.ts), and against node:http with
+ *     no framework doing the same (bench/servers/raw-refuse.ts).
  * Open-loop generator (bench/lib/paced.ts) in this process. Prints a Markdown table.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -139,20 +140,27 @@ try {
   // request wakes an idle process (compare the bulk with this, not with the 600/s figure).
   const refusingSlow = await cpuPerRequest('probe-refuse', false, undefined, BULK_PROBE_RATE);
 
-  // Phase 5, the floor: bare Fastify refusing every request in onRequest with a precomputed 429
-  // (bench/servers/bare-refuse.ts), the same requests at the same rates.
-  process.stderr.write('phase 5: the floor, bare Fastify refusing in onRequest\n');
-  const barePort = await freePort();
-  const bare = spawnChild(process.execPath, ['--import', 'tsx', 'bench/servers/bare-refuse.ts'], {
-    logFile: path.join(dataDir, 'bare.log'),
-    env: { ...process.env, PORT: String(barePort), HOST: '127.0.0.1' },
-  });
-  await waitUntilHealthy(`http://127.0.0.1:${barePort}/healthz`, bare, 60_000);
-  const bareTarget = { pid: bare.process.pid!, port: barePort, idle: await idleCpuPerSecond(bare.process.pid!) };
-  await cpuPerRequest('probe-refuse', false, bareTarget); // its warm-up (the JIT), not reported
-  const bareSingle = await cpuPerRequest('probe-refuse', false, bareTarget);
-  const bareBulk = await cpuPerRequest('bulk-refuse', true, bareTarget);
-  await stopChild(bare, 5_000).catch(() => null);
+  // Phase 5, the floors: bare Fastify refusing every request in onRequest with a precomputed 429
+  // (bench/servers/bare-refuse.ts), and node:http doing the same with no framework
+  // (bench/servers/raw-refuse.ts), the same requests at the same rates.
+  const floor = async (script: string) => {
+    const floorPort = await freePort();
+    const child = spawnChild(process.execPath, ['--import', 'tsx', script], {
+      logFile: path.join(dataDir, `${path.basename(script, '.ts')}.log`),
+      env: { ...process.env, PORT: String(floorPort), HOST: '127.0.0.1' },
+    });
+    try {
+      await waitUntilHealthy(`http://127.0.0.1:${floorPort}/healthz`, child, 60_000);
+      const target = { pid: child.process.pid!, port: floorPort, idle: await idleCpuPerSecond(child.process.pid!) };
+      await cpuPerRequest('probe-refuse', false, target); // its warm-up (the JIT), not reported
+      return { single: await cpuPerRequest('probe-refuse', false, target), bulk: await cpuPerRequest('bulk-refuse', true, target) };
+    } finally {
+      await stopChild(child, 5_000).catch(() => null);
+    }
+  };
+  process.stderr.write('phase 5: the floors, bare Fastify refusing in onRequest and node:http refusing\n');
+  const { single: bareSingle, bulk: bareBulk } = await floor('bench/servers/bare-refuse.ts');
+  const { single: rawSingle, bulk: rawBulk } = await floor('bench/servers/raw-refuse.ts');
 
   const machine = describeMachine();
   const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -177,6 +185,8 @@ try {
   out(`| per event: bulk refused / ${BULK_EVENTS} single events accepted | ${fmt(refusingBulk.cpuMsPerRequest / (BULK_EVENTS * accepting.cpuMsPerRequest), 3)} | |`);
   out(`| floor: bare Fastify refusing in onRequest, single | ${fmt(bareSingle.cpuMsPerRequest, 3)} (${fmt(bareSingle.cpuMsPerRequest / accepting.cpuMsPerRequest)} of accepted) | ${codes(bareSingle.result)} |`);
   out(`| floor: bare Fastify refusing in onRequest, bulk | ${fmt(bareBulk.cpuMsPerRequest, 3)} (${fmt(bareBulk.cpuMsPerRequest / acceptingBulk.cpuMsPerRequest)} of accepted) | ${codes(bareBulk.result)} |`);
+  out(`| floor: node:http refusing, no framework, single | ${fmt(rawSingle.cpuMsPerRequest, 3)} (${fmt(rawSingle.cpuMsPerRequest / accepting.cpuMsPerRequest)} of accepted) | ${codes(rawSingle.result)} |`);
+  out(`| floor: node:http refusing, no framework, bulk | ${fmt(rawBulk.cpuMsPerRequest, 3)} (${fmt(rawBulk.cpuMsPerRequest / acceptingBulk.cpuMsPerRequest)} of accepted) | ${codes(rawBulk.result)} |`);
   out('');
   out(`Generator send lag p99: ${fmt(Math.max(...[...alone, ...withNoisy, noisy].map((r) => r.sendLagP99Ms)))} ms.`);
 } finally {

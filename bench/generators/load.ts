@@ -33,6 +33,11 @@ export interface LoadOptions {
    * at its own offset in the list, so the connections do not walk through the tenants in step.
    */
   readonly variant?: BodyVariant;
+  /**
+   * Steady open loop only: connections may grow to this many when every one is busy as a request
+   * falls due (lib/paced.ts; default: `connections`, a fixed set).
+   */
+  readonly maxConnections?: number;
   /** Open loop only: seconds sent at the same rate before the measured duration (default 2). */
   readonly warmupSeconds?: number;
 }
@@ -53,6 +58,8 @@ export interface LoadResult {
   readonly bestPerSecond?: number;
   /** Open-loop runs: p99 of how late the generator sent requests (its own delay, in the latencies). */
   readonly generatorLagP99Ms?: number;
+  /** Steady open-loop runs: connections opened in all (lib/paced.ts). */
+  readonly connectionsOpened?: number;
   /** CPU time the generator process used during the run (user + system). */
   readonly generatorCpuMs: number;
 }
@@ -120,6 +127,7 @@ async function runSteady(
     ratePerSecond: rate,
     durationSeconds: options.durationSeconds,
     connections: options.connections,
+    ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
     bodies,
     timeoutMs: 10_000,
     warmupSeconds: options.warmupSeconds ?? 2,
@@ -148,6 +156,7 @@ async function runSteady(
     },
     bodyBytesMean,
     generatorLagP99Ms: result.sendLagP99Ms,
+    connectionsOpened: result.connectionsOpened,
   };
 }
 

@@ -19,8 +19,15 @@ export interface PacedOptions {
   readonly url: string;
   readonly ratePerSecond: number;
   readonly durationSeconds: number;
-  /** Keep-alive connections; requests due while all are busy wait for one (and that counts). */
+  /** Keep-alive connections opened at the start. */
   readonly connections: number;
+  /**
+   * At most this many connections (default: `connections`). A request that falls due while every
+   * open connection is busy opens another one, up to this bound, as k6's constant-arrival-rate
+   * executor adds VUs up to maxVUs: the arrivals stay independent of the server instead of
+   * queueing behind a fixed set of connections. Past the bound it waits for one (and that counts).
+   */
+  readonly maxConnections?: number;
   readonly bodies: readonly string[];
   readonly timeoutMs: number;
   /** Sent at the same rate before the measured duration (answers counted, latencies not recorded). */
@@ -39,6 +46,8 @@ export interface PacedResult {
   readonly latenciesMs: Float64Array;
   /** How late the generator itself sent requests (its own event-loop delay), p99 in ms. */
   readonly sendLagP99Ms: number;
+  /** Connections opened in all (the initial ones and those added when every one was busy). */
+  readonly connectionsOpened: number;
 }
 
 const HEADER_END = Buffer.from('\r\n\r\n');
@@ -187,9 +196,13 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
       idle.push(connection);
     }
   };
-  for (let i = 0; i < options.connections; i++) {
-    idle.push(new Connection(target.hostname, Number(target.port), options.timeoutMs, onAnswer, onFailure));
-  }
+  const maxConnections = Math.max(options.connections, options.maxConnections ?? options.connections);
+  let connectionsOpened = 0;
+  const openConnection = () => {
+    connectionsOpened++;
+    return new Connection(target.hostname, Number(target.port), options.timeoutMs, onAnswer, onFailure);
+  };
+  for (let i = 0; i < options.connections; i++) idle.push(openConnection());
 
   if (total === 0) onAllSettled();
   await new Promise<void>((resolve) => {
@@ -198,7 +211,7 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
       while (sent < total && dueAt(sent) <= now) {
         lags[sent] = now - dueAt(sent);
         waiting.push(sent++);
-        const connection = idle.pop();
+        const connection = idle.pop() ?? (connectionsOpened < maxConnections ? openConnection() : undefined);
         if (connection) dispatch(connection);
       }
       if (sent >= total) resolve();
@@ -220,6 +233,7 @@ export async function runPaced(options: PacedOptions): Promise<PacedResult> {
     timeouts,
     latenciesMs: latencies.subarray(0, recorded),
     sendLagP99Ms: percentile(sortedLags, 0.99),
+    connectionsOpened,
   };
 }
 
