@@ -28,6 +28,7 @@ function parseOptions(argv: readonly string[]): BenchOptions {
       warmup: { default: 3, min: 1, max: 10 },
       connections: { default: 64, min: 1, max: 512 },
       'low-rate': { default: 1000, min: 0, max: 100_000 },
+      'rate-max-connections': { default: 256, min: 32, max: 1024 },
     },
     flags: ['cpu-prof'],
   });
@@ -37,6 +38,7 @@ function parseOptions(argv: readonly string[]): BenchOptions {
     warmupSeconds: args.warmup,
     connections: args.connections,
     rateConnections: 32,
+    rateMaxConnections: args['rate-max-connections'],
     lowRate: args['low-rate'],
   };
 }
@@ -116,7 +118,7 @@ async function main(): Promise<void> {
       machine,
       postgres: `${server.settings.version} (${server.embedded ? 'embedded' : 'DATABASE_URL'}; fsync=${server.settings.fsync}, synchronous_commit=${server.settings.synchronousCommit})`,
       psql: psql ?? 'psql not on PATH',
-      setup: `load generator in its own process; ${options.connections} connections closed loop for full load (autocannon), ${options.rateConnections} for steady rates; ${options.durationSeconds} s per run after a ${options.warmupSeconds} s warm-up; loopback only`,
+      setup: `load generator in its own process; ${options.connections} connections closed loop for full load (autocannon), ${options.rateConnections} for steady rates (the open-loop generator adds connections up to ${options.rateMaxConnections ?? options.rateConnections} when a request falls due while every one is busy, as k6's constant-arrival-rate does); ${options.durationSeconds} s per run after a ${options.warmupSeconds} s warm-up; loopback only`,
       measurements,
       integrity,
       targets: targets(measurements, integrity, service.halfPeak),
@@ -145,7 +147,11 @@ function notes(ctx: Context, copyMethod: string, measurements: readonly Measurem
   const bodyBytes = measurements.find((m) => m.load)?.load?.bodyBytesMean ?? 0;
   const lags = measurements
     .filter((m) => m.load?.generatorLagP99Ms !== undefined)
-    .map((m) => `${m.mode === 'b' ? '(b)' : '(c)'} ${m.scenario.split(',')[0]}: ${m.load!.generatorLagP99Ms!.toFixed(1)} ms`);
+    .map(
+      (m) =>
+        `${m.mode === 'b' ? '(b)' : '(c)'} ${m.scenario.split(',')[0]}: ${m.load!.generatorLagP99Ms!.toFixed(1)} ms` +
+        (m.load!.connectionsOpened === undefined ? '' : ` (${m.load!.connectionsOpened} connections opened)`),
+    );
   return [
     `Each request is one distinct event of ~${bodyBytes.toFixed(0)} bytes of JSON (256 bodies cycled, no id: the server assigns a UUIDv7).`,
     'events/s for HTTP modes = 2xx responses / run time. (b) answers 202 once an event is queued (ACK_MODE=queued) and every accepted event was committed before the counters were read; (a) answers 201 after its own commit.',

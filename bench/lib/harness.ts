@@ -37,6 +37,11 @@ export interface BenchOptions {
   readonly warmupSeconds: number;
   readonly connections: number;
   readonly rateConnections: number;
+  /**
+   * Steady open-loop runs: the generator opens connections beyond rateConnections, up to this
+   * many, when a request falls due while every one is busy (lib/paced.ts). Unset: a fixed set.
+   */
+  readonly rateMaxConnections?: number;
   readonly lowRate: number;
 }
 
@@ -151,6 +156,7 @@ export function steadyLoad(ctx: Context, url: string, ratePerSecond: number, gen
   return {
     url,
     connections: ctx.options.rateConnections,
+    ...(generator === 'paced' && ctx.options.rateMaxConnections !== undefined ? { maxConnections: ctx.options.rateMaxConnections } : {}),
     durationSeconds: ctx.options.durationSeconds,
     overallRate: ratePerSecond,
     rateGenerator: generator,

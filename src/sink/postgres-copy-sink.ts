@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { copyPayload } from './copy-payload.ts';
 import { isPermanentFailure, sqlstateOf } from '../db/failure-class.ts';
 import { onCheckedOutClientError } from '../db/pool.ts';
 import { EVENT_COLUMNS } from '../event/copy-row.ts';
@@ -134,19 +135,19 @@ export class PostgresCopySink implements Sink {
     deadline.addEventListener('abort', onDeadline, { once: true });
     try {
       deadline.throwIfAborted();
-      const payload = batch.length === 1 ? batch[0]!.row : batch.map((event) => event.row).join('');
+      const payload = copyPayload(batch);
       if (!this.#expectDuplicates) {
         // Before BEGIN: a CREATE inside a transaction that rolls back would be undone with it.
         if (this.#chain) await this.#ensureStage(client);
         await client.query('BEGIN');
         try {
-          await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
+          await pipeline(Readable.from(payload), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
           if (this.#rollups) await addBatchCounts(client, batch);
           let heads: ChainHead[] = [];
           if (this.#chain) {
             // The leaves are hashed from the same payload copied into the staging table (every row
             // of it was inserted): no probe of `events` per row (chain-writer.ts).
-            await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
+            await pipeline(Readable.from(payload), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
             heads = await appendLinks(client, tenantsOf(batch), 'stage', batch.length, this.#knownHeads);
           }
           await client.query('COMMIT');
@@ -159,7 +160,7 @@ export class PostgresCopySink implements Sink {
       }
       await this.#ensureStage(client);
       await client.query('BEGIN');
-      await pipeline(Readable.from([payload]), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
+      await pipeline(Readable.from(payload), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
       if (this.#chain) {
         const text = this.#rollups ? MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED : MOVE_STAGE_TO_EVENTS_CHAINED;
         const moved = await client.query<[string, string, string, Buffer]>({ text, rowMode: 'array' });
