@@ -93,6 +93,11 @@ export class PendingCheckpoints {
   tenants(): string[] {
     return [...this.#byTenant.keys()];
   }
+
+  /** The kept lines, left in place. */
+  values(): IterableIterator<SignedCheckpoint> {
+    return this.#byTenant.values();
+  }
 }
 
 /** The newer line of one tenant's two, covering the events of both. */

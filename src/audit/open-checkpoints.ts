@@ -1,10 +1,12 @@
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import { ConfigError, type Config } from '../config.ts';
 import type { IngestMetrics } from '../telemetry/metrics.ts';
-import type { CheckpointDestination, CheckpointObserver } from './checkpoint-destination.ts';
+import type { CheckpointDestination } from './checkpoint-destination.ts';
 import { FileCheckpointDestination } from './checkpoint-file.ts';
-import { redacted, WebhookCheckpointDestination } from './checkpoint-webhook.ts';
+import { CheckpointOutbox, OUTBOX_FILE_NAME } from './checkpoint-outbox.ts';
+import { redacted, WebhookCheckpointDestination, type WebhookObserver } from './checkpoint-webhook.ts';
 import { CheckpointWriter } from './checkpoint-writer.ts';
 import { loadSigningKey } from './checkpoints.ts';
 
@@ -22,12 +24,15 @@ export async function openCheckpoints(config: Config, clock: Clock, logger: Logg
     throw new ConfigError(`cannot load the audit signing key: ${(error as Error).message}`, { cause: error });
   });
   // The callbacks run only after the writer below exists (a destination reports what it exported).
-  const observer: CheckpointObserver = {
+  const observer: WebhookObserver = {
     exported: (destination, result) => {
       metrics.auditCheckpointWrites.inc({ destination, result });
       metrics.auditUnsignedEvents.set(writer.unsignedEvents);
     },
     superseded: (destination, lines) => metrics.auditCheckpointsSuperseded.inc({ destination }, lines),
+    refused: () => metrics.auditCheckpointWebhookRefusals.inc(),
+    outboxWritten: (lines) => metrics.auditCheckpointOutboxLines.set(lines),
+    outboxFailed: () => metrics.auditCheckpointOutboxFailures.inc({ reason: 'write' }),
   };
   const destinations: CheckpointDestination[] = [];
   if (audit.checkpointFile !== undefined) {
@@ -44,8 +49,27 @@ export async function openCheckpoints(config: Config, clock: Clock, logger: Logg
     if (url.protocol === 'http:' && webhook.token !== undefined && !LOOPBACK.has(url.hostname)) {
       logger.warn({ url: url.origin }, 'AUDIT_CHECKPOINT_WEBHOOK_TOKEN is sent over plain http to a host that is not loopback: use https');
     }
+    // DATA_DIR/audit-checkpoints-outbox.ndjson: what an earlier run could not deliver (DATA_DIR is locked: ours alone).
+    const outboxFile = path.join(config.dataDir, OUTBOX_FILE_NAME);
+    const { outbox, contents } = await CheckpointOutbox.open(outboxFile, key, new Date(clock.now())).catch((error: unknown) => {
+      throw new ConfigError(`cannot open the audit checkpoint outbox ${outboxFile}: ${(error as Error).message}`, { cause: error });
+    });
+    if (contents.corrupt !== undefined) {
+      metrics.auditCheckpointOutboxFailures.inc({ reason: 'corrupt' });
+      logger.error(
+        { outbox: outboxFile, reason: contents.corrupt.reason, setAsideAs: contents.corrupt.setAsideAs, kept: contents.lines.length },
+        contents.corrupt.setAsideAs === undefined
+          ? 'the audit checkpoint outbox is corrupt and could not be set aside; starting anyway with its good lines. Move the file away by hand before it is overwritten if it is evidence; the next checkpoint of each tenant covers what it held'
+          : 'the audit checkpoint outbox is corrupt; it was set aside and the service starts anyway, delivering its good lines. Keep the set-aside file with the evidence; the next checkpoint of each tenant covers what it held',
+      );
+    }
+    metrics.auditCheckpointOutboxLines.set(outbox.lines);
+    if (contents.lines.length > 0) {
+      logger.info({ outbox: outboxFile, lines: contents.lines.length }, 'signed audit checkpoints an earlier run did not deliver to AUDIT_CHECKPOINT_WEBHOOK_URL are sent first');
+    }
     destinations.push(
       new WebhookCheckpointDestination({
+        outbox: { file: outbox, restored: contents.lines },
         url: webhook.url,
         token: webhook.token,
         timeoutMs: webhook.timeoutMs,

@@ -51,6 +51,7 @@ export function createMetrics(registry = new Registry()) {
     for (const result of ['written', 'failed'] as const) metrics.auditCheckpointWrites.inc({ destination, result }, 0);
     metrics.auditCheckpointsSuperseded.inc({ destination }, 0);
   }
+  for (const reason of ['write', 'corrupt'] as const) metrics.auditCheckpointOutboxFailures.inc({ reason }, 0);
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
     for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
@@ -209,6 +210,22 @@ function createInstruments(registry: Registry) {
       name: 'ingest_audit_checkpoints_superseded_total',
       help: "Signed checkpoint lines a destination dropped unsent because a newer head of the same tenant replaced them while it was failing (the newer one pins every link the older one did), by destination.",
       labelNames: ['destination'] as const,
+      registers: [registry],
+    }),
+    auditCheckpointWebhookRefusals: new Counter({
+      name: 'ingest_audit_checkpoint_webhook_refusals_total',
+      help: 'POSTs of signed checkpoints that AUDIT_CHECKPOINT_WEBHOOK_URL refused with a status retrying does not change (4xx other than 408, 425, 429: a wrong token or path, a receiver that does not take the body). Also counted as failed writes; the lines are kept and tried again every AUDIT_CHECKPOINT_WEBHOOK_RETRY_MAX_DELAY_MS until the receiver takes them.',
+      registers: [registry],
+    }),
+    auditCheckpointOutboxLines: new Gauge({
+      name: 'ingest_audit_checkpoint_outbox_lines',
+      help: 'Signed checkpoint lines (at most one per tenant) in DATA_DIR/audit-checkpoints-outbox.ndjson as last written: taken for AUDIT_CHECKPOINT_WEBHOOK_URL and not yet delivered. What a stop or a crash leaves there is sent first at the next start.',
+      registers: [registry],
+    }),
+    auditCheckpointOutboxFailures: new Counter({
+      name: 'ingest_audit_checkpoint_outbox_failures_total',
+      help: 'Failures of the webhook outbox DATA_DIR/audit-checkpoints-outbox.ndjson, by reason (write: a rewrite failed, the waiting lines are in memory only until one succeeds; corrupt: at start it could not be read whole and was set aside as .corrupt-<time>, its good lines still delivered).',
+      labelNames: ['reason'] as const,
       registers: [registry],
     }),
     auditUnsignedEvents: new Gauge({

@@ -1,86 +1,15 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { generateSigningKeyPair, type CheckpointLine } from '../../src/audit/checkpoints.ts';
+import { generateSigningKeyPair, keyIdOf, loadSigningKey, signCheckpoint, type CheckpointLine } from '../../src/audit/checkpoints.ts';
+import { Receiver } from '../helpers/checkpoint-receiver.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { runScript } from '../helpers/run-script.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
 import { TcpProxy } from '../helpers/tcp-proxy.ts';
-
-/** How the receiver answers one request: the status, and whether it stored the body before answering. */
-interface Answer {
-  readonly status: number;
-  readonly store: boolean;
-  readonly retryAfter?: string;
-}
-
-/**
- * A real receiver: node:http on 127.0.0.1, appending each body to a file — as a receiver should,
- * deduping lines by (tenant, seq, key), so a retried POST stores nothing twice. `answers` script
- * the first requests; the rest get 200 and are stored.
- */
-class Receiver {
-  readonly requests: { headers: IncomingHttpHeaders; body: string; status: number }[] = [];
-  readonly #seen = new Set<string>();
-  readonly #server: Server;
-  readonly #file: string;
-  readonly #answers: Answer[];
-
-  constructor(file: string, answers: Answer[] = []) {
-    this.#file = file;
-    this.#answers = [...answers];
-    this.#server = createServer((request, response) => {
-      const chunks: Buffer[] = [];
-      request.on('data', (chunk: Buffer) => chunks.push(chunk));
-      request.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        const answer = this.#answers.shift() ?? { status: 200, store: true };
-        this.requests.push({ headers: request.headers, body, status: answer.status });
-        void (answer.store ? this.#store(body) : Promise.resolve()).then(() => {
-          response.writeHead(answer.status, answer.retryAfter === undefined ? {} : { 'retry-after': answer.retryAfter });
-          response.end();
-        });
-      });
-    });
-  }
-
-  async #store(body: string): Promise<void> {
-    const fresh = body
-      .split('\n')
-      .filter(Boolean)
-      .filter((text) => {
-        const line = JSON.parse(text) as CheckpointLine;
-        const id = `${line.tenant} ${line.seq} ${line.key}`;
-        if (this.#seen.has(id)) return false;
-        this.#seen.add(id);
-        return true;
-      });
-    if (fresh.length > 0) await appendFile(this.#file, fresh.map((text) => `${text}\n`).join(''));
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve));
-    return (this.#server.address() as AddressInfo).port;
-  }
-
-  async storedLines(): Promise<CheckpointLine[]> {
-    const text = await readFile(this.#file, 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as CheckpointLine);
-  }
-
-  async close(): Promise<void> {
-    this.#server.closeAllConnections();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-}
 
 /** A sample of one metric series from the service's /metrics, 0 when absent. */
 async function metric(service: TestService, series: string): Promise<number> {
@@ -239,6 +168,133 @@ describe('AUDIT_CHECKPOINT_WEBHOOK_URL: signed checkpoints posted to a receiver'
       await receiver.close();
     }
     const result = await verify('hook-down', stored);
+    assert.equal(result.code, 0, result.stderr);
+  });
+
+  /** The tenant and seq of each line in DATA_DIR's outbox; undefined when there is no outbox file. */
+  const outboxOf = async (dataDir: string) => {
+    const text = await readFile(path.join(dataDir, 'audit-checkpoints-outbox.ndjson'), 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    if (text === undefined) return undefined;
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const parsed = JSON.parse(line) as CheckpointLine;
+        return `${parsed.tenant} ${parsed.seq}`;
+      })
+      .sort();
+  };
+
+  it('a receiver down at shutdown: the lines stay in the outbox, a newer head replaces its tenant’s at the next start, and all are delivered once it is back', async () => {
+    const stored = path.join(dir, 'received-outbox.ndjson');
+    const dataDir = path.join(dir, 'data-outbox');
+    const receiver = new Receiver(stored);
+    const proxy = new TcpProxy({ host: '127.0.0.1', port: await receiver.listen() });
+    await proxy.start();
+    await proxy.cut();
+    const env = environment(proxy.port, { AUDIT_CHECKPOINT_WEBHOOK_TIMEOUT_MS: '300', AUDIT_CHECKPOINT_EVENTS: '30' });
+    let service: TestService | undefined;
+    try {
+      service = await buildTestService(db.url, env, { dataDir });
+      await post(service, 'outbox-one', 60);
+      await post(service, 'outbox-two', 40);
+      await waitFor(async () => (await storedIn('outbox-one')) === 60 && (await storedIn('outbox-two')) === 40, 20_000, 'every event stored');
+      await service.close();
+      const first = service;
+      service = undefined;
+      const headsAtStop = [`outbox-one ${await headSeq('outbox-one')}`, `outbox-two ${await headSeq('outbox-two')}`];
+      assert.deepEqual(await outboxOf(dataDir), headsAtStop, 'the newest head of each tenant waits in DATA_DIR');
+      assert.equal(await metric(first, 'ingest_audit_checkpoint_outbox_lines'), 2);
+      assert.equal(await metric(first, webhookWrites('written')), 0);
+      assert.equal(receiver.requests.length, 0);
+
+      // Next start, the receiver still away: a newer head of outbox-one replaces the one restored.
+      service = await buildTestService(db.url, env, { dataDir });
+      assert.equal(await metric(service, 'ingest_audit_checkpoint_outbox_lines'), 2, 'found at start');
+      await post(service, 'outbox-one', 30);
+      await waitFor(async () => (await storedIn('outbox-one')) === 90, 20_000, 'the new events stored');
+      const newer = `outbox-one ${await headSeq('outbox-one')}`;
+      assert.notEqual(newer, headsAtStop[0]);
+      await waitFor(async () => (await outboxOf(dataDir))?.join() === [newer, headsAtStop[1]].join(), 20_000, 'the newer head in the outbox, in place of the older');
+
+      await proxy.restore();
+      await waitFor(async () => (await outboxOf(dataDir)) === undefined, 20_000, 'delivered: the outbox removed');
+      assert.equal(await metric(service, 'ingest_audit_checkpoint_outbox_lines'), 0);
+      assert.ok((await metric(service, webhookWrites('written'))) >= 1);
+      assert.deepEqual(
+        (await receiver.storedLines()).map((line) => `${line.tenant} ${line.seq}`).sort(),
+        [newer, headsAtStop[1]],
+        'each tenant’s newest head; the older line of outbox-one was never sent',
+      );
+      await service.close();
+      service = undefined;
+      assert.equal(await outboxOf(dataDir), undefined, 'nothing left for a next start');
+    } finally {
+      await service?.close();
+      await proxy.stop();
+      await receiver.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+    for (const tenant of ['outbox-one', 'outbox-two']) {
+      const result = await verify(tenant, stored);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, new RegExp(`intact: tenant ${tenant}, .* 1 signed checkpoint`));
+    }
+  });
+
+  it('a corrupt outbox at start: counted, set aside as .corrupt-<time>, the service starts and delivers its good line', async () => {
+    const stored = path.join(dir, 'received-corrupt.ndjson');
+    const dataDir = path.join(dir, 'data-corrupt');
+    await mkdir(dataDir, { recursive: true });
+    const key = await loadSigningKey({ file: keyFile });
+    const good = `${JSON.stringify(signCheckpoint(key, keyIdOf(key), { tenant: 'outbox-salvaged', seq: 3n, hash: Buffer.alloc(32, 7) }, new Date().toISOString()))}\n`;
+    const text = `${good}{"v":1,"tenant":"outbox-torn","seq":"4","ha\n`;
+    await writeFile(path.join(dataDir, 'audit-checkpoints-outbox.ndjson'), text);
+    const receiver = new Receiver(stored);
+    const port = await receiver.listen();
+    let service: TestService | undefined;
+    try {
+      service = await buildTestService(db.url, environment(port), { dataDir });
+      assert.equal(await metric(service, 'ingest_audit_checkpoint_outbox_failures_total{reason="corrupt"}'), 1);
+      const aside = (await readdir(dataDir)).filter((name) => name.startsWith('audit-checkpoints-outbox.ndjson.corrupt-'));
+      assert.equal(aside.length, 1, 'set aside once');
+      assert.equal(await readFile(path.join(dataDir, aside[0]!), 'utf8'), text, 'as it was');
+      await waitFor(async () => (await receiver.storedLines()).length === 1, 20_000, 'the good line delivered');
+      assert.equal(receiver.requests[0]!.body, good, 'byte for byte');
+      await waitFor(async () => (await outboxOf(dataDir)) === undefined, 10_000, 'the outbox removed once delivered');
+      // The service works as ever.
+      await post(service, 'outbox-after-corrupt', 10);
+      await waitFor(async () => (await storedIn('outbox-after-corrupt')) === 10, 20_000, 'events stored');
+      await service.close();
+      service = undefined;
+      assert.ok((await receiver.storedLines()).some((line) => line.tenant === 'outbox-after-corrupt'), 'the shutdown checkpoint delivered');
+    } finally {
+      await service?.close();
+      await receiver.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a refusal (404) is counted apart, retried, and the line delivered once the receiver takes it', async () => {
+    const stored = path.join(dir, 'received-refused.ndjson');
+    const receiver = new Receiver(stored, [{ status: 404, store: false }]);
+    const port = await receiver.listen();
+    const service = await buildTestService(db.url, environment(port, { AUDIT_CHECKPOINT_EVENTS: '20' }));
+    try {
+      await post(service, 'hook-refused', 20);
+      await waitFor(async () => (await metric(service, webhookWrites('written'))) === 1, 20_000, 'delivered after the refusal');
+      assert.equal(await metric(service, 'ingest_audit_checkpoint_webhook_refusals_total'), 1);
+      assert.equal(await metric(service, webhookWrites('failed')), 1, 'a refusal is a failed write too (the alert)');
+      assert.equal(receiver.requests.length, 2);
+      assert.equal(receiver.requests[0]!.body, receiver.requests[1]!.body, 'the same line again');
+    } finally {
+      await service.close();
+      await receiver.close();
+    }
+    const result = await verify('hook-refused', stored);
     assert.equal(result.code, 0, result.stderr);
   });
 });

@@ -25,6 +25,7 @@ const ZERO_SERIES = [
   ...['overloaded', 'queue_full', 'draining', 'tenant_over_share'].map((reason) => `ingest_shed_total{reason="${reason}"}`),
   ...['open', 'half_open', 'closed'].map((to) => `ingest_breaker_transitions_total{to="${to}"}`),
   ...['success', 'failure'].map((result) => `ingest_database_probes_total{result="${result}"}`),
+  ...['write', 'corrupt'].map((reason) => `ingest_audit_checkpoint_outbox_failures_total{reason="${reason}"}`),
   ...['/event', '/events'].flatMap((route) =>
     ['201', '202', '400', '401', '413', '429', '503'].map((status) => `ingest_http_responses_total{route="${route}",status="${status}"}`),
   ),
