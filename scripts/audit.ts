@@ -127,17 +127,26 @@ async function main(argv: string[]): Promise<number> {
   const pool = new pg.Pool({ connectionString: database.url, max: 1 });
   try {
     const result = await verifyChain(pool, { tenant, since, checkpoints, checkUnchained: !values['no-unchained-check'], unchainedBefore });
-    const summary = { tenant, links: result.links, events: result.events, lastSeq: result.lastSeq.toString(), checkpoints: result.checkpointsChecked };
+    const headRecoveries = result.headRecoveries.map((r) => ({ found: r.found, foundSeq: r.foundSeq?.toString() ?? null, lastSeq: r.lastSeq.toString(), recoveredAt: r.recoveredAt }));
+    const summary = { tenant, links: result.links, events: result.events, lastSeq: result.lastSeq.toString(), checkpoints: result.checkpointsChecked, headRecoveries };
+    // Not a finding: the service re-derived a head someone deleted or moved back; the links were checked above.
+    const notes = result.headRecoveries.map(
+      (r) =>
+        `note: at ${r.recoveredAt} the service found the head of tenant ${tenant} ${r.found === 'missing' ? 'deleted' : `moved back to seq ${r.foundSeq}`} and re-derived it from link ${r.lastSeq}: someone changed audit_chain_heads (runbook "Audit chain head recovered or out of step")`,
+    );
     if (result.finding) {
       const { kind, seq, key, message } = result.finding;
       const at = [seq === undefined ? undefined : `link ${seq}`, key === undefined ? undefined : `event (${tenant}, ${key.id}, ${key.occurredAt})`].filter(Boolean).join(', ');
-      report(values.json, { ok: false, ...summary, finding: { kind, seq: seq?.toString(), key, message } }, `NOT INTACT at ${at}: ${kind}: ${message}`);
+      report(values.json, { ok: false, ...summary, finding: { kind, seq: seq?.toString(), key, message } }, [`NOT INTACT at ${at}: ${kind}: ${message}`, ...notes].join('\n'));
       return 1;
     }
     report(
       values.json,
       { ok: true, ...summary },
-      `intact: tenant ${tenant}, ${result.links} links, ${result.events} events${since ? ` (rows looked up from ${since.toISOString()})` : ''}, up to link ${result.lastSeq}; ${result.checkpointsChecked} signed checkpoints match`,
+      [
+        `intact: tenant ${tenant}, ${result.links} links, ${result.events} events${since ? ` (rows looked up from ${since.toISOString()})` : ''}, up to link ${result.lastSeq}; ${result.checkpointsChecked} signed checkpoints match`,
+        ...notes,
+      ].join('\n'),
     );
     return 0;
   } finally {

@@ -12,6 +12,7 @@ import { deadLetterDirectory, readDeadLetterFiles, type DeadLetterFile } from '.
 import { RedriveBusyError } from '../src/dlq/redrive-lock.ts';
 import { redrive, RedriveInterruptedError, type RedriveResult } from '../src/dlq/redrive.ts';
 import { PostgresCopySink } from '../src/sink/postgres-copy-sink.ts';
+import { reportHeadAnomalies } from '../src/audit/head-anomalies.ts';
 
 const EXIT_OK = 0;
 const EXIT_STILL_FAILING = 1;
@@ -120,7 +121,7 @@ async function redriveCommand(config: Config, directory: string, batchSize: numb
   try {
     const result = await redrive({
       directory,
-      sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups, auditChain: config.audit.chain ? {} : undefined }),
+      sink: new PostgresCopySink(pool, { copyTimeoutMs: config.db.copyTimeoutMs, rollups: config.db.rollups, auditChain: config.audit.chain ? { onHeadAnomalies: reportHeadAnomalies(logger) } : undefined }),
       batchSize,
       clock: { now: () => Date.now() },
       signal: abort.signal,

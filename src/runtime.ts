@@ -55,6 +55,7 @@ import { replayRecovered } from './wal/replay.ts';
 import { raceDeadline } from './deadline.ts';
 import type { CheckpointWriter } from './audit/checkpoint-writer.ts';
 import { openCheckpoints } from './audit/open-checkpoints.ts';
+import { reportHeadAnomalies } from './audit/head-anomalies.ts';
 
 export interface RuntimeOptions {
   readonly config: Config;
@@ -171,6 +172,7 @@ export class IngestRuntime {
                 parts.checkpoints.record(heads);
                 this.metrics.auditUnsignedEvents.set(parts.checkpoints.unsignedEvents);
               },
+              onHeadAnomalies: reportHeadAnomalies(this.logger, this.metrics.auditHeadsRecovered),
             }
           : undefined,
       ...(parts.jetstream ? { target: jetStreamTarget(parts.jetstream, this.config.jetstream) } : {}),

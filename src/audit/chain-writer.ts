@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { sqlstateOf } from '../db/failure-class.ts';
 import { IngestInternalError } from '../internal-errors.ts';
 import { leafSql } from './leaf-hash.ts';
 
@@ -23,6 +24,47 @@ export class AuditChainMismatchError extends IngestInternalError {
 }
 
 /**
+ * A link at the seq after a known head exists already: the head was moved back (edited) behind the
+ * service. Rolled back and retried like AuditChainMismatchError, never taken for bad data (that
+ * would dead-letter the batch); the tenants are forgotten, so the retry locks their heads first and
+ * re-derives a head behind the last link from that link (checkHeads).
+ */
+export class AuditChainHeadStaleError extends IngestInternalError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('AUDIT_ERR_CHAIN_HEAD_STALE', message, options);
+  }
+}
+
+/**
+ * A head that does not point at its tenant's last link, found when the head is locked before an
+ * append (a tenant's first batch in this process, or the retry after a mismatch):
+ *  - missing: no head row, yet the tenant has links (its row was deleted behind the service);
+ *  - behind: the head's seq is before the last link's (the row was rewound);
+ *  - ahead: the head's seq is past the last link's (links deleted from the end, or the row edited);
+ *  - forked: the head's seq is the last link's, its hash is not (the row's hash edited, or the
+ *    last link rewritten).
+ * missing and behind are recovered (`recovered`): the head is moved to the last link in the same
+ * transaction, and a row of audit_chain_head_recoveries records it. ahead and forked are left as
+ * found: appending after them loses no link, and the chain itself then shows what happened to
+ * `npm run audit -- verify` (link-missing at lastSeq + 1, link-broken at the appended link).
+ */
+export interface HeadAnomaly {
+  readonly tenant: string;
+  readonly found: 'missing' | 'behind' | 'ahead' | 'forked';
+  readonly recovered: boolean;
+  /** The head's seq as found (0 for missing). */
+  readonly headSeq: bigint;
+  /** The tenant's last link (0: none). */
+  readonly lastSeq: bigint;
+}
+
+/** What an append did: the new heads and the anomalies it found on the way. */
+export interface AppendResult {
+  readonly heads: ChainHead[];
+  readonly anomalies: HeadAnomaly[];
+}
+
+/**
  * The events a transaction's staged INSERT inserted, as its RETURNING gave them: key columns (the
  * time as PostgreSQL's text of it, cast back losslessly in the same session) and each row's leaf,
  * computed by that RETURNING from the row as stored.
@@ -36,11 +78,30 @@ export interface StoredLeaves {
 
 // The batch's tenants in the database's own order of text (the same for every writer), so that two
 // transactions lock heads in one order and never deadlock. DO UPDATE locks an existing head as
-// well as a new one; RETURNING hands back its seq and hash as they were.
+// well as a new one; RETURNING hands back its seq and hash as they were, and whether the row was
+// created here (xmax = 0 only on a row this INSERT inserted, not on one DO UPDATE locked).
 const LOCK_HEADS = `INSERT INTO audit_chain_heads AS h (tenant)
   SELECT t FROM unnest($1::text[]) AS t ORDER BY 1
   ON CONFLICT (tenant) DO UPDATE SET updated_at = now()
-  RETURNING h.tenant, h.seq, h.hash`;
+  RETURNING h.tenant, h.seq::text, h.hash, h.xmax = 0`;
+
+// Each locked tenant's last link (one backward probe of the primary key each). A statement of its
+// own, after LOCK_HEADS: its snapshot is taken once the heads are locked, so it sees every link
+// committed before, and no other writer can append to these tenants until this transaction ends
+// (a snapshot taken with LOCK_HEADS's would miss a link whose writer we waited for).
+const LAST_LINKS = `SELECT t, l.seq::text, l.hash FROM unnest($1::text[]) AS t
+  LEFT JOIN LATERAL (SELECT seq, hash FROM audit_chain_links WHERE tenant = t ORDER BY seq DESC LIMIT 1) AS l ON true`;
+
+// Move the heads found missing or behind to their last links, and record each move.
+const RECOVER_HEADS = `WITH moved AS (
+    UPDATE audit_chain_heads h SET seq = r.seq, hash = r.hash, updated_at = now()
+      FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS r (tenant, seq, hash) WHERE h.tenant = r.tenant
+    RETURNING h.tenant
+  )
+  INSERT INTO audit_chain_head_recoveries (tenant, found, found_seq, found_hash, last_seq, last_hash)
+  SELECT r.tenant, r.found, r.found_seq, r.found_hash, r.seq, r.hash
+    FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::bigint[], $6::bytea[]) AS r (tenant, seq, hash, found, found_seq, found_hash)
+    JOIN moved USING (tenant)`;
 
 // In one statement, for the events the transaction inserted and the tenants' heads: each event's
 // leaf, the rows grouped per tenant in the canonical order (id, occurred_at); one link per tenant with
@@ -122,13 +183,15 @@ export type LinkSource = 'stage' | StoredLeaves;
  * Append one link per tenant of `tenants` to its chain, for the events this transaction inserted
  * (`source`, `count` of them), inside the caller's transaction: lock the heads, insert the links,
  * move the heads. The links commit or roll back with the events. Returns the new heads, to report
- * once committed.
+ * once committed, and the head anomalies found (checkHeads), to report likewise.
  *
  * `knownHeads`: tenants whose head row is known to exist (the caller adds a tenant once a
  * transaction that appended to it has committed). When every tenant of the batch is in it, the
  * heads are locked by the append statement itself: one statement per batch instead of two. A
- * head that is gone after all (deleted behind the service) makes the count mismatch: the write
- * fails, retryable, and the tenants are forgotten so the retry creates the heads first.
+ * head that is gone after all (deleted behind the service) makes the count mismatch, and one moved
+ * back makes the next link collide with one that exists: either way the write fails, retryable,
+ * and the tenants are forgotten so the retry locks the heads first and checks them against the
+ * links (checkHeads).
  */
 export async function appendLinks(
   client: pg.ClientBase,
@@ -136,25 +199,97 @@ export async function appendLinks(
   source: LinkSource,
   count: number,
   knownHeads?: Set<string>,
-): Promise<ChainHead[]> {
-  if (count === 0) return [];
+): Promise<AppendResult> {
+  if (count === 0) return { heads: [], anomalies: [] };
   const statements = source === 'stage' ? APPEND.stage : APPEND.returned;
   const leading: unknown[] = source === 'stage' ? [] : [source.ids, source.tenants, source.occurredAts, source.leaves];
+  const forget = () => {
+    for (const tenant of tenants) knownHeads?.delete(tenant);
+  };
   let moved: pg.QueryResult<[string, string, Buffer, number]>;
-  if (knownHeads !== undefined && tenants.every((tenant) => knownHeads.has(tenant))) {
-    moved = await client.query<[string, string, Buffer, number]>({ ...statements.locking, values: [...leading, tenants], rowMode: 'array' });
-  } else {
-    const locked = await client.query<[string, string, Buffer]>({ name: 'audit-lock-heads', text: LOCK_HEADS, values: [tenants], rowMode: 'array' });
-    const heads = [locked.rows.map((row) => row[0]), locked.rows.map((row) => row[1]), locked.rows.map((row) => row[2])];
-    moved = await client.query<[string, string, Buffer, number]>({ ...statements.given, values: [...leading, ...heads], rowMode: 'array' });
+  let anomalies: HeadAnomaly[] = [];
+  try {
+    if (knownHeads !== undefined && tenants.every((tenant) => knownHeads.has(tenant))) {
+      moved = await client.query<[string, string, Buffer, number]>({ ...statements.locking, values: [...leading, tenants], rowMode: 'array' });
+    } else {
+      const locked = await client.query<[string, string, Buffer, boolean]>({ name: 'audit-lock-heads', text: LOCK_HEADS, values: [tenants], rowMode: 'array' });
+      const checked = await checkHeads(client, locked.rows);
+      anomalies = checked.anomalies;
+      const heads = checked.heads;
+      moved = await client.query<[string, string, Buffer, number]>({ ...statements.given, values: [...leading, heads.map((h) => h.tenant), heads.map((h) => h.seq), heads.map((h) => h.hash)], rowMode: 'array' });
+    }
+  } catch (error) {
+    if (sqlstateOf(error) === UNIQUE_VIOLATION && (error as { constraint?: unknown }).constraint === LINKS_KEY) {
+      forget();
+      throw new AuditChainHeadStaleError(
+        'audit chain: the link after a tenant head of this batch exists already (the head was moved back behind the service); rolled back, the retry re-derives the head from the last link',
+        { cause: error },
+      );
+    }
+    throw error;
   }
   const heads = moved.rows.map(([tenant, seq, hash, events]) => ({ tenant, seq: BigInt(seq), hash, events }));
   const chained = heads.reduce((sum, head) => sum + head.events, 0);
   if (chained !== count) {
-    for (const tenant of tenants) knownHeads?.delete(tenant);
-    throw new AuditChainMismatchError(`audit chain: ${chained} of the ${count} events this transaction inserted were found to chain`);
+    forget();
+    throw new AuditChainMismatchError(
+      `audit chain: ${chained} of the ${count} events this transaction inserted were found to chain (a head row of the batch's tenants is gone: deleted behind the service?); rolled back, the retry locks the heads first`,
+    );
   }
-  return heads;
+  return { heads, anomalies };
+}
+
+const UNIQUE_VIOLATION = '23505';
+const LINKS_KEY = 'audit_chain_links_pkey';
+
+/**
+ * The locked heads (LOCK_HEADS's rows) against their tenants' last links, in the transaction that
+ * holds their locks. A head that is missing (created just now while links exist) or behind the
+ * last link is moved to that link and the move recorded (RECOVER_HEADS): appending after it as
+ * found would collide with an existing link, a refusal the sink chain would take for bad data and
+ * dead-letter. A head ahead of the last link or forked from it is appended after as found: that
+ * loses no link and leaves the evidence in the chain (HeadAnomaly). Returns the heads to append
+ * after.
+ */
+async function checkHeads(
+  client: pg.ClientBase,
+  locked: readonly (readonly [tenant: string, seq: string, hash: Buffer, created: boolean])[],
+): Promise<{ heads: { tenant: string; seq: string; hash: Buffer }[]; anomalies: HeadAnomaly[] }> {
+  const last = await client.query<[string, string | null, Buffer | null]>({ name: 'audit-last-links', text: LAST_LINKS, values: [locked.map((row) => row[0])], rowMode: 'array' });
+  const lastOf = new Map(last.rows.map(([tenant, seq, hash]) => [tenant, { seq: BigInt(seq ?? '0'), hash }]));
+  const heads: { tenant: string; seq: string; hash: Buffer }[] = [];
+  const anomalies: HeadAnomaly[] = [];
+  const recover = { tenants: [] as string[], seqs: [] as string[], hashes: [] as Buffer[], found: [] as string[], foundSeqs: [] as (string | null)[], foundHashes: [] as (Buffer | null)[] };
+  for (const [tenant, seqText, hash, created] of locked) {
+    const seq = BigInt(seqText);
+    const link = lastOf.get(tenant) ?? { seq: 0n, hash: null };
+    const found = created && link.seq > 0n ? 'missing' : seq < link.seq ? 'behind' : seq > link.seq ? 'ahead' : link.hash !== null && !link.hash.equals(hash) ? 'forked' : undefined;
+    if (found === undefined) {
+      heads.push({ tenant, seq: seqText, hash });
+      continue;
+    }
+    const recovered = found === 'missing' || found === 'behind';
+    anomalies.push({ tenant, found, recovered, headSeq: seq, lastSeq: link.seq });
+    if (!recovered || link.hash === null) {
+      heads.push({ tenant, seq: seqText, hash });
+      continue;
+    }
+    heads.push({ tenant, seq: link.seq.toString(), hash: link.hash });
+    recover.tenants.push(tenant);
+    recover.seqs.push(link.seq.toString());
+    recover.hashes.push(link.hash);
+    recover.found.push(found);
+    recover.foundSeqs.push(created ? null : seqText);
+    recover.foundHashes.push(created ? null : hash);
+  }
+  if (recover.tenants.length > 0) {
+    await client.query({
+      name: 'audit-recover-heads',
+      text: RECOVER_HEADS,
+      values: [recover.tenants, recover.seqs, recover.hashes, recover.found, recover.foundSeqs, recover.foundHashes],
+    });
+  }
+  return { heads, anomalies };
 }
 
 /** The distinct tenants of a batch. */

@@ -46,6 +46,17 @@ export interface VerifyOptions {
   readonly pageSize?: number;
 }
 
+/** A row of audit_chain_head_recoveries: the service moved the tenant's head to its last link (chain-writer.ts). */
+export interface HeadRecovery {
+  /** missing: the head row had been deleted; behind: its seq had been moved back. */
+  readonly found: 'missing' | 'behind';
+  /** The head as found (undefined when missing). */
+  readonly foundSeq?: bigint;
+  /** The link the head was moved to, which the next link follows. */
+  readonly lastSeq: bigint;
+  readonly recoveredAt: string;
+}
+
 export interface VerifyReport {
   readonly ok: boolean;
   readonly links: number;
@@ -53,6 +64,12 @@ export interface VerifyReport {
   readonly lastSeq: bigint;
   readonly checkpointsChecked: number;
   readonly finding?: Finding;
+  /**
+   * Heads the service found deleted or moved back behind the service and re-derived from the last
+   * link, oldest first. Not a finding (no link or row was changed, and the walk above checks every
+   * one), but a record that someone changed audit_chain_heads.
+   */
+  readonly headRecoveries: readonly HeadRecovery[];
 }
 
 type LinkRow = [seq: string, prevHash: Buffer, root: Buffer, eventCount: number, hash: Buffer, leaves: Buffer[], keysMatch: boolean];
@@ -74,6 +91,9 @@ const BAD_ROW = `SELECT l.seq::text, k.id::text, k.occurred_at::text, e.leaf IS 
    AND e.leaf IS DISTINCT FROM k.leaf
  ORDER BY l.seq, k.ord LIMIT 1`;
 
+const HEAD_RECOVERIES = `SELECT found, found_seq::text, last_seq::text, to_json(recovered_at) #>> '{}'
+  FROM audit_chain_head_recoveries WHERE tenant = $1 ORDER BY id`;
+
 // The first row of the tenant that no link holds.
 const UNCHAINED_ROW = `WITH chained AS MATERIALIZED (
     SELECT k.id, k.occurred_at FROM audit_chain_links l
@@ -94,7 +114,7 @@ const UNCHAINED_ROW = `WITH chained AS MATERIALIZED (
  *  4. each signed checkpoint of the tenant names a link that exists with that hash: a deleted
  *     tail (links and rows), however consistent the rest, is caught here;
  *  5. no row of the tenant (occurred_at ≥ since) is outside every link.
- * Stops at the first bad position.
+ * Stops at the first bad position. Also lists the heads the service re-derived (audit_chain_head_recoveries).
  */
 export async function verifyChain(pool: pg.Pool, options: VerifyOptions): Promise<VerifyReport> {
   const client = await pool.connect();
@@ -118,6 +138,13 @@ async function verifyIn(client: pg.ClientBase, options: VerifyOptions): Promise<
   let events = 0;
   let expected = 1n;
   let prevHash = GENESIS_HASH;
+  const recoveries = await client.query<[string, string | null, string, string]>({ text: HEAD_RECOVERIES, values: [tenant], rowMode: 'array' });
+  const headRecoveries: HeadRecovery[] = recoveries.rows.map(([found, foundSeq, lastSeq, recoveredAt]) => ({
+    found: found === 'behind' ? 'behind' : 'missing',
+    ...(foundSeq === null ? {} : { foundSeq: BigInt(foundSeq) }),
+    lastSeq: BigInt(lastSeq),
+    recoveredAt,
+  }));
   const done = (finding?: Finding): VerifyReport => ({
     ok: finding === undefined,
     links,
@@ -125,6 +152,7 @@ async function verifyIn(client: pg.ClientBase, options: VerifyOptions): Promise<
     lastSeq: expected - 1n,
     checkpointsChecked: finding === undefined ? checkpoints.length : 0,
     ...(finding ? { finding } : {}),
+    headRecoveries,
   });
   const checkpointSeqs = new Set(checkpoints.map((c) => c.seq.toString()));
   for (;;) {

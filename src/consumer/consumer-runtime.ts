@@ -28,6 +28,7 @@ import { createMetrics, type IngestMetrics } from '../telemetry/metrics.ts';
 import { JetStreamBatchConsumer } from './batch-consumer.ts';
 import type { ConsumerConfig } from './consumer-config.ts';
 import { createConsumerMetrics } from './consumer-metrics.ts';
+import { reportHeadAnomalies } from '../audit/head-anomalies.ts';
 
 export class ConsumerRuntime {
   readonly config: ConsumerConfig;
@@ -99,7 +100,7 @@ export class ConsumerRuntime {
         logger.error({ err: error, directory: deadLetterQueue.directory }, 'the dead-letter directory is not writable; a batch holding refused rows waits until it is'),
       );
       // AUDIT_CHAIN=on: the consumer's writes are chained like the service's (not signed: checkpoints are the service's).
-      const chain = createSinkChain({ pool, config: service, deadLetterQueue, clock: systemClock, metrics, logger, auditChain: service.audit.chain ? {} : undefined });
+      const chain = createSinkChain({ pool, config: service, deadLetterQueue, clock: systemClock, metrics, logger, auditChain: service.audit.chain ? { onHeadAnomalies: reportHeadAnomalies(logger, metrics.auditHeadsRecovered) } : undefined });
       const connection = await connectJetStream(service.jetstream, logger, `audit-ingest-consumer-${config.durableName}`);
       undo.push(() => connection.close());
       const durable = await ensureDurableConsumer(

@@ -10,7 +10,7 @@ import type { QueuedEvent } from '../event/queued-event.ts';
 import { addBatchCounts, moveAndCountSql } from './minute-rollup.ts';
 import { NOTHING_DEAD_LETTERED, type Sink, type WriteResult } from './sink.ts';
 import { IngestInternalError } from '../internal-errors.ts';
-import { appendLinks, tenantsOf, type ChainHead } from '../audit/chain-writer.ts';
+import { appendLinks, tenantsOf, type AppendResult, type ChainHead, type HeadAnomaly } from '../audit/chain-writer.ts';
 import { leafSql } from '../audit/leaf-hash.ts';
 
 const COLUMN_LIST = EVENT_COLUMNS.join(', ');
@@ -37,11 +37,18 @@ const MOVE_STAGE_TO_EVENTS_CHAINED = `${MOVE_STAGE_TO_EVENTS}
   RETURNING ${chainedReturning('events')}`;
 const MOVE_STAGE_TO_EVENTS_CHAINED_COUNTED = moveAndCountSql(MOVE_STAGE_TO_EVENTS, chainedReturning('moved'), '*');
 const UNIQUE_VIOLATION = '23505';
+const NOTHING_APPENDED: AppendResult = { heads: [], anomalies: [] };
 
 /** What the sink does for the audit chain (AUDIT_CHAIN=on). */
 export interface AuditChainOptions {
   /** The tenants' new heads, once the transaction that appended them has committed. */
   readonly onCommitted?: (heads: readonly ChainHead[]) => void;
+  /**
+   * Heads found not pointing at their tenant's last link (deleted or edited behind the service),
+   * once the transaction that found them (and recovered the missing or behind ones) has committed:
+   * to log and count (src/audit/head-anomalies.ts).
+   */
+  readonly onHeadAnomalies?: (anomalies: readonly HeadAnomaly[]) => void;
 }
 
 /** Roll back a refused batch; false when even that fails (then the connection is discarded). */
@@ -105,7 +112,8 @@ export class PostgresCopySink implements Sink {
     this.#staged.add(client);
   }
 
-  #committed(heads: readonly ChainHead[]): void {
+  #committed({ heads, anomalies }: AppendResult): void {
+    if (anomalies.length > 0) this.#chain?.onHeadAnomalies?.(anomalies);
     if (heads.length === 0) return;
     for (const head of heads) this.#knownHeads.add(head.tenant);
     this.#chain?.onCommitted?.(heads);
@@ -143,15 +151,15 @@ export class PostgresCopySink implements Sink {
         try {
           await pipeline(Readable.from(payload), client.query(copyFrom(COPY_INTO_EVENTS)), { signal: deadline });
           if (this.#rollups) await addBatchCounts(client, batch);
-          let heads: ChainHead[] = [];
+          let appended: AppendResult = NOTHING_APPENDED;
           if (this.#chain) {
             // The leaves are hashed from the same payload copied into the staging table (every row
             // of it was inserted): no probe of `events` per row (chain-writer.ts).
             await pipeline(Readable.from(payload), client.query(copyFrom(COPY_INTO_STAGE)), { signal: deadline });
-            heads = await appendLinks(client, tenantsOf(batch), 'stage', batch.length, this.#knownHeads);
+            appended = await appendLinks(client, tenantsOf(batch), 'stage', batch.length, this.#knownHeads);
           }
           await client.query('COMMIT');
-          this.#committed(heads);
+          this.#committed(appended);
           return { inserted: batch.length, deadLettered: NOTHING_DEAD_LETTERED };
         } catch (error) {
           // A stored (or repeated) key: not a refusal of the data, just the slow way's job.
@@ -170,9 +178,9 @@ export class PostgresCopySink implements Sink {
           occurredAts: moved.rows.map((row) => row[2]),
           leaves: moved.rows.map((row) => row[3]),
         };
-        const heads = await appendLinks(client, [...new Set(returned.tenants)], returned, moved.rows.length, this.#knownHeads);
+        const appended = await appendLinks(client, [...new Set(returned.tenants)], returned, moved.rows.length, this.#knownHeads);
         await client.query('COMMIT');
-        this.#committed(heads);
+        this.#committed(appended);
         const inserted = moved.rowCount ?? 0;
         this.#expectDuplicates = inserted < batch.length;
         return { inserted, deadLettered: NOTHING_DEAD_LETTERED };

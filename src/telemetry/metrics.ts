@@ -52,6 +52,7 @@ export function createMetrics(registry = new Registry()) {
     metrics.auditCheckpointsSuperseded.inc({ destination }, 0);
   }
   for (const reason of ['write', 'corrupt'] as const) metrics.auditCheckpointOutboxFailures.inc({ reason }, 0);
+  for (const found of ['missing', 'behind'] as const) metrics.auditHeadsRecovered.inc({ found }, 0);
   for (const route of INGEST_ROUTES) {
     for (const status of INGEST_STATUSES) metrics.httpResponses.inc({ route, status }, 0);
     for (const status_class of STATUS_CLASSES) metrics.httpRequestDuration.zero({ route, status_class });
@@ -198,6 +199,12 @@ function createInstruments(registry: Registry) {
     auditChainedEvents: new Counter({
       name: 'ingest_audit_chained_events_total',
       help: "Events linked into their tenant's audit hash chain (AUDIT_CHAIN=on), counted when their batch committed; a duplicate takes no place in the chain and is not counted.",
+      registers: [registry],
+    }),
+    auditHeadsRecovered: new Counter({
+      name: 'ingest_audit_heads_recovered_total',
+      help: "Audit chain heads (AUDIT_CHAIN=on) found not pointing at their tenant's last link and moved to it, in the transaction that appended the next link, by what was found: missing (the row was deleted from audit_chain_heads while links remained) or behind (its seq was edited back). Each is a row of audit_chain_head_recoveries and an error log naming the tenant and the link; the events are stored once. Someone changed audit_chain_heads behind the service.",
+      labelNames: ['found'] as const,
       registers: [registry],
     }),
     auditCheckpointWrites: new Counter({

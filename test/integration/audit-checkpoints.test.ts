@@ -139,6 +139,30 @@ describe('signed checkpoints and `npm run audit`', () => {
     assert.match(result.stderr, /NOT INTACT at link 3: tail-truncated/);
   });
 
+  it('a head the service re-derived (its row deleted) is a note beside an intact verdict; with the last link cut too, the checkpoint fails it', async () => {
+    await writeCheckpointed('recovered', 3);
+    await db.pool.query(`DELETE FROM audit_chain_heads WHERE tenant = 'recovered'`);
+    // A restarted service (a sink that knows no head) writes the tenant's next batch.
+    await new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: {} }).write(batchOf('recovered', 10), { signal });
+    const intact = await verify('recovered');
+    assert.equal(intact.code, 0, intact.stderr);
+    assert.match(intact.stdout, /intact: tenant recovered, 4 links, 40 events/);
+    assert.match(intact.stdout, /note: at \S+ the service found the head of tenant recovered deleted and re-derived it from link 3/);
+    const json = JSON.parse((await verify('recovered', '--json')).stdout) as { ok: boolean; headRecoveries: { found: string; foundSeq: string | null; lastSeq: string }[] };
+    assert.equal(json.ok, true);
+    assert.deepEqual(json.headRecoveries.map(({ found, foundSeq, lastSeq }) => ({ found, foundSeq, lastSeq })), [{ found: 'missing', foundSeq: null, lastSeq: '3' }]);
+
+    await writeCheckpointed('recut', 3);
+    await db.pool.query(`DELETE FROM events e USING audit_chain_links l WHERE l.tenant = 'recut' AND l.seq = 3 AND e.tenant = 'recut' AND e.id = ANY(l.ids)`);
+    await db.pool.query(`DELETE FROM audit_chain_links WHERE tenant = 'recut' AND seq = 3`);
+    await db.pool.query(`DELETE FROM audit_chain_heads WHERE tenant = 'recut'`);
+    await new PostgresCopySink(pool, { copyTimeoutMs: 10_000, auditChain: {} }).write(batchOf('recut', 10), { signal });
+    const cut = await verify('recut');
+    assert.equal(cut.code, 1);
+    assert.match(cut.stderr, /NOT INTACT at link 3: checkpoint-mismatch/);
+    assert.match(cut.stderr, /note: .* head of tenant recut deleted and re-derived it from link 2/);
+  });
+
   it('names the first bad position: an UPDATE of a row, exit 1', async () => {
     await writeCheckpointed('cli-updated', 3);
     const { rows } = await db.pool.query<{ id: string }>(`SELECT ids[2]::text AS id FROM audit_chain_links WHERE tenant = 'cli-updated' AND seq = 2`);

@@ -75,4 +75,31 @@ describe('AUDIT_CHAIN=on through the service: two replicas on one database, chec
       assert.equal(top.seq, report.lastSeq, 'the shutdown checkpoints pin the whole chain');
     }
   });
+
+  it('a head row deleted under the running service: the next events are stored, not dead-lettered, and the recovery is counted', async () => {
+    const service = await buildTestService(db.url, { AUDIT_CHAIN: 'on', BATCH_MAX_SIZE: '50' });
+    const post = async (n: number) => {
+      const body = Array.from({ length: n }, () => JSON.stringify(sampleEvent({ id: randomUUID(), tenant: 'svc-head' })));
+      const answer = await service.app.inject({ method: 'POST', url: '/events', payload: body.join('\n'), headers: { 'content-type': 'application/x-ndjson' } });
+      assert.equal(answer.statusCode, 202, answer.body);
+    };
+    const stored = () => db.count("tenant = 'svc-head'");
+    const scrape = async () => (await service.app.inject({ method: 'GET', url: '/metrics' })).body;
+    try {
+      assert.match(await scrape(), /^ingest_audit_heads_recovered_total\{found="missing"\} 0$/m, 'exposed from the start, at 0');
+      await post(20);
+      await waitFor(async () => (await stored()) === 20, 10_000, 'the first events stored');
+      await db.pool.query(`DELETE FROM audit_chain_heads WHERE tenant = 'svc-head'`);
+      await post(30);
+      await waitFor(async () => (await stored()) === 50, 10_000, 'the events after the deletion stored');
+      assert.match(await scrape(), /^ingest_audit_heads_recovered_total\{found="missing"\} 1$/m);
+      assert.match(await scrape(), /^ingest_events_dead_lettered_total 0$/m, 'nothing dead-lettered');
+    } finally {
+      await service.close();
+    }
+    const report = await verifyChain(db.pool, { tenant: 'svc-head' });
+    assert.equal(report.ok, true, report.finding?.message);
+    assert.equal(report.events, 50);
+    assert.deepEqual(report.headRecoveries.map((r) => r.found), ['missing']);
+  });
 });
