@@ -73,3 +73,23 @@ export class Receiver {
   }
 }
 
+
+/**
+ * The `<tenant> <seq>` of each line of a webhook outbox file (audit-checkpoints-outbox.ndjson),
+ * sorted; undefined when there is no file.
+ */
+export async function readOutboxEntries(file: string): Promise<string[] | undefined> {
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (text === undefined) return undefined;
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const parsed = JSON.parse(line) as CheckpointLine;
+      return `${parsed.tenant} ${parsed.seq}`;
+    })
+    .sort();
+}

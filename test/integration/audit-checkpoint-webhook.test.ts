@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { generateSigningKeyPair, keyIdOf, loadSigningKey, signCheckpoint, type CheckpointLine } from '../../src/audit/checkpoints.ts';
-import { Receiver } from '../helpers/checkpoint-receiver.ts';
+import { generateSigningKeyPair, keyIdOf, loadSigningKey, signCheckpoint } from '../../src/audit/checkpoints.ts';
+import { readOutboxEntries, Receiver } from '../helpers/checkpoint-receiver.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { runScript } from '../helpers/run-script.ts';
 import { buildTestService, sampleEvent, waitFor, type TestService } from '../helpers/service.ts';
@@ -172,21 +172,7 @@ describe('AUDIT_CHECKPOINT_WEBHOOK_URL: signed checkpoints posted to a receiver'
   });
 
   /** The tenant and seq of each line in DATA_DIR's outbox; undefined when there is no outbox file. */
-  const outboxOf = async (dataDir: string) => {
-    const text = await readFile(path.join(dataDir, 'audit-checkpoints-outbox.ndjson'), 'utf8').catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return undefined;
-      throw error;
-    });
-    if (text === undefined) return undefined;
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const parsed = JSON.parse(line) as CheckpointLine;
-        return `${parsed.tenant} ${parsed.seq}`;
-      })
-      .sort();
-  };
+  const outboxOf = (dataDir: string) => readOutboxEntries(path.join(dataDir, 'audit-checkpoints-outbox.ndjson'));
 
   it('a receiver down at shutdown: the lines stay in the outbox, a newer head replaces its tenant’s at the next start, and all are delivered once it is back', async () => {
     const stored = path.join(dir, 'received-outbox.ndjson');

@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { generateSigningKeyPair, type CheckpointLine } from '../../src/audit/checkpoints.ts';
-import { Receiver } from '../helpers/checkpoint-receiver.ts';
+import { generateSigningKeyPair } from '../../src/audit/checkpoints.ts';
+import { readOutboxEntries, Receiver } from '../helpers/checkpoint-receiver.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { runScript } from '../helpers/run-script.ts';
 import { startServerProcess } from '../helpers/server-process.ts';
@@ -54,16 +54,7 @@ describe('audit checkpoint outbox: a SIGKILL leaves the waiting lines, the next 
       BATCH_MAX_SIZE: '25',
     };
     const headSeq = async () => (await db.pool.query<{ seq: string }>(`SELECT seq::text FROM audit_chain_heads WHERE tenant = 'outbox-crash'`)).rows[0]?.seq;
-    const outboxTenants = async () => {
-      const text = await readFile(outboxFile, 'utf8').catch(() => '');
-      return text
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => {
-          const parsed = JSON.parse(line) as CheckpointLine;
-          return `${parsed.tenant} ${parsed.seq}`;
-        });
-    };
+    const outboxTenants = async () => (await readOutboxEntries(outboxFile)) ?? [];
     try {
       const first = await startServerProcess(environment);
       try {
