@@ -1,32 +1,27 @@
 import type { QueuedEvent } from '../event/queued-event.ts';
 
-/**
- * The most characters one chunk of a COPY payload holds: 48 Ki characters is at most 96 KiB of
- * heap even as a two-byte string, under V8's largest regular object (128 KiB on 64-bit). One
- * string for a whole batch (500 rows of ~300 bytes, ~150 KB) would go to the large-object space,
- * which only a full mark-compact frees: a batch a few times a second made the old generation grow
- * by megabytes a second and brought a mark-compact every ~2.7 s at 5,200 events/s, stalling
- * every request for 25–40 ms (bench: README "Seventh look"). Chunks of this size die young.
- */
-export const COPY_CHUNK_MAX_CHARS = 48 * 1024;
+/** The most bytes one chunk of a COPY payload holds (a row longer than this is a chunk of its own). */
+export const COPY_CHUNK_MAX_BYTES = 64 * 1024;
 
-/** A batch's COPY rows, joined into chunks of at most COPY_CHUNK_MAX_CHARS (a row is never split). */
-export function copyPayload(batch: readonly QueuedEvent[]): string[] {
-  if (batch.length === 1) return [batch[0]!.row];
-  const chunks: string[] = [];
-  // Array.prototype.join makes one flat string; `+=` would make a rope, flattened (copied again)
-  // when it is written.
-  const rows: string[] = [];
-  let length = 0;
-  for (const event of batch) {
-    if (length > 0 && length + event.row.length > COPY_CHUNK_MAX_CHARS) {
-      chunks.push(rows.join(''));
-      rows.length = 0;
-      length = 0;
-    }
-    rows.push(event.row);
-    length += event.row.length;
+/**
+ * A batch's COPY rows as UTF-8 chunks of at most COPY_CHUNK_MAX_BYTES, a row never split, each
+ * row encoded straight into its chunk's Buffer. No string of the batch (or of a chunk) is built:
+ * one string of the whole batch (~150 KB for 500 rows) went to V8's large-object space, which only
+ * a full mark-compact frees, and brought one every ~2.7 s at 5,200 events/s, each stalling every
+ * request for 25-40 ms (README "Seventh look"); a Buffer's bytes live outside the JS heap.
+ */
+export function copyPayload(batch: readonly QueuedEvent[]): Buffer[] {
+  const chunks: Buffer[] = [];
+  let start = 0;
+  while (start < batch.length) {
+    let end = start;
+    let bytes = 0;
+    while (end < batch.length && (end === start || bytes + batch[end]!.bytes <= COPY_CHUNK_MAX_BYTES)) bytes += batch[end++]!.bytes;
+    const chunk = Buffer.allocUnsafeSlow(bytes);
+    let offset = 0;
+    for (let i = start; i < end; i++) offset += chunk.write(batch[i]!.row, offset, 'utf8');
+    chunks.push(chunk);
+    start = end;
   }
-  chunks.push(rows.length === 1 ? rows[0]! : rows.join(''));
   return chunks;
 }
