@@ -208,7 +208,8 @@ describe('AUDIT_CHECKPOINT_WEBHOOK_URL: signed checkpoints posted to a receiver'
 
       await proxy.restore();
       await waitFor(async () => (await outboxOf(dataDir)) === undefined, 20_000, 'delivered: the outbox removed');
-      assert.equal(await metric(service, 'ingest_audit_checkpoint_outbox_lines'), 0);
+      // The gauge follows once the removal is durable (the directory fsynced), a moment after the file is gone.
+      await waitFor(async () => (await metric(service!, 'ingest_audit_checkpoint_outbox_lines')) === 0, 10_000, 'the outbox gauge at 0');
       assert.ok((await metric(service, webhookWrites('written'))) >= 1);
       assert.deepEqual(
         (await receiver.storedLines()).map((line) => `${line.tenant} ${line.seq}`).sort(),
