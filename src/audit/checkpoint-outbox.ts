@@ -1,7 +1,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDirectory } from '../fsync-directory.ts';
+import { fsyncDirectory, removeFileDurably, writeFileDurably } from '../fsync-directory.ts';
 import type { SignedCheckpoint } from './checkpoint-destination.ts';
 import { checkpointMessage, keyIdOf, type CheckpointLine } from './checkpoints.ts';
 
@@ -29,15 +29,11 @@ const DECIMAL = /^[1-9][0-9]{0,18}$/;
  */
 export class CheckpointOutbox {
   readonly file: string;
-  readonly #directory: string;
-  readonly #temporary: string;
   /** Lines in the file now (0: there is none). */
   #onDisk: number;
 
   private constructor(file: string, onDisk: number) {
     this.file = file;
-    this.#directory = path.dirname(file);
-    this.#temporary = `${file}.tmp`;
     this.#onDisk = onDisk;
   }
 
@@ -73,22 +69,10 @@ export class CheckpointOutbox {
   async write(lines: readonly SignedCheckpoint[]): Promise<void> {
     if (lines.length === 0) {
       if (this.#onDisk === 0) return;
-      await unlink(this.file).catch((error: unknown) => {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      });
-      await fsyncDirectory(this.#directory);
-      this.#onDisk = 0;
-      return;
+      await removeFileDurably(this.file);
+    } else {
+      await writeFileDurably(this.file, lines.map((line) => line.text).join(''));
     }
-    const handle = await open(this.#temporary, 'w', 0o600);
-    try {
-      await handle.writeFile(lines.map((line) => line.text).join(''));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(this.#temporary, this.file);
-    await fsyncDirectory(this.#directory);
     this.#onDisk = lines.length;
   }
 }

@@ -1,5 +1,5 @@
-import { fsyncDirectory } from '../fsync-directory.ts';
-import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { fsyncDirectory, removeFileDurably, writeFileDurably } from '../fsync-directory.ts';
+import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseRecord, serialiseRecord, type DeadLetterRecord } from './dead-letter-record.ts';
 
@@ -127,22 +127,8 @@ export async function rewriteDeadLetterFile(
   records: readonly DeadLetterRecord[],
   keptLines: readonly string[] = [],
 ): Promise<void> {
-  const directory = path.dirname(filePath);
-  if (records.length === 0 && keptLines.length === 0) {
-    await rm(filePath, { force: true });
-    await fsyncDirectory(directory);
-    return;
-  }
-  const temporaryPath = `${filePath}.tmp`;
-  const handle = await open(temporaryPath, 'w', 0o600);
-  try {
-    await handle.writeFile(records.map(serialiseRecord).join('') + keptLines.map((line) => `${line}\n`).join(''));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temporaryPath, filePath);
-  await fsyncDirectory(directory);
+  if (records.length === 0 && keptLines.length === 0) await removeFileDurably(filePath);
+  else await writeFileDurably(filePath, records.map(serialiseRecord).join('') + keptLines.map((line) => `${line}\n`).join(''));
 }
 
 /** Rename a data file to its claimed name; undefined when it is gone already. */

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { queuedEventFromRow } from '../event/queued-event.ts';
-import { fsyncDirectory } from '../fsync-directory.ts';
+import { writeFileDurably } from '../fsync-directory.ts';
 import type { QueuedEvent } from '../event/queued-event.ts';
 
 /**
@@ -21,16 +21,7 @@ export async function writeSpillFile(dataDir: string, events: readonly QueuedEve
   await mkdir(directory, { recursive: true });
   const name = `${new Date(nowMs).toISOString().replace(/[:.]/g, '-')}-${randomUUID()}${SPILL_SUFFIX}`;
   const finalPath = path.join(directory, name);
-  const temporaryPath = `${finalPath}.tmp`;
-  const handle = await open(temporaryPath, 'w', 0o600);
-  try {
-    await handle.writeFile(events.map((event) => event.row).join(''));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temporaryPath, finalPath);
-  await fsyncDirectory(directory);
+  await writeFileDurably(finalPath, events.map((event) => event.row).join(''));
   return finalPath;
 }
 
